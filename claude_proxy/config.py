@@ -1,0 +1,427 @@
+"""Finding, reading and validating the configuration.
+
+The configuration is ``config.json`` (found by :func:`resolve_config_path`) and
+the provider keys, which come from the process environment and from a ``.env``
+file beside the config.  Everything a user can get wrong is reported as a
+:class:`ConfigError` whose problems are single lines naming the file and the
+field; nothing here raises anything else for bad input.
+"""
+
+import dataclasses
+import fnmatch
+import ipaddress
+import json
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+CONFIG_ENV_VAR = "CLAUDE_PROXY_CONFIG"
+APP_DIR = Path(__file__).resolve().parent.parent
+
+#: What runs when there is no config file at all; config.example.json is the same.
+DEFAULT_CONFIG = {
+    "proxy_port": 8787,
+    "cooldown_minutes": 30,
+    "providers": [
+        {
+            "name": "minimax",
+            "base_url": "https://api.minimax.io/anthropic",
+            "api_key_env": "MINIMAX_API_KEY",
+            "auth_header": "bearer",
+            "models": {"*": "MiniMax-M2"},
+        },
+        {
+            "name": "moonshot",
+            "base_url": "https://api.moonshot.ai/anthropic",
+            "api_key_env": "MOONSHOT_API_KEY",
+            "auth_header": "bearer",
+            "models": {
+                "claude-*haiku*": "kimi-k2-turbo-preview",
+                "*": "kimi-k2-0905-preview",
+            },
+        },
+    ],
+}
+
+AUTH_HEADER_CHOICES = ("x-api-key", "bearer", "both")
+DEFAULT_FAILOVER_STATUSES = (429, "5xx")
+PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+TOP_LEVEL_KEYS = {
+    "proxy_port", "proxy_host", "providers", "cooldown_minutes", "failover_statuses",
+    "max_body_mb", "require_token", "state_dir", "connect_timeout", "read_timeout",
+}
+PROVIDER_KEYS = {
+    "name", "base_url", "api_key_env", "models", "enabled", "auth_header", "headers",
+    "connect_timeout", "read_timeout",
+}
+
+
+@dataclasses.dataclass
+class Provider:
+    """One upstream, as configured.  ``api_key`` never appears in ``repr``."""
+
+    name: str
+    base_url: str
+    api_key_env: str
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    key_source: str | None = None  # "environment" or the .env path
+    enabled: bool = True
+    auth_header: str = "both"
+    headers: dict = dataclasses.field(default_factory=dict)
+    models: dict = dataclasses.field(default_factory=dict)
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+
+    @property
+    def usable(self):
+        return self.enabled and bool(self.api_key)
+
+    @property
+    def scheme(self):
+        return urlsplit(self.base_url).scheme
+
+    @property
+    def host(self):
+        return urlsplit(self.base_url).hostname
+
+    @property
+    def port(self):
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def netloc(self):
+        return urlsplit(self.base_url).netloc
+
+    @property
+    def base_path(self):
+        return urlsplit(self.base_url).path.rstrip("/")
+
+    def map_model(self, model):
+        """The provider's name for ``model``: first matching glob wins, else unchanged."""
+        lowered = model.lower()
+        for pattern, target in self.models.items():
+            if fnmatch.fnmatchcase(lowered, pattern.lower()):
+                return target
+        return model
+
+
+@dataclasses.dataclass
+class Config:
+    path: Path
+    exists: bool
+    providers: list
+    host: str = "127.0.0.1"
+    port: int = 8787
+    cooldown_seconds: float = 1800.0
+    failover_statuses: frozenset = frozenset()
+    max_body_bytes: int = 10 * 1024 * 1024
+    require_token: bool = True
+    state_dir: Path = None
+    env_path: Path = None
+    warnings: list = dataclasses.field(default_factory=list)
+
+    @property
+    def url(self):
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def provider(self, name):
+        """The provider called ``name`` (case-insensitive), or None."""
+        wanted = name.lower()
+        return next((p for p in self.providers if p.name.lower() == wanted), None)
+
+    @property
+    def provider_names(self):
+        return [p.name for p in self.providers]
+
+
+def resolve_config_path(cli_value=None, environ=None):
+    """``--config``, else ``$CLAUDE_PROXY_CONFIG``, else config.json beside proxy.py.
+
+    Returns ``(path, explicit)``; ``explicit`` is true when the user named it.
+    """
+    environ = os.environ if environ is None else environ
+    value = cli_value or environ.get(CONFIG_ENV_VAR)
+    if value:
+        return Path(value).expanduser().resolve(), True
+    return APP_DIR / "config.json", False
+
+
+def load_config(path, environ=None, must_exist=False):
+    """Read and validate the config at ``path``.
+
+    A missing file means the built-in defaults, unless ``must_exist`` (the
+    user named the file with ``--config`` or ``$CLAUDE_PROXY_CONFIG``).
+    """
+    path = Path(path)
+    environ = os.environ if environ is None else environ
+    if path.is_file():
+        raw = _read_json(path)
+        exists = True
+    elif path.exists():
+        raise ConfigError(f"{path}: is not a file; point --config at a config.json")
+    elif must_exist:
+        raise ConfigError(f"{path}: no such file; check --config or {CONFIG_ENV_VAR}")
+    else:
+        raw = json.loads(json.dumps(DEFAULT_CONFIG))
+        exists = False
+    env_path = path.parent / ".env"
+    dotenv, warnings = read_env_file(env_path)
+    config = _validate(raw, path, exists, env_path)
+    config.warnings = warnings
+    for provider in config.providers:
+        if environ.get(provider.api_key_env):
+            provider.api_key, provider.key_source = environ[provider.api_key_env], "environment"
+        elif dotenv.get(provider.api_key_env):
+            provider.api_key, provider.key_source = dotenv[provider.api_key_env], str(env_path)
+    return config
+
+
+def _read_json(path):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+
+
+def _validate(raw, path, exists, env_path):
+    problems = []
+
+    def bad(where, message):
+        problems.append(f"{path}: {where}{message}")
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object {{...}}")
+    _unknown_keys(raw, TOP_LEVEL_KEYS, "", bad)
+
+    port = raw.get("proxy_port", 8787)
+    if not _is_int(port) or not 0 <= port <= 65535:
+        bad("", f'"proxy_port" must be a port number 0-65535, not {port!r}')
+    host = raw.get("proxy_host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        bad("", f'"proxy_host" must be a host name or address, not {host!r}')
+        host = "127.0.0.1"
+    require_token = raw.get("require_token", True)
+    if not isinstance(require_token, bool):
+        bad("", f'"require_token" must be true or false, not {require_token!r}')
+    elif not require_token and not is_loopback(host):
+        bad("", f'refusing to listen on {host} without a token: set "require_token": true '
+                'or "proxy_host": "127.0.0.1"')
+    cooldown = _number(raw, "cooldown_minutes", 30, "", bad, minimum=0)
+    max_body_mb = _number(raw, "max_body_mb", 10, "", bad, minimum=0.001)
+    connect_timeout = _number(raw, "connect_timeout", 10, "", bad, minimum=0.001)
+    read_timeout = _number(raw, "read_timeout", 300, "", bad, minimum=0.001)
+    statuses = _failover_statuses(raw.get("failover_statuses", list(DEFAULT_FAILOVER_STATUSES)), bad)
+
+    state_dir = raw.get("state_dir")
+    if state_dir is None:
+        state_dir = path.parent
+    elif isinstance(state_dir, str) and state_dir:
+        state_dir = (path.parent / Path(state_dir).expanduser()).resolve()
+    else:
+        bad("", f'"state_dir" must be a folder path, not {state_dir!r}')
+        state_dir = path.parent
+
+    providers = []
+    entries = raw.get("providers")
+    if not isinstance(entries, list) or not entries:
+        bad("", '"providers" must be a non-empty list of {"name", "base_url", "api_key_env"}')
+        entries = []
+    seen = set()
+    for index, entry in enumerate(entries):
+        provider = _provider(entry, index, connect_timeout, read_timeout, bad)
+        if provider is None:
+            continue
+        if provider.name.lower() in seen:
+            bad(f'providers[{index}]: ', f'duplicate provider name "{provider.name}"')
+            continue
+        seen.add(provider.name.lower())
+        providers.append(provider)
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        path=path, exists=exists, providers=providers, host=host, port=port,
+        cooldown_seconds=cooldown * 60, failover_statuses=statuses,
+        max_body_bytes=int(max_body_mb * 1024 * 1024), require_token=require_token,
+        state_dir=Path(state_dir), env_path=env_path,
+    )
+
+
+def _provider(entry, index, connect_timeout, read_timeout, bad):
+    where = f"providers[{index}]: "
+    if not isinstance(entry, dict):
+        bad(where, "must be an object {...}")
+        return None
+    name = entry.get("name")
+    if isinstance(name, str) and name:
+        where = f'providers[{index}] ("{name}"): '
+    _unknown_keys(entry, PROVIDER_KEYS, where, bad)
+    ok = True
+
+    def fail(message):
+        nonlocal ok
+        ok = False
+        bad(where, message)
+
+    if not isinstance(name, str) or not PROVIDER_NAME.match(name):
+        fail('"name" is missing or not a simple name (letters, digits, ".", "_", "-")')
+    base_url = entry.get("base_url")
+    if base_url is None:
+        fail('missing "base_url"')
+    elif not isinstance(base_url, str) or urlsplit(base_url).scheme not in ("http", "https") \
+            or not urlsplit(base_url).hostname:
+        fail(f'"base_url" must be an http:// or https:// URL, not {base_url!r}')
+    elif urlsplit(base_url).query or urlsplit(base_url).fragment:
+        fail(f'"base_url" must not have a query or fragment: {base_url!r}')
+    key_env = entry.get("api_key_env")
+    if key_env is None:
+        fail('missing "api_key_env" (the name of the variable that holds the key)')
+    elif not isinstance(key_env, str) or not ENV_NAME.match(key_env):
+        fail(f'"api_key_env" must be a variable name like "MOONSHOT_API_KEY", not {key_env!r}')
+    enabled = entry.get("enabled", True)
+    if not isinstance(enabled, bool):
+        fail(f'"enabled" must be true or false, not {enabled!r}')
+    auth_header = entry.get("auth_header", "both")
+    if auth_header not in AUTH_HEADER_CHOICES:
+        fail(f'"auth_header" must be one of {", ".join(AUTH_HEADER_CHOICES)}, not {auth_header!r}')
+    models = entry.get("models", {})
+    if not _string_map(models):
+        fail('"models" must map model globs to model names, e.g. {"claude-*haiku*": "fast-model", "*": "big-model"}')
+    headers = entry.get("headers", {})
+    if not _string_map(headers):
+        fail('"headers" must map header names to string values')
+    conn_t = _number(entry, "connect_timeout", connect_timeout, where, lambda w, m: fail(m), 0.001)
+    read_t = _number(entry, "read_timeout", read_timeout, where, lambda w, m: fail(m), 0.001)
+    if not ok:
+        return None
+    return Provider(
+        name=name, base_url=base_url.rstrip("/"), api_key_env=key_env, enabled=enabled,
+        auth_header=auth_header, headers=dict(headers), models=dict(models),
+        connect_timeout=conn_t, read_timeout=read_t,
+    )
+
+
+def _unknown_keys(mapping, known, where, bad):
+    for key in mapping:
+        if key not in known and not key.startswith("_"):
+            hint = ", ".join(sorted(known))
+            bad(where, f'unknown key "{key}" (known keys: {hint}; prefix a key with "_" for a comment)')
+
+
+def _number(mapping, key, default, where, bad, minimum):
+    value = mapping.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        bad(where, f'"{key}" must be a number of at least {minimum:g}, not {value!r}')
+        return default
+    return float(value)
+
+
+def _failover_statuses(value, bad):
+    statuses = set()
+    if not isinstance(value, list):
+        value = [value]
+    for item in value:
+        if _is_int(item) and 100 <= item <= 599:
+            statuses.add(item)
+        elif isinstance(item, str) and re.fullmatch(r"[1-5]xx", item.lower()):
+            first = int(item[0]) * 100
+            statuses.update(range(first, first + 100))
+        else:
+            bad("", f'"failover_statuses" takes status codes like 429 or classes like "5xx", not {item!r}')
+    return frozenset(statuses)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _string_map(value):
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+def is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- .env -------------------------------------------------------------------
+
+_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
+
+
+def read_env_file(path):
+    """Parse a ``.env`` file as people write them; a missing file is empty.
+
+    Returns ``(values, warnings)``.  Handles comments, blank lines, ``export``,
+    single and double quotes, inline ``# comments``, a UTF-8 BOM and CRLF.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return {}, []
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, [f"{path}: cannot read it ({exc}); keys from it are ignored"]
+    return parse_env(text, path)
+
+
+def parse_env(text, origin=".env"):
+    values, warnings = {}, []
+    for number, line in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _ENV_LINE.match(line)
+        if not match:
+            warnings.append(f"{origin}: line {number} is not KEY=value; ignored")
+            continue
+        key, value = match.groups()
+        parsed = _env_value(value)
+        if parsed is None:
+            warnings.append(f"{origin}: line {number}: unterminated quote in {key}; ignored")
+            continue
+        values[key] = parsed
+    return values, warnings
+
+
+def _env_value(value):
+    if value[:1] in ("'", '"'):
+        quote = value[0]
+        out, i = [], 1
+        while i < len(value):
+            char = value[i]
+            if char == quote:
+                return "".join(out)
+            if char == "\\" and quote == '"' and i + 1 < len(value):
+                i += 1
+                out.append(_ESCAPES.get(value[i], "\\" + value[i]))
+            else:
+                out.append(char)
+            i += 1
+        return None
+    comment = re.search(r"\s#", value)
+    if comment:
+        value = value[: comment.start()]
+    return value.strip()

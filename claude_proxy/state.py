@@ -1,0 +1,91 @@
+"""The runtime files in the state directory: client token, pid file, log.
+
+The state directory is the config's folder unless ``state_dir`` says otherwise.
+The token file is created once, readable by its owner only, and handed to
+clients by the management commands (``proxy.py env``).
+"""
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+TOKEN_FILE = "proxy.token"
+PID_FILE = "proxy.pid"
+LOG_FILE = "proxy.log"
+
+
+class StatePaths:
+    def __init__(self, state_dir):
+        self.dir = Path(state_dir)
+        self.token = self.dir / TOKEN_FILE
+        self.pid = self.dir / PID_FILE
+        self.log = self.dir / LOG_FILE
+
+
+def read_token(path):
+    """The saved client token, or None when there is none yet."""
+    try:
+        token = Path(path).read_text(encoding="utf-8-sig").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return token or None
+
+
+def load_or_create_token(path):
+    """Return the client token, creating it (owner-only) on first use."""
+    path = Path(path)
+    token = read_token(path)
+    if token:
+        return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = "cpx-" + secrets.token_urlsafe(32)
+    # O_EXCL: if another process created it meanwhile, theirs wins.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return read_token(path)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def write_pid_file(path, *, host, port, config_path):
+    """Record this process as the daemon for its state directory."""
+    record = {
+        "pid": os.getpid(),
+        "host": host,
+        "port": port,
+        "config": str(config_path),
+        "started": time.time(),
+    }
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(tmp, path)
+    return record
+
+
+def read_pid_file(path):
+    """The pid record, or None when absent or unreadable (treated as stale)."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("pid"), int):
+        return None
+    return record
+
+
+def remove_pid_file(path, pid=None):
+    """Remove the pid file, but only if it still names ``pid`` (when given)."""
+    path = Path(path)
+    if pid is not None:
+        record = read_pid_file(path)
+        if record and record["pid"] != pid:
+            return
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,198 @@
+"""The failover policy: which providers to try, in what order, and cooldowns.
+
+Rules (the README repeats them in plain words):
+
+- Fallback mode tries usable providers (enabled, with a key) in config order,
+  skipping those in cooldown.  When every usable provider is cooling, all of
+  them are tried anyway, the soonest to recover first.
+- A failure (a failover status such as 429 or 5xx, a refused or reset
+  connection, a timeout before the answer, an error as the first stream
+  event) puts the provider in cooldown for its ``retry-after`` if it sent
+  one, else ``cooldown_minutes``.  A later failure only extends a cooldown;
+  a success clears it.
+- Pinned mode tries the one provider, whatever its cooldown, and nothing else.
+
+The policy only decides; sockets are the business of ``upstream``.
+"""
+
+import dataclasses
+import email.utils
+import logging
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+#: Anthropic's error type for each status the proxy or a provider may answer.
+ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 502: "api_error", 503: "api_error", 504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def error_type(status):
+    return ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def retry_after_seconds(headers, now=None):
+    """The delay a provider asked for, from ``retry-after-ms`` or ``retry-after``.
+
+    ``headers`` is a list of ``(name, value)``.  Returns seconds, or None when
+    the provider gave no usable value.  ``retry-after`` may be seconds or an
+    HTTP date (RFC 9110 section 10.2.3).
+    """
+    values = {name.lower(): value.strip() for name, value in headers}
+    try:
+        if "retry-after-ms" in values:
+            return max(0.0, float(values["retry-after-ms"]) / 1000)
+    except ValueError:
+        pass
+    value = values.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclasses.dataclass
+class ProviderState:
+    """What the proxy has seen of one provider since it started."""
+
+    cooling_until: float = 0.0  # time.monotonic() value; 0 when not cooling
+    last_error: str | None = None
+    requests: int = 0
+    failures: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+
+
+class FailoverPolicy:
+    """Thread-safe provider ordering and cooldown book-keeping."""
+
+    def __init__(self, config, clock=time.monotonic):
+        self.config = config
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._state = {p.name: ProviderState() for p in config.providers}
+
+    def plan(self, pinned=None):
+        """The providers to try for one request, in order."""
+        if pinned is not None:
+            return [pinned] if pinned.usable else []
+        now = self.clock()
+        with self._lock:
+            usable = [p for p in self.config.providers if p.usable]
+            for p in usable:
+                self._expire(p, now)
+            ready = [p for p in usable if not self._state[p.name].cooling_until]
+            if ready:
+                return ready
+            return sorted(usable, key=lambda p: self._state[p.name].cooling_until)
+
+    def cooling_for(self, provider):
+        """Seconds left in ``provider``'s cooldown (0 when ready)."""
+        now = self.clock()
+        with self._lock:
+            self._expire(provider, now)
+            until = self._state[provider.name].cooling_until
+        return max(0.0, until - now) if until else 0.0
+
+    def record_failure(self, provider, reason, retry_after=None):
+        """``provider`` failed; start or extend its cooldown."""
+        seconds = self.config.cooldown_seconds if retry_after is None else retry_after
+        now = self.clock()
+        with self._lock:
+            state = self._state[provider.name]
+            state.requests += 1
+            state.failures += 1
+            state.last_error = reason
+            until = now + seconds
+            if seconds > 0 and until > state.cooling_until:
+                extended = bool(state.cooling_until)
+                state.cooling_until = until
+                log.warning("%s: cooldown %s %s (%s)", provider.name,
+                            "extended to" if extended else "for", _duration(seconds), reason)
+
+    def record_success(self, provider, usage=None):
+        """``provider`` answered: clear its cooldown and count the tokens."""
+        with self._lock:
+            state = self._state[provider.name]
+            state.requests += 1
+            if state.cooling_until:
+                state.cooling_until = 0.0
+                log.warning("%s: cooldown cleared (it answered)", provider.name)
+            if usage is not None:
+                state.input_tokens += usage.input_tokens
+                state.output_tokens += usage.output_tokens
+                state.cache_read_tokens += usage.cache_read_tokens
+                state.cache_creation_tokens += usage.cache_creation_tokens
+
+    def record_answer(self, provider):
+        """``provider`` answered with a status that is not a failover trigger (e.g. 400)."""
+        with self._lock:
+            self._state[provider.name].requests += 1
+
+    def snapshot(self):
+        """Per-provider state for the status endpoint (no secrets)."""
+        now = self.clock()
+        rows = []
+        with self._lock:
+            for p in self.config.providers:
+                self._expire(p, now)
+                s = self._state[p.name]
+                if not p.enabled:
+                    state = "disabled"
+                elif not p.api_key:
+                    state = "no_key"
+                elif s.cooling_until:
+                    state = "cooling"
+                else:
+                    state = "ready"
+                rows.append({
+                    "name": p.name,
+                    "base_url": p.base_url,
+                    "enabled": p.enabled,
+                    "key_set": bool(p.api_key),
+                    "key_env": p.api_key_env,
+                    "state": state,
+                    "cooldown_seconds_left": round(max(0.0, s.cooling_until - now), 1)
+                    if s.cooling_until else 0.0,
+                    "last_error": s.last_error,
+                    "requests": s.requests,
+                    "failures": s.failures,
+                    "tokens": {
+                        "input": s.input_tokens,
+                        "output": s.output_tokens,
+                        "cache_read": s.cache_read_tokens,
+                        "cache_creation": s.cache_creation_tokens,
+                    },
+                })
+        return rows
+
+    def _expire(self, provider, now):
+        state = self._state[provider.name]
+        if state.cooling_until and state.cooling_until <= now:
+            state.cooling_until = 0.0
+            log.warning("%s: cooldown over; it is tried again", provider.name)
+
+
+def _duration(seconds):
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m{seconds:02d}s"

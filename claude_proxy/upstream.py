@@ -1,0 +1,338 @@
+"""Connections to the providers: pooled, kept alive, and the only place that
+touches their sockets.
+
+Every low-level failure on the provider side (``OSError``, TLS errors,
+timeouts, ``http.client.HTTPException``) is wrapped here, once, into an
+:class:`UpstreamError`; the failover policy decides what to do with it.  A
+connection that saw an error is closed, never returned to its pool.
+
+A pooled connection the provider closed while it sat idle is retried once on
+a fresh connection before anything counts as the provider's failure, so a
+stale socket never causes a failover.
+"""
+
+import collections
+import http.client
+import json
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+
+from .errors import UpstreamError
+
+log = logging.getLogger(__name__)
+
+#: RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+#: Client headers the proxy replaces: credentials, framing, routing, encoding.
+REPLACED_REQUEST_HEADERS = HOP_BY_HOP | {
+    "x-api-key", "authorization", "host", "content-length", "accept-encoding", "expect",
+}
+
+MAX_IDLE_PER_PROVIDER = 32
+IDLE_TTL = 50.0  # seconds; most servers drop idle keep-alive connections after 60 s
+READ_SIZE = 64 * 1024
+
+
+def upstream_headers(provider, client_headers, body_length):
+    """The headers sent to ``provider``: the client's, minus its credentials
+    and hop-by-hop headers, plus the provider's key and configured headers."""
+    connection_tokens = set()
+    for name, value in client_headers:
+        if name.lower() == "connection":
+            connection_tokens.update(t.strip().lower() for t in value.split(","))
+    headers = [
+        (name, value) for name, value in client_headers
+        if name.lower() not in REPLACED_REQUEST_HEADERS and name.lower() not in connection_tokens
+    ]
+    overridden = {name.lower() for name in provider.headers}
+    headers = [(n, v) for n, v in headers if n.lower() not in overridden]
+    headers.extend(provider.headers.items())
+    headers.append(("Host", provider.netloc))
+    headers.append(("Accept-Encoding", "identity"))
+    if provider.auth_header in ("x-api-key", "both"):
+        headers.append(("x-api-key", provider.api_key))
+    if provider.auth_header in ("bearer", "both"):
+        headers.append(("Authorization", f"Bearer {provider.api_key}"))
+    if body_length is not None:
+        headers.append(("Content-Length", str(body_length)))
+    return headers
+
+
+def rewrite_model(body, provider):
+    """``body`` with its top-level ``"model"`` mapped for ``provider``.
+
+    Only the model's string is replaced; every other byte of the JSON stays
+    as the client sent it (field order, spacing, escapes, numbers).  Bodies
+    that are not a JSON object with a string model pass through untouched.
+    """
+    if not provider.models or not body:
+        return body
+    span = _top_level_string(body, "model")
+    if span is None:
+        return body
+    text, start, end, model = span
+    mapped = provider.map_model(model)
+    if mapped == model:
+        return body
+    return (text[:start] + json.dumps(mapped, ensure_ascii=False) + text[end:]).encode("utf-8")
+
+
+_decoder = json.JSONDecoder()
+_WHITESPACE = " \t\r\n"
+
+
+def _top_level_string(body, wanted):
+    """Locate the first top-level ``wanted`` key with a string value.
+
+    Returns ``(text, start, end, value)`` with the value's span in ``text``,
+    or None.  Values before it are skipped with the C scanner, so the common
+    case (``model`` first) costs almost nothing.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    n = len(text)
+
+    def skip(i):
+        while i < n and text[i] in _WHITESPACE:
+            i += 1
+        return i
+
+    i = skip(0)
+    if i >= n or text[i] != "{":
+        return None
+    i += 1
+    try:
+        while True:
+            i = skip(i)
+            if i < n and text[i] == "}":
+                return None
+            key, i = _decoder.raw_decode(text, i)
+            i = skip(i)
+            if i >= n or text[i] != ":" or not isinstance(key, str):
+                return None
+            i = skip(i + 1)
+            value, end = _decoder.raw_decode(text, i)
+            if key == wanted and isinstance(value, str):
+                return text, i, end, value
+            i = skip(end)
+            if i < n and text[i] == ",":
+                i += 1
+            else:
+                return None
+    except (json.JSONDecodeError, IndexError):
+        return None
+
+
+def wrap_error(provider_name, exc):
+    """Turn a low-level exception into an :class:`UpstreamError` with a short kind."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        kind = "timeout"
+    elif isinstance(exc, ConnectionRefusedError):
+        kind = "refused"
+    elif isinstance(exc, socket.gaierror):
+        kind = "dns"
+    elif isinstance(exc, (ConnectionError, http.client.IncompleteRead, ssl.SSLEOFError)):
+        kind = "reset"
+    elif isinstance(exc, ssl.SSLError):
+        kind = "tls"
+    elif isinstance(exc, http.client.HTTPException):
+        kind = "protocol"
+    else:
+        kind = "network"
+    detail = str(exc) or type(exc).__name__
+    return UpstreamError(provider_name, kind, detail)
+
+
+# Failures that, on a reused connection, mean "the provider closed it while idle".
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+          ConnectionAbortedError, http.client.BadStatusLine, ssl.SSLEOFError)
+
+
+class ProviderPool:
+    """Idle keep-alive connections to one provider."""
+
+    def __init__(self, provider, ssl_context):
+        self.provider = provider
+        self._ssl_context = ssl_context
+        self._idle = collections.deque()  # (connection, time it was returned)
+        self._lock = threading.Lock()
+
+    def acquire(self):
+        """Return ``(connection, reused)``; a fresh one is already connected."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                conn, since = self._idle.pop()
+            if now - since < IDLE_TTL and _looks_alive(conn):
+                return conn, True
+            conn.close()
+        return self._connect(), False
+
+    def release(self, conn):
+        with self._lock:
+            if len(self._idle) < MAX_IDLE_PER_PROVIDER:
+                self._idle.append((conn, time.monotonic()))
+                return
+        conn.close()
+
+    def close(self):
+        with self._lock:
+            idle, self._idle = list(self._idle), collections.deque()
+        for conn, _ in idle:
+            conn.close()
+
+    def _connect(self):
+        p = self.provider
+        if p.scheme == "https":
+            conn = http.client.HTTPSConnection(p.host, p.port, timeout=p.connect_timeout,
+                                               context=self._ssl_context)
+        else:
+            conn = http.client.HTTPConnection(p.host, p.port, timeout=p.connect_timeout)
+        try:
+            conn.connect()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise wrap_error(p.name, exc) from None
+        conn.sock.settimeout(p.read_timeout)
+        return conn
+
+
+def _looks_alive(conn):
+    """An idle connection must have nothing to read: data or EOF means it is done."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed, or a descriptor select() cannot take
+        return False
+    return not readable
+
+
+class Upstreams:
+    """One pool per provider and one shared TLS context."""
+
+    def __init__(self, providers, ssl_context=None):
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self._pools = {p.name: ProviderPool(p, self.ssl_context) for p in providers}
+
+    def close(self):
+        for pool in self._pools.values():
+            pool.close()
+
+    def send(self, provider, method, target, headers, body, cancel=None):
+        """Send one request and return the provider's :class:`UpstreamResponse`.
+
+        Raises :class:`UpstreamError` when the provider cannot be reached or
+        does not answer within its ``read_timeout``.  ``cancel`` (a
+        :class:`relay.Cancel`) is told the socket so a client hang-up can
+        abort the wait.
+        """
+        pool = self._pools[provider.name]
+        for attempt in (1, 2):
+            conn, reused = pool.acquire()
+            if cancel is not None and not cancel.attach(conn.sock):
+                conn.close()
+                raise UpstreamError(provider.name, "cancelled", "client went away")
+            try:
+                conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+                for name, value in headers:
+                    conn.putheader(name, value)
+                conn.endheaders(body if body else None)
+                response = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if reused and attempt == 1 and isinstance(exc, _STALE) \
+                        and not (cancel and cancel.is_set()):
+                    log.debug("%s: pooled connection was stale (%s); retrying on a fresh one",
+                              provider.name, exc)
+                    continue
+                raise wrap_error(provider.name, exc) from None
+            return UpstreamResponse(provider, pool, conn, response)
+        raise AssertionError("unreachable")
+
+
+class UpstreamResponse:
+    """A provider's answer: status and headers now, the body as it arrives."""
+
+    def __init__(self, provider, pool, conn, response):
+        self.provider = provider
+        self.status = response.status
+        self.reason = response.reason
+        self.headers = list(response.msg.items())
+        self._pool = pool
+        self._conn = conn
+        self._response = response
+        self._done = False
+
+    def header(self, name):
+        return self._response.getheader(name)
+
+    @property
+    def content_length(self):
+        """The body length the provider announced, or None (chunked / until close)."""
+        if self._response.chunked:
+            return None
+        return self._response.length
+
+    def read1(self, size=READ_SIZE):
+        """Whatever part of the body has arrived (one read); b"" at its end.
+
+        Raises :class:`UpstreamError` if the provider fails or is silent for
+        longer than its ``read_timeout``, or the body ends short.
+        """
+        if self._done:
+            return b""
+        try:
+            data = self._response.read1(size)
+            if not data and self._response.length:
+                raise http.client.IncompleteRead(b"", self._response.length)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # ValueError: http.client read from a connection closed under it (cancel).
+            self.close()
+            raise wrap_error(self.provider.name, exc) from None
+        if not data or self._response.length == 0:
+            self._finish()
+        return data
+
+    def read_all(self, limit):
+        """The whole body, up to ``limit`` bytes (the rest is dropped with the connection)."""
+        parts, size = [], 0
+        while size < limit:
+            data = self.read1(min(READ_SIZE, limit - size))
+            if not data:
+                break
+            parts.append(data)
+            size += len(data)
+        if not self._done:
+            self.close()
+        return b"".join(parts)
+
+    def _finish(self):
+        """The body is fully read: return the connection to the pool if it may be reused."""
+        self._done = True
+        response = self._response
+        if response.will_close:
+            self._conn.close()
+            return
+        response.read()  # closes the response object itself; the socket stays open
+        self._pool.release(self._conn)
+
+    def close(self):
+        """Drop the connection (the answer was not read to its end, or failed)."""
+        self._done = True
+        self._response.close()
+        self._conn.close()

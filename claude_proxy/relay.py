@@ -235,6 +235,11 @@ class Cancel:
             self._sock = sock
             return not self._set
 
+    def detach(self):
+        """The provider's answer is complete: its socket is no longer ours to abort."""
+        with self._lock:
+            self._sock = None
+
     def fire(self):
         with self._lock:
             self._set = True

@@ -174,15 +174,15 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         return None
 
     def _authorized(self):
+        """True if the request carries the client token (as x-api-key or bearer)."""
         token = self.server.token
         if token is None:
             return True
-        offered = self.headers.get("x-api-key")
-        if offered is None:
-            auth = self.headers.get("authorization", "")
-            scheme, _, credentials = auth.partition(" ")
-            offered = credentials.strip() if scheme.lower() == "bearer" else None
-        if offered is not None and hmac.compare_digest(offered.encode(), token.encode()):
+        scheme, _, credentials = self.headers.get("authorization", "").partition(" ")
+        offered = [self.headers.get("x-api-key", ""),
+                   credentials.strip() if scheme.lower() == "bearer" else ""]
+        expected = token.encode()
+        if any(hmac.compare_digest(value.encode(), expected) for value in offered):
             return True
         self._drain_body()
         self._send_error(401, "Missing or wrong claude-proxy token. Run `proxy.py env` (or claude-fb) "

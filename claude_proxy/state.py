@@ -14,6 +14,10 @@ from pathlib import Path
 TOKEN_FILE = "proxy.token"
 PID_FILE = "proxy.pid"
 LOG_FILE = "proxy.log"
+OUT_FILE = "proxy.out"
+#: Set by ``proxy.py start`` for the daemon it launches, and copied into the
+#: pid file, so that start knows the record is its own daemon's.
+LAUNCH_ID_ENV = "CLAUDE_PROXY_LAUNCH_ID"
 
 
 class StatePaths:
@@ -22,6 +26,7 @@ class StatePaths:
         self.token = self.dir / TOKEN_FILE
         self.pid = self.dir / PID_FILE
         self.log = self.dir / LOG_FILE
+        self.out = self.dir / OUT_FILE  # a detached daemon's stdout and stderr
 
 
 def read_token(path):
@@ -52,13 +57,22 @@ def load_or_create_token(path):
 
 
 def write_pid_file(path, *, host, port, config_path):
-    """Record this process as the daemon for its state directory."""
+    """Record this process as the daemon for its state directory.
+
+    ``identity`` names this process beyond its pid (see ``process.identity``):
+    ``proxy.py stop`` signals a pid only while it still has that identity, so
+    a stale record never leads to killing an unrelated process.
+    """
+    from .process import identity
+
     record = {
         "pid": os.getpid(),
+        "identity": identity(os.getpid()),
         "host": host,
         "port": port,
         "config": str(config_path),
         "started": time.time(),
+        "launch_id": os.environ.get(LAUNCH_ID_ENV),
     }
     path = Path(path)
     tmp = path.with_suffix(".tmp")

@@ -261,15 +261,16 @@ class Upstreams:
                               provider.name, exc)
                     continue
                 raise wrap_error(provider.name, exc) from None
-            return UpstreamResponse(provider, pool, conn, response)
+            return UpstreamResponse(provider, pool, conn, response, cancel)
         raise AssertionError("unreachable")
 
 
 class UpstreamResponse:
     """A provider's answer: status and headers now, the body as it arrives."""
 
-    def __init__(self, provider, pool, conn, response):
+    def __init__(self, provider, pool, conn, response, cancel=None):
         self.provider = provider
+        self._cancel = cancel
         self.status = response.status
         self.reason = response.reason
         self.headers = list(response.msg.items())
@@ -329,6 +330,8 @@ class UpstreamResponse:
             self._conn.close()
             return
         response.read()  # closes the response object itself; the socket stays open
+        if self._cancel is not None:
+            self._cancel.detach()  # a late client hang-up must not touch a pooled socket
         self._pool.release(self._conn)
 
     def close(self):

@@ -9,6 +9,7 @@ N events, stall, reset the connection, hang up without answering.
 import http.client
 import http.server
 import json
+import select
 import socket
 import struct
 import threading
@@ -104,19 +105,24 @@ class Stream:
     """Stream SSE frames (chunked), ``delay`` seconds apart.
 
     ``cut_after=N`` drops the connection after N frames (``reset`` picks RST
-    over a plain close); ``stall_after=N`` goes silent after N frames.
+    over a plain close); ``stall_after=N`` goes silent after N frames until
+    the proxy hangs up or the test calls ``provider.release()``;
+    ``hold_after=N`` waits for ``provider.release()`` after N frames, then
+    goes on.
     """
 
     def __init__(self, frames=None, delay=0.0, cut_after=None, reset=False, stall_after=None,
-                 headers=()):
+                 hold_after=None, headers=()):
         self.frames = list(frames if frames is not None else message_events())
         self.delay = delay
         self.cut_after = cut_after
         self.reset = reset
         self.stall_after = stall_after
+        self.hold_after = hold_after
         self.headers = list(headers.items() if isinstance(headers, dict) else headers)
 
     def __call__(self, handler):
+        provider = handler.server.provider
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Cache-Control", "no-cache")
@@ -130,22 +136,25 @@ class Stream:
                     abort(handler, rst=self.reset)
                     return
                 if number == self.stall_after:
-                    handler.server.provider.stalled.set()
-                    handler.server.provider.wait_for_release()
-                    abort(handler, rst=False)
+                    Stall()(handler)
                     return
+                if number == self.hold_after:
+                    provider.wait_for_release()
                 if number and self.delay:
                     time.sleep(self.delay)
                 handler.wfile.write(b"%x\r\n%b\r\n" % (len(frame), frame))
-                handler.server.provider.frames_sent += 1
+                provider.frames_sent += 1
+            if self.stall_after == len(self.frames):
+                Stall()(handler)
+                return
             handler.wfile.write(b"0\r\n\r\n")
         except OSError:  # the proxy hung up on us: that is what some tests want
-            handler.server.provider.client_hung_up.set()
+            provider.client_hung_up.set()
             handler.close_connection = True
 
 
 class Stall:
-    """Accept the request, then say nothing for ``seconds`` (or until released)."""
+    """Say nothing for ``seconds`` (or until released); notice if the proxy hangs up meanwhile."""
 
     def __init__(self, seconds=30.0):
         self.seconds = seconds
@@ -153,7 +162,18 @@ class Stall:
     def __call__(self, handler):
         provider = handler.server.provider
         provider.stalled.set()
-        provider.wait_for_release(self.seconds)
+        conn = handler.connection
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline and not provider.released():
+            readable, _, _ = select.select([conn], [], [], 0.05)
+            if readable:
+                try:
+                    data = conn.recv(1, socket.MSG_PEEK)
+                except OSError:
+                    data = b""
+                if not data:
+                    provider.client_hung_up.set()
+                    break
         abort(handler, rst=False)
 
 
@@ -272,6 +292,9 @@ class FakeProvider:
 
     def release(self):
         self._release.set()
+
+    def released(self):
+        return self._release.is_set()
 
     def close(self):
         self.release()

@@ -1,0 +1,230 @@
+"""The streaming relay: commit point, incremental delivery, cuts, cancels."""
+
+import http.client
+import json
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from fakes import OVERLOADED_EVENT, Reply, Stall, Stream, message_events, sse
+
+STREAM_BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
+               "messages": [{"role": "user", "content": "hi"}]}
+
+
+def open_stream(running, prefix="", timeout=10):
+    """Send a streaming request; return the connection and its (unread) response."""
+    conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=timeout)
+    conn.request("POST", prefix + "/v1/messages?beta=true", body=json.dumps(STREAM_BODY),
+                 headers={**running.auth(), "content-type": "application/json"})
+    return conn, conn.getresponse()
+
+
+def read_events(response, count):
+    """Read exactly ``count`` SSE events from a chunked response as they come."""
+    data = b""
+    while data.count(b"\n\n") < count:
+        piece = response.read1(65536)
+        assert piece, f"stream ended early: {data!r}"
+        data += piece
+    return data
+
+
+def test_events_reach_the_client_while_the_provider_is_still_streaming(providers, proxy):
+    frames = message_events("one two three four")
+    provider = providers(Stream(frames, hold_after=2))  # sends 2 events, then waits for us
+    running = proxy(provider)
+
+    conn, response = open_stream(running)
+    try:
+        early = read_events(response, 2)  # times out (and fails) if the proxy buffers
+        assert early == frames[0] + frames[1]
+        provider.release()
+        rest = response.read()
+    finally:
+        conn.close()
+
+    assert early + rest == b"".join(frames)
+
+
+def test_stream_is_relayed_byte_for_byte_with_chunked_encoding(providers, proxy):
+    frames = message_events("x" * 5000, pieces=40) + [b": a comment line\n\n", b"event: ping\r\ndata: {}\r\n\r\n"]
+    provider = providers(Stream(frames))
+    running = proxy(provider)
+
+    conn, response = open_stream(running)
+    body = response.read()
+    conn.close()
+
+    assert response.getheader("transfer-encoding") == "chunked"
+    assert response.getheader("content-type") == "text/event-stream"
+    assert body == b"".join(frames)
+
+
+def test_usage_is_read_from_the_stream(providers, proxy):
+    provider = providers(Stream(message_events(input_tokens=120, output_tokens=33)))
+    running = proxy(provider)
+
+    conn, response = open_stream(running)
+    response.read()
+    conn.close()
+
+    tokens = running.policy.snapshot()[0]["tokens"]
+    assert tokens == {"input": 120, "output": 33, "cache_read": 5, "cache_creation": 2}
+    assert "in=120 out=33" in running.log_text()
+
+
+def test_error_as_first_event_fails_over(providers, proxy):
+    good = message_events("from the second")
+    first = providers(Stream([OVERLOADED_EVENT]))
+    second = providers(Stream(good))
+    running = proxy(first, second)
+
+    conn, response = open_stream(running)
+    body = response.read()
+    conn.close()
+
+    assert body == b"".join(good)
+    assert "overloaded_error" in running.policy.snapshot()[0]["last_error"]
+
+
+def test_error_first_event_from_the_last_provider_reaches_the_client(providers, proxy):
+    first = providers(Stream([OVERLOADED_EVENT]))
+    running = proxy(first)
+
+    conn, response = open_stream(running)
+    body = response.read()
+    conn.close()
+
+    assert response.status == 200
+    assert body == OVERLOADED_EVENT
+
+
+def test_provider_silent_before_the_first_event_fails_over(providers, proxy):
+    first = providers(Stream(stall_after=0))  # headers, then nothing
+    second = providers(Stream())
+    running = proxy(first, second, provider_settings={"p1": {"read_timeout": 0.5}})
+
+    conn, response = open_stream(running)
+    body = response.read()
+    conn.close()
+
+    assert body == b"".join(message_events())
+    assert first.client_hung_up.wait(5)
+
+
+def _assert_ends_with_error_frame(body, kept_frames, error_type):
+    head, _, tail = body.rpartition(b"event: error\n")
+    assert head == b"".join(kept_frames)
+    name_line, data_line = (b"event: error\n" + tail).strip().split(b"\n")
+    error = json.loads(data_line[len(b"data: "):])
+    assert error["type"] == "error" and error["error"]["type"] == error_type
+    assert b"message_stop" not in body
+
+
+def test_cut_mid_stream_ends_with_an_error_event_and_a_clean_chunked_end(providers, proxy):
+    frames = message_events("a long answer", pieces=6)
+    first = providers(Stream(frames, cut_after=4, reset=True))
+    second = providers(Stream())
+    running = proxy(first, second)
+
+    conn, response = open_stream(running)
+    body = response.read()  # raises IncompleteRead if the chunked body is not ended cleanly
+    conn.close()
+
+    _assert_ends_with_error_frame(body, frames[:4], "api_error")
+    assert second.requests == []  # bytes went out: never switch provider
+    assert running.policy.snapshot()[0]["failures"] == 1
+
+
+def test_cut_inside_an_event_never_sends_half_an_event(providers, proxy):
+    frames = message_events("abc")
+    partial = frames[3][:25]
+    first = providers(Stream(frames[:3] + [partial, frames[3][25:]], cut_after=4))
+    running = proxy(first)
+
+    conn, response = open_stream(running)
+    body = response.read()
+    conn.close()
+
+    _assert_ends_with_error_frame(body, frames[:3], "api_error")
+
+
+def test_provider_silent_mid_stream_times_out_with_an_error_event(providers, proxy):
+    frames = message_events()
+    first = providers(Stream(frames, stall_after=3))
+    running = proxy(first, provider_settings={"p1": {"read_timeout": 0.5}})
+
+    conn, response = open_stream(running)
+    body = response.read()
+    conn.close()
+
+    _assert_ends_with_error_frame(body, frames[:3], "timeout_error")
+
+
+def test_client_hanging_up_mid_stream_closes_the_provider_connection(providers, proxy):
+    provider = providers(Stream(message_events(), stall_after=2))  # then silent, "thinking"
+    running = proxy(provider)
+
+    conn, response = open_stream(running)
+    read_events(response, 2)
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+
+    assert provider.client_hung_up.wait(5), "the provider connection must be closed at once"
+    provider.default = Reply(200)
+    assert running.post()[0] == 200  # and the proxy goes on serving
+    assert _wait_for(lambda: "client cancelled" in running.log_text())
+    assert "Traceback" not in running.log_text()
+
+
+def test_client_hanging_up_while_waiting_for_a_non_stream_answer_stops_the_provider(providers, proxy):
+    provider = providers(Stall(30))
+    running = proxy(provider)
+    sock = socket.create_connection(("127.0.0.1", running.server.port))
+    body = json.dumps({"model": "m", "messages": []}).encode()
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\nContent-Length: %d\r\n\r\n%s"
+                 % (running.token.encode(), len(body), body))
+    assert provider.stalled.wait(5)
+
+    sock.close()
+
+    assert provider.client_hung_up.wait(5)
+    assert running.policy.snapshot()[0]["failures"] == 0  # a cancel is not the provider's fault
+
+
+def test_a_hundred_concurrent_streams_all_arrive_complete(providers, proxy):
+    frames = [sse("message_start", {"type": "message_start", "message": {"usage": {"input_tokens": 1}}})]
+    frames += [sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                           "delta": {"type": "text_delta", "text": f"piece {i}"}})
+               for i in range(20)]
+    frames.append(sse("message_stop", {"type": "message_stop"}))
+    provider = providers(Stream(frames, delay=0.01))
+    running = proxy(provider)
+    expected = b"".join(frames)
+    barrier = threading.Barrier(100, timeout=30)
+
+    def one(_):
+        barrier.wait()
+        conn, response = open_stream(running, timeout=60)
+        try:
+            return response.read()
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(100) as pool:
+        bodies = list(pool.map(one, range(100)))
+
+    assert all(body == expected for body in bodies)
+    assert running.policy.snapshot()[0]["requests"] == 100
+
+
+def _wait_for(predicate, timeout=5.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()

@@ -316,8 +316,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         own retry logic sees the 429/529 and its retry-after), else our own error."""
         if last_answer is not None:
             status, reason, headers, body = last_answer
-            self._send_head(status, reason, headers, len(body))
-            self.wfile.write(body)
+            self._send_head(status, reason, headers, len(body), body)
         else:
             status = 504 if last_error.kind == "timeout" else 502
             self._send_error(status, f"No provider could answer ({', '.join(tried)}); "
@@ -482,7 +481,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     # --- writing responses --------------------------------------------------------
 
-    def _send_head(self, status, reason, headers, content_length):
+    def _send_head(self, status, reason, headers, content_length, body=b""):
+        """Write the status line and headers (and a small body, in the same write)."""
         lines = [f"HTTP/1.1 {status} {reason or ''}".rstrip()]
         for name, value in headers:
             lowered = name.lower()
@@ -497,7 +497,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
         try:
-            self.wfile.write(head)
+            self.wfile.write(head + body)
         except OSError as exc:
             raise ClientGone(str(exc)) from None
 
@@ -505,10 +505,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         body = json.dumps(payload).encode()
         headers = [("Content-Type", "application/json")]
         headers.extend((extra_headers or {}).items())
-        self._send_head(status, http.server.BaseHTTPRequestHandler.responses.get(status, ("",))[0],
-                        headers, len(body))
-        if not head and self.command != "HEAD":
-            self.wfile.write(body)
+        reason = self.responses.get(status, ("",))[0]
+        with_body = not head and self.command != "HEAD"
+        self._send_head(status, reason, headers, len(body), body if with_body else b"")
 
     def _send_error(self, status, message, extra_headers=None):
         payload = {"type": "error", "error": {"type": error_type(status), "message": message}}

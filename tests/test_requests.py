@@ -1,0 +1,376 @@
+"""Request handling: paths, headers, bodies, the token, the proxy's own endpoints."""
+
+import http.client
+import json
+import socket
+import time
+
+import pytest
+
+from fakes import Reply, request
+
+# --- paths ---------------------------------------------------------------------
+
+
+def test_path_and_query_are_forwarded_under_the_base_url_path(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider.url + "/anthropic")
+    provider_url = provider.url
+    assert running.config.providers[0].base_url == provider_url + "/anthropic"
+
+    running.post(path="/v1/messages?beta=true")
+
+    assert provider.requests[0].path == "/anthropic/v1/messages?beta=true"
+
+
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/v1/messages/count_tokens?beta=true"),
+    ("GET", "/v1/models?limit=1000"),
+])
+def test_other_api_endpoints_pass_through(providers, proxy, method, path):
+    provider = providers(Reply(200, {"input_tokens": 42}))
+    running = proxy(provider)
+
+    code, _, body = request(running.url, method, path, b"{}" if method == "POST" else None, running.auth())
+
+    assert code == 200 and json.loads(body) == {"input_tokens": 42}
+    assert (provider.requests[0].method, provider.requests[0].path) == (method, path)
+
+
+@pytest.mark.parametrize("path", ["/", "/provider/p1", "/provider/p1/"])
+def test_head_preconnect_is_answered_locally_without_a_token(providers, proxy, path):
+    provider = providers(Reply(200))
+    running = proxy(provider)
+
+    code, _, body = request(running.url, "HEAD", path)
+
+    assert code == 200 and body == b""
+    assert provider.requests == []
+
+
+def test_health_needs_no_token(providers, proxy):
+    running = proxy(providers())
+
+    code, _, body = request(running.url, "GET", "/health")
+
+    assert code == 200 and json.loads(body)["status"] == "ok"
+
+
+# --- the client token ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong"}, {"authorization": "Bearer wrong"}],
+                         ids=["missing", "wrong-key", "wrong-bearer"])
+def test_wrong_or_missing_token_is_a_401_in_anthropic_shape(providers, proxy, headers):
+    provider = providers(Reply(200))
+    running = proxy(provider)
+
+    code, _, body = request(running.url, "POST", "/v1/messages", b"{}", headers)
+
+    assert code == 401
+    assert json.loads(body)["error"]["type"] == "authentication_error"
+    assert provider.requests == []
+
+
+@pytest.mark.parametrize("style", ["x-api-key", "bearer"])
+def test_token_is_accepted_as_api_key_or_bearer(providers, proxy, style):
+    running = proxy(providers(Reply(200)))
+    headers = {"x-api-key": running.token} if style == "x-api-key" else \
+        {"authorization": f"Bearer {running.token}"}
+
+    code, _, _ = request(running.url, "POST", "/v1/messages", b"{}", headers)
+
+    assert code == 200
+
+
+def test_token_file_is_created_owner_only(providers, proxy):
+    running = proxy(providers())
+
+    assert running.paths.token.read_text().strip() == running.token
+    if hasattr(running.paths.token, "stat") and __import__("os").name == "posix":
+        assert running.paths.token.stat().st_mode & 0o777 == 0o600
+
+
+def test_require_token_false_accepts_any_key(providers, proxy):
+    running = proxy(providers(Reply(200)), require_token=False)
+
+    code, _, _ = request(running.url, "POST", "/v1/messages", b"{}", {"x-api-key": "anything"})
+
+    assert code == 200
+
+
+def test_status_and_shutdown_need_the_token(providers, proxy):
+    running = proxy(providers())
+
+    assert request(running.url, "GET", "/status")[0] == 401
+    assert request(running.url, "POST", "/shutdown")[0] == 401
+
+
+# --- headers ------------------------------------------------------------------------
+
+
+def test_client_credentials_never_reach_the_provider_and_its_key_is_sent(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider, provider_settings={"p1": {"auth_header": "x-api-key"}})
+    headers = {
+        "authorization": f"Bearer {running.token}",
+        "x-api-key": "sk-ant-the-users-real-key",
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
+        "x-claude-code-session-id": "session-1",
+        "user-agent": "claude-cli/2.1.197 (external, cli)",
+        "accept-encoding": "gzip, deflate, br, zstd",
+        "connection": "keep-alive, x-hop",
+        "keep-alive": "timeout=5",
+        "x-hop": "dropped because Connection names it",
+        "x-stainless-retry-count": "0",
+    }
+
+    code, _, _ = request(running.url, "POST", "/v1/messages", b"{}", headers)
+
+    assert code == 200
+    seen = provider.requests[0]
+    assert seen.headers["x-api-key"] == "secret-key-p1-0"
+    assert "authorization" not in seen.headers
+    assert [v for k, v in seen.header_list if k.lower() == "x-api-key"] == ["secret-key-p1-0"]
+    assert seen.headers["anthropic-version"] == "2023-06-01"
+    assert seen.headers["anthropic-beta"] == "claude-code-20250219,interleaved-thinking-2025-05-14"
+    assert seen.headers["x-claude-code-session-id"] == "session-1"
+    assert seen.headers["user-agent"] == "claude-cli/2.1.197 (external, cli)"
+    assert seen.headers["x-stainless-retry-count"] == "0"
+    assert seen.headers["accept-encoding"] == "identity"
+    assert seen.headers["host"] == f"127.0.0.1:{provider.port}"
+    for hop in ("keep-alive", "x-hop"):
+        assert hop not in seen.headers
+    assert "keep-alive" not in seen.headers.get("connection", "")
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("x-api-key", {"x-api-key": "secret-key-p1-0"}),
+    ("bearer", {"authorization": "Bearer secret-key-p1-0"}),
+    ("both", {"x-api-key": "secret-key-p1-0", "authorization": "Bearer secret-key-p1-0"}),
+])
+def test_auth_header_setting_chooses_how_the_key_is_sent(providers, proxy, mode, expected):
+    provider = providers(Reply(200))
+    running = proxy(provider, provider_settings={"p1": {"auth_header": mode}})
+
+    running.post()
+
+    seen = provider.requests[0].headers
+    assert {k: seen.get(k) for k in ("x-api-key", "authorization") if k in seen} == expected
+
+
+def test_configured_extra_headers_are_sent(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider, provider_settings={"p1": {"headers": {"X-Org": "team-1", "anthropic-beta": "none"}}})
+
+    running.post(headers={"anthropic-beta": "from-client"})
+
+    seen = provider.requests[0].header_list
+    assert ("X-Org", "team-1") in seen
+    assert [v for k, v in seen if k.lower() == "anthropic-beta"] == ["none"]
+
+
+def test_provider_response_headers_come_back_except_hop_by_hop(providers, proxy):
+    headers = {"request-id": "req_123", "anthropic-ratelimit-requests-remaining": "99",
+               "retry-after": "3", "x-should-retry": "true", "keep-alive": "timeout=99"}
+    running = proxy(providers(Reply(200, headers=headers)))
+
+    _, seen, _ = running.post()
+
+    for name in ("request-id", "anthropic-ratelimit-requests-remaining", "retry-after", "x-should-retry"):
+        assert seen[name] == headers[name]
+    assert "keep-alive" not in seen
+
+
+# --- model mapping ---------------------------------------------------------------------
+
+
+MODELS = {"claude-*haiku*": "kimi-k2-turbo-preview", "*": "kimi-k2-0905-preview"}
+
+
+@pytest.mark.parametrize("requested, expected", [
+    ("claude-haiku-4-5-20251001", "kimi-k2-turbo-preview"),
+    ("claude-3-5-Haiku-latest", "kimi-k2-turbo-preview"),
+    ("claude-sonnet-4-5", "kimi-k2-0905-preview"),
+])
+def test_model_is_mapped_by_the_first_matching_glob(providers, proxy, requested, expected):
+    provider = providers(Reply(200))
+    running = proxy(provider, provider_settings={"p1": {"models": MODELS}})
+
+    running.post(body={"model": requested, "messages": []})
+
+    assert provider.requests[0].json()["model"] == expected
+
+
+def test_mapping_changes_only_the_model_bytes(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider, provider_settings={"p1": {"models": MODELS}})
+    before = (b'{ "max_tokens" :32000,\n  "model":"claude-sonnet-4-5", "messages":[{"role":"system",'
+              b'"content":"caf\\u00e9 \xe2\x9c\x93"}],"temperature":1.0e0,"future_field":{"x":[1,2]}}')
+
+    running.post(body=before)
+
+    assert provider.requests[0].body == before.replace(b'"claude-sonnet-4-5"', b'"kimi-k2-0905-preview"')
+
+
+@pytest.mark.parametrize("body", [
+    b'{"model":"claude-sonnet-4-5"}',          # no model map: untouched
+    b"not json at all",
+    b'["model", "claude"]',
+])
+def test_bodies_pass_untouched_without_a_map_or_a_model(providers, proxy, body):
+    provider = providers(Reply(200))
+    running = proxy(provider)
+
+    running.post(body=body)
+
+    assert provider.requests[0].body == body
+
+
+def test_each_provider_gets_its_own_model_name(providers, proxy):
+    first, second = providers(Reply(529, b"{}")), providers(Reply(200))
+    running = proxy(first, second, provider_settings={"p1": {"models": {"*": "MiniMax-M2"}},
+                                                      "p2": {"models": MODELS}})
+
+    running.post(body={"model": "claude-opus-4-1", "messages": []})
+
+    assert first.requests[0].json()["model"] == "MiniMax-M2"
+    assert second.requests[0].json()["model"] == "kimi-k2-0905-preview"
+
+
+# --- body limit -------------------------------------------------------------------------
+
+
+LIMIT_MB = 0.01  # 10 KiB keeps the tests fast
+BIG = b'{"model":"m","messages":"' + b"x" * 300_000 + b'"}'
+
+
+def _assert_413(code, body):
+    assert code == 413
+    assert json.loads(body)["error"]["type"] == "request_too_large"
+
+
+def test_oversized_content_length_body_is_a_413_and_no_provider_is_contacted(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider, max_body_mb=LIMIT_MB)
+
+    code, _, body = running.post(body=BIG)
+
+    _assert_413(code, body)
+    assert provider.connections == 0
+
+
+def test_oversized_chunked_body_is_a_413(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider, max_body_mb=LIMIT_MB)
+    conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=10)
+    chunks = (BIG[i:i + 4096] for i in range(0, len(BIG), 4096))
+
+    conn.request("POST", "/v1/messages", body=chunks, headers=running.auth(), encode_chunked=True)
+    response = conn.getresponse()
+
+    _assert_413(response.status, response.read())
+    assert provider.connections == 0
+
+
+def test_chunked_body_within_the_limit_is_forwarded(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider)
+    conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=10)
+    body = b'{"model":"m","messages":[]}'
+
+    conn.request("POST", "/v1/messages", body=iter([body[:10], body[10:]]), headers=running.auth(),
+                 encode_chunked=True)
+
+    assert conn.getresponse().status == 200
+    assert provider.requests[0].body == body
+    assert provider.requests[0].headers["content-length"] == str(len(body))
+
+
+def test_a_client_still_sending_can_read_the_413_instead_of_a_reset(providers, proxy):
+    running = proxy(providers(Reply(200)), max_body_mb=LIMIT_MB)
+    sock = socket.create_connection(("127.0.0.1", running.server.port), timeout=10)
+    head = (f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: {running.token}\r\n"
+            f"Content-Length: {len(BIG)}\r\n\r\n").encode()
+
+    sock.sendall(head)
+    for i in range(0, len(BIG), 16384):  # keeps sending after the proxy has decided
+        sock.sendall(BIG[i:i + 16384])
+        time.sleep(0.001)
+    answer = b""
+    while True:
+        data = sock.recv(65536)  # a reset here raises ConnectionResetError
+        if not data:
+            break
+        answer += data
+    sock.close()
+
+    assert answer.startswith(b"HTTP/1.1 413")
+    _assert_413(413, answer.split(b"\r\n\r\n", 1)[1])
+
+
+def test_expect_100_continue_with_an_oversized_body_gets_413_before_sending(providers, proxy):
+    running = proxy(providers(Reply(200)), max_body_mb=LIMIT_MB)
+    sock = socket.create_connection(("127.0.0.1", running.server.port), timeout=10)
+
+    sock.sendall((f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: {running.token}\r\n"
+                  f"Expect: 100-continue\r\nContent-Length: {len(BIG)}\r\n\r\n").encode())
+    answer = sock.recv(65536)
+    sock.close()
+
+    assert answer.startswith(b"HTTP/1.1 413")
+
+
+# --- connections and the proxy's own errors ------------------------------------------------
+
+
+def test_client_connection_is_kept_alive_across_requests(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider)
+    conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=10)
+
+    statuses = []
+    for _ in range(3):
+        conn.request("POST", "/v1/messages", body=b"{}", headers=running.auth())
+        response = conn.getresponse()
+        response.read()
+        statuses.append((response.status, response.version))
+    local_port = conn.sock.getsockname()[1]
+    conn.close()
+
+    assert statuses == [(200, 11)] * 3
+    assert local_port  # one connection served all three
+
+
+def test_malformed_request_gets_a_json_error(providers, proxy):
+    running = proxy(providers())
+    sock = socket.create_connection(("127.0.0.1", running.server.port), timeout=10)
+
+    sock.sendall(b"NONSENSE\r\n\r\n")
+    answer = b""
+    while data := sock.recv(65536):  # the proxy closes the connection after it
+        answer += data
+    sock.close()
+
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 400" in status_line
+    assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["type"] == "error"
+
+
+def test_status_reports_providers_without_secrets(providers, proxy):
+    first = providers(Reply(429, b'{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}'))
+    second = providers(Reply(200))
+    running = proxy(first, second)
+    running.post()
+
+    code, _, body = request(running.url, "GET", "/status", headers=running.auth())
+
+    status = json.loads(body)
+    assert code == 200
+    assert status["pid"] > 0 and status["listen"] == running.url
+    p1, p2 = status["providers"]
+    assert (p1["name"], p1["state"], p1["failures"], p1["key_set"]) == ("p1", "cooling", 1, True)
+    assert p1["cooldown_seconds_left"] > 0 and "rate_limit_error" in p1["last_error"]
+    assert (p2["state"], p2["requests"], p2["tokens"]["input"]) == ("ready", 1, 12)
+    assert b"secret-key" not in body and running.token.encode() not in body

@@ -46,13 +46,18 @@ SHUTDOWN_GRACE = 10.0
 PINNED_PREFIX = "/provider/"
 
 
+def reuse_address_allowed(os_name):
+    """SO_REUSEADDR lets a restarted daemon rebind at once on POSIX; on Windows it
+    would let a second daemon bind the same port silently, so it is never set there."""
+    return os_name != "nt"
+
+
 class ProxyServer(http.server.ThreadingHTTPServer):
     """The listening server; holds what every request shares."""
 
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG
-    # On Windows SO_REUSEADDR lets a second process bind the same port silently.
-    allow_reuse_address = os.name != "nt"
+    allow_reuse_address = reuse_address_allowed(os.name)
 
     def __init__(self, config, token):
         self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET

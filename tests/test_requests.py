@@ -374,3 +374,47 @@ def test_status_reports_providers_without_secrets(providers, proxy):
     assert p1["cooldown_seconds_left"] > 0 and "rate_limit_error" in p1["last_error"]
     assert (p2["state"], p2["requests"], p2["tokens"]["input"]) == ("ready", 1, 12)
     assert b"secret-key" not in body and running.token.encode() not in body
+
+
+# --- the listening socket ----------------------------------------------------------------
+
+
+def test_reuse_address_is_never_set_on_windows():
+    from claude_proxy.server import reuse_address_allowed
+
+    assert reuse_address_allowed("nt") is False
+    assert reuse_address_allowed("posix") is True
+
+
+def test_listen_backlog_and_nagle_settings():
+    from claude_proxy.server import ProxyHandler, ProxyServer
+
+    assert ProxyServer.request_queue_size >= 512
+    assert ProxyHandler.disable_nagle_algorithm is True
+    assert ProxyHandler.protocol_version == "HTTP/1.1"
+
+
+def test_idle_client_connection_times_out(providers, proxy, monkeypatch):
+    from claude_proxy.server import ProxyHandler
+
+    monkeypatch.setattr(ProxyHandler, "timeout", 0.3)
+    running = proxy(providers())
+    sock = socket.create_connection(("127.0.0.1", running.server.port), timeout=10)
+
+    started = time.monotonic()
+    data = sock.recv(1)  # blocks until the proxy gives up on the idle connection
+    sock.close()
+
+    assert data == b""
+    assert time.monotonic() - started < 9
+
+
+def test_a_second_proxy_on_the_same_port_is_refused(providers, proxy, tmp_path):
+    from claude_proxy.errors import UsageError
+    from claude_proxy.server import ProxyServer
+
+    running = proxy(providers())
+    running.config.port = running.server.port
+
+    with pytest.raises(UsageError, match="already in use"):
+        ProxyServer(running.config, None)

@@ -1,0 +1,936 @@
+#!/usr/bin/env python3
+"""How much the proxy costs, measured side by side with a direct connection.
+
+    python bench/run.py                  # full run, about a minute and a half
+    python bench/run.py --json out.json  # also write the results as JSON
+    python bench/run.py --quick          # tiny load, a few seconds (the smoke test)
+    python bench/run.py --only latency,failover --rounds 7
+    python bench/run.py --only throughput --profile /tmp/proxy.prof   # needs py-spy
+
+Standard library only.  It starts three processes and cleans them up on any
+exit (including Ctrl-C, and their parent dying):
+
+- ``bench/fake_provider.py``: a fast asyncio fake Anthropic provider on
+  127.0.0.1 (JSON and SSE, per-request delay and event pacing, 429 mode);
+- the proxy (``proxy.py serve``) in front of it, providers ``a`` and ``b``
+  both pointing at the fake provider (``/a`` and ``/b`` path prefixes),
+  ``require_token`` off, in a temporary state directory;
+- ``bench/loadgen.py``: the load generator (raw keep-alive sockets).
+
+On Linux with two or more CPUs the proxy is pinned to one CPU (by default the
+last) and everything else (this orchestrator, fake provider, load generator)
+to the others, so the proxy's work never competes with the harness's, and the
+harness does exactly the same work in the direct and the proxied runs.
+
+Each measurement runs direct (client -> fake provider) and through the proxy
+(client -> proxy -> fake provider) in interleaved rounds, the order flipping
+every round (D P, P D, D P, ...), so drift and noise hit both sides alike; the
+table shows medians over rounds, as absolute figures and as "added" (proxy
+minus direct, computed per round) or a ratio (proxy / direct, per round).
+
+The five groups (issue 4):
+
+1. added latency of a non-streaming request at concurrency 1, p50 and p99;
+   for reference, the same through a bare TCP byte relay pinned like the
+   proxy (``bench/relay.py``): the cost of the extra hop itself;
+2. requests/s at concurrency 1, 16, 64 with an instant provider and with a
+   20 ms one (also 256 for the 20 ms one: the "up to 256 in flight" target);
+3. streaming with 100 and 256 concurrent streams, 20 ms between events:
+   added time to first event (p50), added inter-event gap (p99), and every
+   event checked: arrived, in order, byte-identical to what the provider sent;
+4. the proxy's memory (RSS) idle, with 256 streams open, after they end, and
+   its thread count back to baseline (``/proc/<pid>/status``);
+5. failover: provider ``a`` answers 429 (``retry-after: 0``, so it never stays
+   in cooldown and every request takes the failover path), ``b`` serves.  The
+   added time is (through the proxy) - (direct 429 from a + direct answer from
+   b): what the proxy adds beyond the providers' own answer times.
+"""
+
+import argparse
+import contextlib
+import datetime
+import http.client
+import json
+import os
+import platform
+import selectors
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+import wire  # noqa: E402
+
+HOST = "127.0.0.1"
+GROUPS = ("latency", "throughput", "streaming", "failover")
+
+# Runs a command with CPU affinity set and, on Linux, dies with its parent
+# (PR_SET_PDEATHSIG), so nothing survives a benchmark that was killed.
+LAUNCHER = r"""
+import os, sys
+try:
+    import ctypes, signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+except Exception:
+    pass
+if sys.argv[1] != "-" and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})
+os.execv(sys.executable, [sys.executable] + sys.argv[2:])
+"""
+
+
+class BenchError(Exception):
+    pass
+
+
+# --- processes -------------------------------------------------------------------
+
+class Child:
+    """A process this benchmark started; ``stop()`` always leaves it dead."""
+
+    def __init__(self, name, argv, cpus=None, env=None, cwd=None, stderr_path=None):
+        self.name = name
+        cpu_arg = ",".join(str(c) for c in sorted(cpus)) if cpus else "-"
+        self.stderr_path = stderr_path
+        self._stderr = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, cpu_arg, *argv],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+            env=env, cwd=cwd)
+        self.pid = self.proc.pid  # exec keeps the pid
+        self._buf = b""
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stderr_tail(self, limit=2000):
+        if not self.stderr_path:
+            return ""
+        try:
+            return Path(self.stderr_path).read_text("utf-8", "replace")[-limit:]
+        except OSError:
+            return ""
+
+    def send(self, obj):
+        self.proc.stdin.write((json.dumps(obj) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def read_line(self, timeout):
+        """One line from the child's stdout, or BenchError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BenchError(f"{self.name}: no answer within {timeout:.0f}s")
+                if sel.select(min(left, 0.05)):
+                    data = os.read(fd, 65536)
+                    if not data:
+                        raise BenchError(f"{self.name} exited ({self.proc.poll()}): {self.stderr_tail()}")
+                    self._buf += data
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)
+
+    def stop(self, grace=3.0):
+        if self.proc.stdin and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()  # our helpers exit when stdin closes
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(grace)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        if self._stderr not in (None, subprocess.DEVNULL):
+            self._stderr.close()
+
+
+def proc_status(pid):
+    """RSS (KiB) and thread count of ``pid`` from /proc, or None off Linux."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            out["rss_kib"] = int(line.split()[1])
+        elif line.startswith("Threads:"):
+            out["threads"] = int(line.split()[1])
+    return out
+
+
+def cpu_seconds(pid):
+    """User+system CPU seconds of ``pid`` (all threads), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_affinities(pid):
+    """The set of CPU sets of ``pid``'s threads (all should be the pinned one)."""
+    seen = set()
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                seen.add(tuple(sorted(os.sched_getaffinity(int(tid)))))
+    return seen
+
+
+def http_call(port, method, path, body=None, headers=None, timeout=5.0):
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def plan_cpus(args):
+    """(proxy CPUs, harness CPUs), or (None, None) when not pinning."""
+    if args.no_pin or not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    proxy = args.proxy_cpu if args.proxy_cpu is not None else cpus[-1]
+    if proxy not in cpus:
+        raise BenchError(f"--proxy-cpu {proxy} is not one of the usable CPUs {cpus}")
+    return {proxy}, set(cpus) - {proxy}
+
+
+def machine_info():
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    return {"cpu_model": model, "nproc": os.cpu_count(),
+            "usable_cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "mem_gib": mem, "os": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(), "implementation": platform.python_implementation()}
+
+
+def git_commit(path):
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--", "claude_proxy", "proxy.py"],
+                               capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    return None
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+# --- the benchmark ---------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args, workdir):
+        self.args = args
+        self.workdir = Path(workdir)
+        self.children = []
+        self.proxy_cpus, self.harness_cpus = plan_cpus(args)
+        self.provider = self.proxy = self.loadgen = self.relay = None
+        self.provider_port = self.proxy_port = self.relay_port = None
+        self.memory = {}
+        self.notes = []
+
+    # processes
+
+    def _start(self, name, argv, cpus=None, env=None, cwd=None):
+        child = Child(name, argv, cpus, env=env, cwd=cwd,
+                      stderr_path=str(self.workdir / f"{name}.stderr"))
+        self.children.append(child)
+        return child
+
+    def start(self):
+        if self.harness_cpus:
+            os.sched_setaffinity(0, self.harness_cpus)  # the helpers inherit it
+        self.provider = self._start("fake-provider", [str(BENCH / "fake_provider.py"), "--port", "0"])
+        self.provider_port = self.provider.read_line(10)["port"]
+        self.loadgen = self._start("loadgen", [str(BENCH / "loadgen.py")])
+        self.loadgen.send({"op": "ping"})
+        self.loadgen.read_line(10)
+        self._start_proxy()
+        if self.args.relay_floor:
+            self.relay = self._start("tcp-relay", [str(BENCH / "relay.py"), "--upstream-port",
+                                                  str(self.provider_port)], cpus=self.proxy_cpus)
+            self.relay_port = self.relay.read_line(10)["port"]
+
+    def _start_proxy(self):
+        script = Path(self.args.proxy).resolve()
+        if not script.is_file():
+            raise BenchError(f"no proxy at {script}")
+        state = self.workdir / "proxy-state"
+        state.mkdir()
+        config = {
+            "proxy_port": 0, "require_token": False, "cooldown_minutes": 30,
+            "providers": [
+                {"name": "a", "base_url": f"http://{HOST}:{self.provider_port}/a", "api_key_env": "BENCH_KEY_A"},
+                {"name": "b", "base_url": f"http://{HOST}:{self.provider_port}/b", "api_key_env": "BENCH_KEY_B"},
+            ],
+        }
+        config_path = state / "config.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PROXY")}
+        env.update(BENCH_KEY_A="bench-key-a", BENCH_KEY_B="bench-key-b", PYTHONUNBUFFERED="1")
+        self.proxy = self._start("proxy", [str(script), "serve", "--config", str(config_path),
+                                           "--port", "0", "--quiet"],
+                                 cpus=self.proxy_cpus, env=env, cwd=str(state))
+        pid_file = state / "proxy.pid"
+        deadline = time.monotonic() + 15
+        while True:
+            if not self.proxy.alive():
+                raise BenchError(f"the proxy exited during start-up ({self.proxy.proc.returncode}):\n"
+                                 f"{self.proxy.stderr_tail()}")
+            with contextlib.suppress(OSError, ValueError):
+                record = json.loads(pid_file.read_text())
+                if record.get("port"):
+                    self.proxy_port = int(record["port"])
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError(f"the proxy wrote no {pid_file} within 15s:\n{self.proxy.stderr_tail()}")
+            time.sleep(0.02)
+        while True:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if http_call(self.proxy_port, "GET", "/health")[0] == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError("the proxy does not answer /health")
+            time.sleep(0.02)
+        if self.proxy_cpus:
+            affinities = thread_affinities(self.proxy.pid)
+            if affinities and affinities != {tuple(sorted(self.proxy_cpus))}:
+                self.notes.append(f"warning: proxy threads have affinities {sorted(affinities)}")
+
+    def stop(self):
+        if self.proxy is not None and self.proxy.alive() and self.proxy_port:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                http_call(self.proxy_port, "POST", "/shutdown?grace=1", b"",
+                          {"x-api-key": "bench", "content-length": "0"}, timeout=2)
+        for child in reversed(self.children):
+            with contextlib.suppress(Exception):
+                child.stop()
+
+    # measuring
+
+    def target(self, side, provider="a"):
+        if side == "direct":
+            return {"host": HOST, "port": self.provider_port, "path": f"/{provider}/v1/messages?beta=true"}
+        if side == "relay":
+            return {"host": HOST, "port": self.relay_port, "path": f"/{provider}/v1/messages?beta=true"}
+        return {"host": HOST, "port": self.proxy_port, "path": "/v1/messages?beta=true"}
+
+    def run(self, cmd, sample=False, timeout=None):
+        """Run one load-generator command; add CPU use of each process (% of one CPU)."""
+        timeout = timeout or cmd.get("timeout", 60) + 10
+        pids = {"proxy": self.proxy.pid, "provider": self.provider.pid, "loadgen": self.loadgen.pid}
+        if self.relay:
+            pids["relay"] = self.relay.pid
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        t0 = time.monotonic()
+        self.loadgen.send(cmd)
+        samples = []
+        deadline = t0 + timeout
+        while True:
+            try:
+                msg = self.loadgen.read_line(0.02 if sample else max(0.1, deadline - time.monotonic()))
+            except BenchError:
+                if not self.loadgen.alive() or time.monotonic() > deadline:
+                    raise
+                msg = None
+            if sample:
+                status = proc_status(self.proxy.pid)
+                if status:
+                    samples.append(status)
+            if msg is None:
+                continue
+            if "event" in msg:
+                if msg["event"] == "all_open" and sample:
+                    status = proc_status(self.proxy.pid)
+                    if status:
+                        samples.append(dict(status, all_open=True))
+                continue
+            if msg.get("result") is None:
+                raise BenchError(f"load generator failed: {msg.get('error')}")
+            result = msg["result"]
+            break
+        wall = time.monotonic() - t0
+        result["cpu_pct"] = {name: round((cpu_seconds(pid) - before[name]) / wall * 100, 1)
+                             for name, pid in pids.items()
+                             if before[name] is not None and cpu_seconds(pid) is not None}
+        if sample:
+            result["proc_samples"] = samples
+        return result
+
+    def pairs(self, make_cmd, rounds, sides=("direct", "proxy"), sample=None):
+        """``rounds`` interleaved runs of each side, order flipping every round."""
+        out = {side: [] for side in sides}
+        for r in range(rounds):
+            order = sides if r % 2 == 0 else tuple(reversed(sides))
+            for side in order:
+                out[side].append(self.run(make_cmd(side, r), sample=(sample == side)))
+        return out
+
+    def check_errors(self, label, runs):
+        for side, results in runs.items():
+            for res in results:
+                count = res.get("error_count", 0) + res.get("bad", 0)
+                if count:
+                    self.notes.append(f"{label} {side}: {res.get('error_count', 0)} errors, "
+                                      f"{res.get('bad', 0)} wrong answers {res.get('errors', [])[:2]}")
+
+    def warm_up(self):
+        for side in ("direct", "proxy"):
+            self.run({"op": "latency", **self.target(side), "n": 200 if not self.args.quick else 20,
+                      "warmup": 10})
+            self.run({"op": "throughput", **self.target(side), "concurrency": 16, "duration": 0.2})
+
+    # 1. latency
+
+    def group_latency(self):
+        a = self.args
+        sides = ("direct", "proxy", "relay") if self.relay else ("direct", "proxy")
+        runs = self.pairs(lambda side, r: {"op": "latency", **self.target(side), "n": a.latency_n,
+                                           "warmup": 50}, a.rounds, sides)
+        self.check_errors("latency", runs)
+        out = {"requests_per_round": a.latency_n}
+        for side in sides:
+            out[side] = {q: median(res["latency"].get(q) for res in runs[side]) for q in ("p50", "p90", "p99", "mean")}
+        for q in ("p50", "p99"):
+            out[f"added_{q}_ms"] = median(p["latency"][q] - d["latency"][q]
+                                          for d, p in zip(runs["direct"], runs["proxy"]))
+            if self.relay:
+                out[f"relay_added_{q}_ms"] = median(p["latency"][q] - d["latency"][q]
+                                                    for d, p in zip(runs["direct"], runs["relay"]))
+        out["proxy_cpu_pct"] = median(r["cpu_pct"].get("proxy") for r in runs["proxy"])
+        out["rounds"] = {side: [res["latency"] for res in runs[side]] for side in sides}
+        return out
+
+    # 2. throughput
+
+    def group_throughput(self):
+        a = self.args
+        rows = []
+        for delay, levels in ((0, a.concurrency), (a.slow_ms, a.slow_concurrency)):
+            for c in levels:
+                headers = {wire.H_DELAY: str(delay)} if delay else {}
+                runs = self.pairs(lambda side, r: {
+                    "op": "throughput", **self.target(side), "concurrency": c, "headers": headers,
+                    "duration": a.duration, "stagger_ms": delay, "timeout": a.duration * 4 + 30}, a.rounds)
+                self.check_errors(f"throughput {delay}ms c={c}", runs)
+                row = {"provider_delay_ms": delay, "concurrency": c,
+                       "direct_rps": median(r["rps"] for r in runs["direct"]),
+                       "proxy_rps": median(r["rps"] for r in runs["proxy"]),
+                       "ratio": median(p["rps"] / d["rps"] if d["rps"] else None
+                                       for d, p in zip(runs["direct"], runs["proxy"])),
+                       "direct_p50_ms": median(r["latency"].get("p50") for r in runs["direct"]),
+                       "proxy_p50_ms": median(r["latency"].get("p50") for r in runs["proxy"]),
+                       "proxy_cpu_pct": median(r["cpu_pct"].get("proxy") for r in runs["proxy"]),
+                       "harness_cpu_pct_direct": median(r["cpu_pct"].get("provider", 0) + r["cpu_pct"].get("loadgen", 0)
+                                                        for r in runs["direct"]),
+                       "rounds": {side: [r["rps"] for r in runs[side]] for side in runs}}
+                if delay:
+                    row["ideal_rps"] = c / (delay / 1000.0)
+                rows.append(row)
+        return rows
+
+    # 3 + 4. streaming and memory
+
+    def group_streaming(self):
+        a = self.args
+        rows = []
+        mem = self.memory
+        for n in a.streams:
+            sample = "proxy" if n == max(a.streams) else None
+            if sample:
+                self._settle()
+                mem["before_streams"] = proc_status(self.proxy.pid)
+            runs = self.pairs(lambda side, r: {
+                "op": "streams", **self.target(side), "n": n, "deltas": a.deltas, "pace_ms": a.pace_ms,
+                "ramp_ms": a.ramp_ms, "seed_base": r * 100000 + (0 if side == "direct" else 50000),
+                "timeout": 60}, a.rounds, sample=sample)
+            self.check_errors(f"streaming n={n}", runs)
+            row = {"streams": n, "pace_ms": a.pace_ms, "events_per_stream": a.deltas + 5}
+            for key, q in (("ttfe", "p50"), ("ttfe", "p99"), ("gap", "p50"), ("gap", "p99")):
+                for side in ("direct", "proxy"):
+                    row[f"{key}_{q}_{side}_ms"] = median(r[key].get(q) for r in runs[side])
+                row[f"added_{key}_{q}_ms"] = median(p[key].get(q, 0) - d[key].get(q, 0)
+                                                    for d, p in zip(runs["direct"], runs["proxy"]))
+            for side in ("direct", "proxy"):
+                row[side] = {k: sum(r[k] for r in runs[side]) for k in (
+                    "events_expected", "events_received", "lost", "reordered", "unexpected",
+                    "byte_identical_streams", "mismatched_streams", "failed_streams")}
+                row[side]["streams"] = n * len(runs[side])
+            row["proxy_cpu_pct"] = median(r["cpu_pct"].get("proxy") for r in runs["proxy"])
+            row["harness_cpu_pct"] = median(r["cpu_pct"].get("provider", 0) + r["cpu_pct"].get("loadgen", 0)
+                                            for r in runs["direct"])
+            rows.append(row)
+            if sample:
+                per_run = []
+                for r in runs["proxy"]:
+                    samples = r.pop("proc_samples", [])
+                    if samples:
+                        per_run.append({"rss_peak_kib": max(s["rss_kib"] for s in samples),
+                                        "threads_peak": max(s["threads"] for s in samples)})
+                mem["streams"] = n
+                mem["open"] = per_run
+                self._settle()
+                mem["after_streams"] = proc_status(self.proxy.pid)
+        return rows
+
+    def _settle(self, timeout=5.0):
+        """Wait (bounded) until the proxy's thread count stops falling."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            status = proc_status(self.proxy.pid)
+            if not status:
+                return
+            if last is not None and status["threads"] == last and status["threads"] <= self.memory.get(
+                    "idle", {}).get("threads", 10 ** 6):
+                return
+            last = status["threads"]
+            time.sleep(0.1)
+
+    def memory_summary(self):
+        mem = self.memory
+        idle = mem.get("idle")
+        if not idle:
+            return None
+        out = {"idle_rss_mib": idle["rss_kib"] / 1024, "idle_threads": idle["threads"]}
+        before, after, opened = mem.get("before_streams"), mem.get("after_streams"), mem.get("open")
+        if before and opened:
+            n = mem["streams"]
+            peak = max(o["rss_peak_kib"] for o in opened)
+            out.update({
+                "streams": n,
+                "before_streams_rss_mib": before["rss_kib"] / 1024,
+                "before_streams_threads": before["threads"],
+                "open_rss_mib": peak / 1024,
+                "open_threads": max(o["threads_peak"] for o in opened),
+                "per_stream_kib": median((o["rss_peak_kib"] - before["rss_kib"]) / n for o in opened),
+            })
+        if after:
+            out["after_rss_mib"] = after["rss_kib"] / 1024
+            out["after_threads"] = after["threads"]
+            if before:
+                out["after_minus_before_mib"] = (after["rss_kib"] - before["rss_kib"]) / 1024
+        return out
+
+    # 5. failover
+
+    def group_failover(self):
+        a = self.args
+        fail = {wire.H_FAIL: "a"}
+        cmds = {
+            "direct_429": {"op": "latency", **self.target("direct", "a"), "headers": fail,
+                           "expect_status": 429},
+            "direct_b": {"op": "latency", **self.target("direct", "b")},
+            "proxy_failover": {"op": "latency", **self.target("proxy"), "headers": fail},
+            "proxy_normal": {"op": "latency", **self.target("proxy")},
+        }
+        runs = {k: [] for k in cmds}
+        verified = attempted = 0
+        n, warm = a.failover_n, 20
+        for r in range(a.rounds):
+            order = list(cmds) if r % 2 == 0 else list(reversed(cmds))
+            for key in order:
+                if key == "proxy_failover":
+                    http_call(self.provider_port, "POST", "/_bench/reset", b"")
+                res = self.run({**cmds[key], "n": n, "warmup": warm})
+                if key == "proxy_failover":
+                    stats = json.loads(http_call(self.provider_port, "GET", "/_bench/stats")[1])
+                    attempted += n + warm
+                    verified += min(stats.get("a", {}).get("429", 0), stats.get("b", {}).get("200", 0))
+                runs[key].append(res)
+        self.check_errors("failover", runs)
+        out = {"requests_per_round": n, "failovers_verified": verified, "failovers_expected": attempted}
+        for key in cmds:
+            out[key] = {q: median(r["latency"].get(q) for r in runs[key]) for q in ("p50", "p99")}
+        for q in ("p50", "p99"):
+            out[f"added_{q}_ms"] = median(
+                f["latency"][q] - d4["latency"][q] - db["latency"][q]
+                for f, d4, db in zip(runs["proxy_failover"], runs["direct_429"], runs["direct_b"]))
+            out[f"failover_only_{q}_ms"] = median(
+                f["latency"][q] - pn["latency"][q] - d4["latency"][q]
+                for f, pn, d4 in zip(runs["proxy_failover"], runs["proxy_normal"], runs["direct_429"]))
+        return out
+
+
+# --- targets and the table ---------------------------------------------------------
+
+def evaluate(results):
+    """The issue's targets, each with the measured value and whether it is met."""
+    targets = []
+
+    def add(key, text, value, limit, unit, ok):
+        targets.append({"id": key, "target": text, "value": None if value is None else round(value, 3),
+                        "limit": limit, "unit": unit, "met": None if value is None else bool(ok)})
+
+    lat = results.get("latency")
+    if lat:
+        add("latency_added_p50", "added p50, c=1", lat["added_p50_ms"], 0.5, "ms", lat["added_p50_ms"] <= 0.5)
+        add("latency_added_p99", "added p99, c=1", lat["added_p99_ms"], 2.0, "ms", lat["added_p99_ms"] <= 2.0)
+    for row in results.get("throughput", []):
+        if row["provider_delay_ms"] == 0 and row["concurrency"] == 16:
+            add("throughput_instant_c16", "req/s vs direct, instant, c=16", row["ratio"], 0.4, "x",
+                row["ratio"] is not None and row["ratio"] >= 0.4)
+        if row["provider_delay_ms"] > 0:
+            c = row["concurrency"]
+            add(f"throughput_slow_c{c}", f"req/s vs direct, {row['provider_delay_ms']:g} ms, c={c}",
+                row["ratio"], 0.95, "x", row["ratio"] is not None and row["ratio"] >= 0.95)
+    for row in results.get("streaming", []):
+        n = row["streams"]
+        add(f"stream{n}_added_ttfe_p50", f"{n} streams: added first event p50", row["added_ttfe_p50_ms"], 1.0,
+            "ms", row["added_ttfe_p50_ms"] <= 1.0)
+        add(f"stream{n}_added_gap_p99", f"{n} streams: added gap p99", row["added_gap_p99_ms"], 1.0, "ms",
+            row["added_gap_p99_ms"] <= 1.0)
+        p = row["proxy"]
+        bad = p["lost"] + p["reordered"] + p["unexpected"] + p["mismatched_streams"] + p["failed_streams"]
+        add(f"stream{n}_integrity", f"{n} streams: lost/reordered/altered events", bad, 0, "events", bad == 0)
+    mem = results.get("memory")
+    if mem:
+        add("rss_idle", "RSS idle", mem["idle_rss_mib"], 30, "MiB", mem["idle_rss_mib"] <= 30)
+        if "per_stream_kib" in mem:
+            add("rss_per_stream", "RSS per open stream", mem["per_stream_kib"], 64, "KiB",
+                mem["per_stream_kib"] <= 64)
+        if "after_threads" in mem:
+            add("threads_back", "threads back to baseline after streams", mem["after_threads"],
+                mem["before_streams_threads"], "threads", mem["after_threads"] <= mem["before_streams_threads"])
+        if "after_minus_before_mib" in mem:
+            # "back to baseline": within 64 KiB per stream of what it was before the streams.
+            slack = 64 * mem["streams"] / 1024 / 4
+            add("rss_back", "RSS after streams minus before", mem["after_minus_before_mib"], round(slack, 1),
+                "MiB", mem["after_minus_before_mib"] <= slack)
+    fo = results.get("failover")
+    if fo:
+        add("failover_added_p50", "failover added p50 beyond both answers", fo["added_p50_ms"], 2.0, "ms",
+            fo["added_p50_ms"] <= 2.0)
+    return targets
+
+
+def _ms(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f} ms"
+
+
+def _signed(v, unit="ms", digits=2):
+    return "-" if v is None else f"{v:+.{digits}f} {unit}"
+
+
+def _verdict(targets, key):
+    for t in targets:
+        if t["id"] == key:
+            return "ok" if t["met"] else ("MISS" if t["met"] is False else "")
+    return ""
+
+
+def render(results):
+    meta, targets = results["meta"], results["targets"]
+    w = 34
+    lines = []
+    m = meta["machine"]
+    lines.append(f"claude-proxy benchmark  {meta['date']}  proxy {meta.get('proxy_commit') or '?'}"
+                 f"{'  (QUICK: tiny load, not for comparison)' if meta['quick'] else ''}")
+    lines.append(f"machine: {m['cpu_model']}, {m['nproc']} CPUs, {m['mem_gib']} GiB, {m['os']}, "
+                 f"{m['implementation']} {m['python']}")
+    lines.append(f"pinning: {meta['pinning']}")
+    lines.append(f"method: {meta['rounds']} interleaved direct/proxy rounds per figure, medians over rounds; "
+                 f"'added' = proxy - direct, ratio = proxy / direct, per round")
+    lines.append("")
+    head = f"{'':{w}} {'direct':>11} {'proxy':>11} {'added/ratio':>12}  {'target':>10}"
+    lat = results.get("latency")
+    if lat:
+        lines.append(f"1. added latency, non-streaming, concurrency 1 ({lat['requests_per_round']} requests/round)")
+        lines.append(head)
+        for q, limit in (("p50", "<= 0.5 ms"), ("p99", "<= 2 ms")):
+            lines.append(f"   {q:{w - 3}} {_ms(lat['direct'][q], 3):>11} {_ms(lat['proxy'][q], 3):>11} "
+                         f"{_signed(lat[f'added_{q}_ms'], digits=3):>12}  {limit:>10}  "
+                         f"{_verdict(targets, f'latency_added_{q}')}")
+        if "relay" in lat:
+            lines.append(f"   {'(floor: bare TCP relay, same CPU)':{w - 3}} {'':>11} "
+                         f"{_ms(lat['relay']['p50'], 3):>11} {_signed(lat['relay_added_p50_ms'], digits=3):>12}"
+                         f"  {'p50':>10}")
+        lines.append(f"   proxy CPU {lat['proxy_cpu_pct']:.0f}% of its core")
+        lines.append("")
+    rows = results.get("throughput")
+    if rows:
+        lines.append("2. throughput (requests/s, non-streaming)")
+        lines.append(f"{'':{w}} {'direct':>11} {'proxy':>11} {'ratio':>12}  {'target':>10}")
+        for row in rows:
+            d = row["provider_delay_ms"]
+            label = f"   {'instant' if not d else f'{d:g} ms'} provider, c={row['concurrency']}"
+            tid = "throughput_instant_c16" if (not d and row["concurrency"] == 16) else \
+                (f"throughput_slow_c{row['concurrency']}" if d else "")
+            limit = ">= 0.40x" if tid == "throughput_instant_c16" else (">= 0.95x" if d else "")
+            extra = f"  proxy CPU {row['proxy_cpu_pct']:.0f}%"
+            if d:
+                extra += f", direct at {row['direct_rps'] / row['ideal_rps'] * 100:.0f}% of ideal"
+            lines.append(f"{label:{w}} {row['direct_rps']:>11.0f} {row['proxy_rps']:>11.0f} "
+                         f"{row['ratio']:>11.2f}x  {limit:>10}  {_verdict(targets, tid):4}{extra}")
+        lines.append("")
+    rows = results.get("streaming")
+    if rows:
+        lines.append(f"3. streaming, {rows[0]['pace_ms']:g} ms between events, "
+                     f"{rows[0]['events_per_stream']} events per stream")
+        lines.append(head)
+        for row in rows:
+            n = row["streams"]
+            lines.append(f"   {n} streams: first event p50{'':{w - 30 - len(str(n))}} "
+                         f"{_ms(row['ttfe_p50_direct_ms']):>11} {_ms(row['ttfe_p50_proxy_ms']):>11} "
+                         f"{_signed(row['added_ttfe_p50_ms']):>12}  {'<= 1 ms':>10}  "
+                         f"{_verdict(targets, f'stream{n}_added_ttfe_p50')}")
+            lines.append(f"   {n} streams: gap p99{'':{w - 22 - len(str(n))}} "
+                         f"{_ms(row['gap_p99_direct_ms']):>11} {_ms(row['gap_p99_proxy_ms']):>11} "
+                         f"{_signed(row['added_gap_p99_ms']):>12}  {'<= 1 ms':>10}  "
+                         f"{_verdict(targets, f'stream{n}_added_gap_p99')}")
+            p = row["proxy"]
+            lines.append(f"   {n} streams: events via proxy: {p['events_received']}/{p['events_expected']} arrived, "
+                         f"{p['lost']} lost, {p['reordered']} reordered, "
+                         f"{p['byte_identical_streams']}/{p['streams']} streams byte-identical  "
+                         f"{_verdict(targets, f'stream{n}_integrity')}")
+            lines.append(f"   {'':{w - 3}} proxy CPU {row['proxy_cpu_pct']:.0f}%, harness CPU "
+                         f"{row['harness_cpu_pct']:.0f}% (direct run)")
+        lines.append("")
+    mem = results.get("memory")
+    if mem:
+        lines.append("4. proxy memory and threads (/proc)")
+        lines.append(f"   {'RSS idle (fresh start)':{w - 3}} {mem['idle_rss_mib']:>8.1f} MiB{'':15}"
+                     f"{'<= 30 MiB':>10}  {_verdict(targets, 'rss_idle')}")
+        if "per_stream_kib" in mem:
+            lines.append(f"   {'RSS before / with %d streams' % mem['streams']:{w - 3}} "
+                         f"{mem['before_streams_rss_mib']:>8.1f} / {mem['open_rss_mib']:.1f} MiB "
+                         f"= {mem['per_stream_kib']:.1f} KiB/stream {'<= 64 KiB':>9}  "
+                         f"{_verdict(targets, 'rss_per_stream')}")
+        if "after_rss_mib" in mem:
+            lines.append(f"   {'RSS after the streams':{w - 3}} {mem['after_rss_mib']:>8.1f} MiB "
+                         f"({mem['after_minus_before_mib']:+.1f} vs before)  {'baseline':>9}  "
+                         f"{_verdict(targets, 'rss_back')}")
+            lines.append(f"   {'threads idle / before / open / after':{w - 3}} {mem['idle_threads']} / "
+                         f"{mem['before_streams_threads']} / {mem['open_threads']} / {mem['after_threads']}"
+                         f"{'':12}{'baseline':>9}  {_verdict(targets, 'threads_back')}")
+        lines.append("")
+    fo = results.get("failover")
+    if fo:
+        lines.append(f"5. failover: a answers 429 (retry-after: 0), b serves; concurrency 1 "
+                     f"({fo['failovers_verified']}/{fo['failovers_expected']} requests verified to fail over)")
+        lines.append(f"   {'direct: a 429 / b 200, p50':{w - 3}} {_ms(fo['direct_429']['p50'], 3)} / "
+                     f"{_ms(fo['direct_b']['p50'], 3)}")
+        lines.append(f"   {'proxy: normal / failover, p50':{w - 3}} {_ms(fo['proxy_normal']['p50'], 3)} / "
+                     f"{_ms(fo['proxy_failover']['p50'], 3)}")
+        lines.append(f"   {'added beyond a + b answers, p50':{w - 3}} {_signed(fo['added_p50_ms'], digits=3):>11}"
+                     f"{'':26}{'<= 2 ms':>9}  {_verdict(targets, 'failover_added_p50')}")
+        lines.append(f"   {'added beyond a + b answers, p99':{w - 3}} {_signed(fo['added_p99_ms'], digits=3):>11}")
+        lines.append(f"   {'failover step alone (vs normal), p50':{w - 3}} "
+                     f"{_signed(fo['failover_only_p50_ms'], digits=3):>11}")
+        lines.append("")
+    met = sum(1 for t in targets if t["met"])
+    missed = [t["id"] for t in targets if t["met"] is False]
+    lines.append(f"targets: {met}/{len(targets)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    for note in results.get("notes", []):
+        lines.append(f"note: {note}")
+    lines.append(f"total time {results['elapsed_s']:.0f} s")
+    return "\n".join(lines)
+
+
+# --- profiling (optional) ----------------------------------------------------------
+
+def start_profiler(args, pid, workdir):
+    exe = shutil.which("py-spy")
+    if not exe:
+        raise BenchError("--profile needs py-spy on PATH (pip install py-spy)")
+    raw = Path(args.profile).resolve()
+    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", str(args.profile_rate),
+                             "--format", "raw", "--output", str(raw), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / "py-spy.stderr", "wb"))
+    time.sleep(1.0)  # attach
+    if proc.poll() is not None:
+        raise BenchError(f"py-spy failed: {(Path(workdir) / 'py-spy.stderr').read_text()[-500:]}")
+    return proc, raw
+
+
+def summarize_profile(raw, top=25):
+    """Self and inclusive share of samples per function, from py-spy's raw (collapsed) output."""
+    selfc, incl, total = {}, {}, 0
+    with contextlib.suppress(OSError):
+        for line in Path(raw).read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            count = int(count)
+            frames = [f for f in stack.split(";") if f and not f.startswith("process ") and not f.startswith("thread ")]
+            if not frames:
+                continue
+            total += count
+            selfc[frames[-1]] = selfc.get(frames[-1], 0) + count
+            for f in set(frames):
+                incl[f] = incl.get(f, 0) + count
+    if not total:
+        return "(no samples)"
+    out = [f"{total} samples", "self%   incl%   function"]
+    for f, c in sorted(selfc.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"{c / total * 100:5.1f}  {incl[f] / total * 100:6.1f}   {f}")
+    out.append("")
+    out.append("inclusive (top):")
+    for f, c in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"{c / total * 100:6.1f}   {f}")
+    return "\n".join(out)
+
+
+# --- main ------------------------------------------------------------------------------
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--quick", action="store_true", help="tiny load (a few seconds): a smoke run, not a measurement")
+    p.add_argument("--only", default=",".join(GROUPS),
+                   help=f"comma list of groups to run (default all: {','.join(GROUPS)}; memory comes with streaming)")
+    p.add_argument("--proxy", default=str(ROOT / "proxy.py"), help="the proxy entry point to benchmark")
+    p.add_argument("--rounds", type=int, help="interleaved rounds per figure (default 3; quick 2)")
+    p.add_argument("--latency-n", type=int, help="requests per latency round (default 1500)")
+    p.add_argument("--failover-n", type=int, help="requests per failover round (default 300)")
+    p.add_argument("--duration", type=float, help="seconds per throughput run (default 1.0)")
+    p.add_argument("--concurrency", help="instant-provider concurrency levels (default 1,16,64)")
+    p.add_argument("--slow-concurrency", help="slow-provider concurrency levels (default 1,16,64,256)")
+    p.add_argument("--slow-ms", type=float, default=20.0, help="the slow provider's delay (default 20)")
+    p.add_argument("--streams", help="concurrent stream counts (default 100,256)")
+    p.add_argument("--deltas", type=int, help="content_block_delta events per stream (default 40)")
+    p.add_argument("--pace-ms", type=float, default=20.0, help="time between stream events (default 20)")
+    p.add_argument("--ramp-ms", type=float, help="streams start spread over this time (default 100)")
+    p.add_argument("--no-relay-floor", dest="relay_floor", action="store_false",
+                   help="skip the bare-TCP-relay reference in the latency group")
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--proxy-cpu", type=int, help="the CPU for the proxy (default: the last usable one)")
+    p.add_argument("--profile", metavar="PATH", help="record the proxy with py-spy (raw collapsed stacks) "
+                                                     "and print a per-function summary")
+    p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    args = p.parse_args(argv)
+
+    q = args.quick
+    args.rounds = args.rounds or (2 if q else 3)
+    args.latency_n = args.latency_n or (100 if q else 1500)
+    args.failover_n = args.failover_n or (30 if q else 300)
+    args.duration = args.duration or (0.15 if q else 1.0)
+    ints = lambda text: [int(x) for x in text.split(",") if x.strip()]  # noqa: E731
+    args.concurrency = ints(args.concurrency or ("1,4" if q else "1,16,64"))
+    args.slow_concurrency = ints(args.slow_concurrency or ("4" if q else "1,16,64,256"))
+    args.streams = ints(args.streams or ("5,12" if q else "100,256"))
+    args.deltas = args.deltas or (4 if q else 40)
+    if q and args.pace_ms == 20.0:
+        args.pace_ms = 5.0
+    args.ramp_ms = args.ramp_ms if args.ramp_ms is not None else (10.0 if q else 100.0)
+    args.only = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = set(args.only) - set(GROUPS) - {"memory"}
+    if unknown:
+        p.error(f"unknown group(s): {', '.join(sorted(unknown))}")
+    if "memory" in args.only and "streaming" not in args.only:
+        args.only.append("streaming")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.monotonic()
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    results = {}
+    profiler = None
+    with tempfile.TemporaryDirectory(prefix="claude-proxy-bench-") as workdir:
+        bench = Bench(args, workdir)
+        try:
+            bench.start()
+            time.sleep(0.3)
+            bench.memory["idle"] = proc_status(bench.proxy.pid)
+            bench.warm_up()
+            if args.profile:
+                profiler, raw = start_profiler(args, bench.proxy.pid, workdir)
+            if "latency" in args.only:
+                results["latency"] = bench.group_latency()
+            if "throughput" in args.only:
+                results["throughput"] = bench.group_throughput()
+            if "streaming" in args.only:
+                results["streaming"] = bench.group_streaming()
+                results["memory"] = bench.memory_summary()
+            if "failover" in args.only:
+                results["failover"] = bench.group_failover()
+            if not bench.proxy.alive():
+                raise BenchError(f"the proxy died during the run:\n{bench.proxy.stderr_tail()}")
+        except KeyboardInterrupt:
+            print("interrupted; cleaning up", file=sys.stderr)
+            return 130
+        except BenchError as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                try:
+                    profiler.wait(30)
+                except subprocess.TimeoutExpired:
+                    profiler.kill()
+                    profiler.wait(5)
+            bench.stop()
+        if bench.proxy_cpus:
+            pinning = (f"proxy on CPU {','.join(map(str, sorted(bench.proxy_cpus)))}; fake provider, load "
+                       f"generator and orchestrator on CPU {','.join(map(str, sorted(bench.harness_cpus)))} "
+                       "(sched_setaffinity)")
+        else:
+            pinning = "none (fewer than 2 usable CPUs, --no-pin, or not Linux)"
+        results["meta"] = {
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine_info(), "pinning": pinning, "quick": args.quick,
+            "proxy": str(Path(args.proxy).resolve()), "proxy_commit": git_commit(Path(args.proxy).resolve().parent),
+            "rounds": args.rounds, "groups": args.only,
+            "settings": {k: getattr(args, k) for k in ("latency_n", "failover_n", "duration", "concurrency",
+                                                       "slow_concurrency", "slow_ms", "streams", "deltas",
+                                                       "pace_ms", "ramp_ms")},
+        }
+        results["notes"] = bench.notes
+        results["targets"] = evaluate(results)
+        results["lost_events"] = sum(r["proxy"]["lost"] + r["proxy"]["reordered"] + r["proxy"]["unexpected"]
+                                     for r in results.get("streaming", []))
+        results["elapsed_s"] = time.monotonic() - started
+        print(render(results))
+        if args.profile:
+            print()
+            print(f"profile of the proxy ({raw}):")
+            print(summarize_profile(raw))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

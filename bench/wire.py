@@ -1,0 +1,259 @@
+"""What the benchmark sends and expects on the wire, shared by its processes.
+
+- the request the load generator sends (a small Anthropic ``/v1/messages`` body);
+- the answers the fake provider gives: a fixed JSON message, a 429 error, and a
+  deterministic SSE stream per ``seed``, so the client can check every event it
+  receives byte for byte against what the provider sent;
+- a small incremental HTTP/1.1 response parser (Content-Length and chunked
+  bodies), fast enough that the client is not the bottleneck, which can record
+  when each SSE event completes.
+
+Standard library only.
+"""
+
+import json
+
+# Headers the fake provider reads (the proxy forwards unknown headers verbatim).
+H_DELAY = "x-bench-delay-ms"     # wait this long before answering (ms)
+H_PACE = "x-bench-pace-ms"       # streams: wait this long between events (ms)
+H_DELTAS = "x-bench-deltas"      # streams: number of content_block_delta events
+H_SEED = "x-bench-seed"          # streams: which deterministic stream to send
+H_FAIL = "x-bench-fail"          # comma list of provider prefixes that answer 429
+
+MESSAGE_JSON = json.dumps({
+    "id": "msg_bench_0001",
+    "type": "message",
+    "role": "assistant",
+    "model": "bench-model",
+    "content": [{"type": "text", "text": "Hello! This is a fixed answer from the benchmark's fake provider."}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 25, "cache_creation_input_tokens": 0,
+              "cache_read_input_tokens": 0, "output_tokens": 17},
+}, separators=(",", ":")).encode()
+
+RATE_LIMIT_JSON = json.dumps({
+    "type": "error",
+    "error": {"type": "rate_limit_error", "message": "Rate limited by the benchmark's fake provider"},
+}, separators=(",", ":")).encode()
+
+
+def request_body(stream=False, pad_bytes=0):
+    """A small but realistic Messages request body (bytes)."""
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "stream": bool(stream),
+        "messages": [{"role": "user", "content": "Say hello." + " " * max(0, pad_bytes)}],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def build_request(method, path, host_header, headers=None, body=b""):
+    """Raw HTTP/1.1 keep-alive request bytes."""
+    lines = [f"{method} {path} HTTP/1.1", f"host: {host_header}",
+             "content-type: application/json", "anthropic-version: 2023-06-01",
+             "x-api-key: bench-client-key", "user-agent: claude-proxy-bench/1",
+             f"content-length: {len(body)}"]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _event(name, data):
+    return b"event: " + name + b"\ndata: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+_ID = "@@ID@@"
+_NUM = "@@NUM@@"
+_START = _event(b"message_start", {
+    "type": "message_start",
+    "message": {"id": _ID, "type": "message", "role": "assistant", "model": "bench-model",
+                "content": [], "stop_reason": None, "stop_sequence": None,
+                "usage": {"input_tokens": 25, "cache_creation_input_tokens": 0,
+                          "cache_read_input_tokens": 0, "output_tokens": 1}}})
+_BLOCK_START = _event(b"content_block_start", {"type": "content_block_start", "index": 0,
+                                               "content_block": {"type": "text", "text": ""}})
+_DELTA = _event(b"content_block_delta", {
+    "type": "content_block_delta", "index": 0,
+    "delta": {"type": "text_delta", "text": f"{_ID} token {_NUM} lorem ipsum dolor sit amet "}})
+_BLOCK_STOP = _event(b"content_block_stop", {"type": "content_block_stop", "index": 0})
+_MESSAGE_DELTA = _event(b"message_delta", {
+    "type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+    "usage": {"output_tokens": 999999999}}).replace(b"999999999", b"%d")
+_MESSAGE_STOP = _event(b"message_stop", {"type": "message_stop"})
+_START_T = _START.replace(_ID.encode(), b"%s")
+_DELTA_T = _DELTA.replace(_ID.encode(), b"%s").replace(_NUM.encode(), b"%05d")
+
+
+def iter_stream_events(seed, deltas):
+    """The SSE events (each ``event:``+``data:`` ending in a blank line) for ``seed``.
+
+    Anthropic's sequence: message_start, content_block_start, content_block_delta
+    x ``deltas``, content_block_stop, message_delta, message_stop.  Every event
+    names the stream (``msg_bench_<seed>``) and deltas carry their index, so a
+    mix-up between streams, a loss or a reordering shows as a byte mismatch.
+    Built from templates (about a microsecond per event), lazily.
+    """
+    msg_id = b"msg_bench_%08d" % seed
+    yield _START_T % msg_id
+    yield _BLOCK_START
+    for i in range(deltas):
+        yield _DELTA_T % (msg_id, i)
+    yield _BLOCK_STOP
+    yield _MESSAGE_DELTA % (deltas + 1)
+    yield _MESSAGE_STOP
+
+
+def stream_events(seed, deltas):
+    """:func:`iter_stream_events` as a list."""
+    return list(iter_stream_events(seed, deltas))
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class ResponseParser:
+    """Incremental parser for one HTTP/1.1 response.
+
+    ``feed(data, now)`` returns True once the response is complete.  With
+    ``sse=True`` the body is split into events as it arrives and ``event_times``
+    holds, per event, the ``now`` of the ``feed`` call that completed it.
+    """
+
+    __slots__ = ("buf", "state", "status", "headers", "body", "remaining", "sse",
+                 "events", "event_times", "_sse_buf", "first_byte")
+
+    HEAD, LENGTH, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER, DONE, UNTIL_CLOSE = range(8)
+
+    def __init__(self, sse=False):
+        self.buf = b""
+        self.state = self.HEAD
+        self.status = 0
+        self.headers = {}
+        self.body = bytearray()
+        self.remaining = 0
+        self.sse = sse
+        self.events = []
+        self.event_times = []
+        self._sse_buf = b""
+        self.first_byte = None
+
+    def _payload(self, data, now):
+        self.body += data
+        if self.sse:
+            buf = self._sse_buf + data
+            start = 0
+            while True:
+                end = buf.find(b"\n\n", start)
+                if end < 0:
+                    break
+                self.events.append(buf[start:end + 2])
+                self.event_times.append(now)
+                start = end + 2
+            self._sse_buf = buf[start:]
+
+    def feed(self, data, now=0.0):
+        if self.first_byte is None:
+            self.first_byte = now
+        buf = self.buf + data if self.buf else data
+        pos = 0
+        while True:
+            state = self.state
+            if state == self.HEAD:
+                end = buf.find(b"\r\n\r\n", pos)
+                if end < 0:
+                    if len(buf) - pos > 65536:
+                        raise ProtocolError("response head too large")
+                    break
+                lines = buf[pos:end].decode("latin-1").split("\r\n")
+                pos = end + 4
+                parts = lines[0].split(" ", 2)
+                if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+                    raise ProtocolError(f"bad status line {lines[0]!r}")
+                self.status = int(parts[1])
+                headers = self.headers
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    self.state = self.CHUNK_SIZE
+                elif "content-length" in headers:
+                    self.remaining = int(headers["content-length"])
+                    self.state = self.LENGTH if self.remaining else self.DONE
+                elif self.status in (204, 304) or 100 <= self.status < 200:
+                    self.state = self.DONE
+                else:
+                    self.state = self.UNTIL_CLOSE
+            elif state == self.LENGTH:
+                take = min(self.remaining, len(buf) - pos)
+                if take <= 0:
+                    break
+                self._payload(buf[pos:pos + take], now)
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    self.state = self.DONE
+            elif state == self.CHUNK_SIZE:
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    break
+                size_text = buf[pos:end].split(b";", 1)[0].strip()
+                pos = end + 2
+                try:
+                    size = int(size_text, 16)
+                except ValueError:
+                    raise ProtocolError(f"bad chunk size {size_text!r}") from None
+                if size:
+                    self.remaining = size
+                    self.state = self.CHUNK_DATA
+                else:
+                    self.state = self.TRAILER
+            elif state == self.CHUNK_DATA:
+                take = min(self.remaining, len(buf) - pos)
+                if take <= 0:
+                    break
+                self._payload(buf[pos:pos + take], now)
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    self.state = self.CHUNK_END
+            elif state == self.CHUNK_END:
+                if len(buf) - pos < 2:
+                    break
+                if buf[pos:pos + 2] != b"\r\n":
+                    raise ProtocolError("chunk not followed by CRLF")
+                pos += 2
+                self.state = self.CHUNK_SIZE
+            elif state == self.TRAILER:
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    break
+                empty = end == pos
+                pos = end + 2
+                if empty:
+                    self.state = self.DONE
+            elif state == self.UNTIL_CLOSE:
+                if pos < len(buf):
+                    self._payload(buf[pos:], now)
+                pos = len(buf)
+                break
+            else:  # DONE
+                break
+        self.buf = buf[pos:]
+        return self.state == self.DONE
+
+    def eof(self, now=0.0):
+        """The connection closed; True if that completes the response."""
+        if self.state == self.UNTIL_CLOSE:
+            self.state = self.DONE
+        return self.state == self.DONE
+
+    @property
+    def done(self):
+        return self.state == self.DONE
+
+    @property
+    def keep_alive(self):
+        return self.headers.get("connection", "").lower() != "close"

@@ -70,6 +70,11 @@ def detached_options(os_name=None):
     return {"start_new_session": True}
 
 
+def default_shell(os_name=None):
+    """The ``proxy.py env`` output format when ``--shell`` is not given."""
+    return "powershell" if (os_name or os.name) == "nt" else "bash"
+
+
 def processes(os_name=None, sys_platform=None):
     """The process backend for a platform (by default, this one)."""
     if (os_name or os.name) == "nt":

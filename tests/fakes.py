@@ -322,3 +322,14 @@ def request(url, method="POST", path="/v1/messages", body=None, headers=None, ti
         return response.status, {k.lower(): v for k, v in response.getheaders()}, data
     finally:
         conn.close()
+
+
+def eventually(predicate, timeout=5.0):
+    """Poll ``predicate`` until it holds (the proxy books a request just after
+    its last byte has gone out, so a test may look a moment too early)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())

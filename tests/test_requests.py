@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fakes import Reply, request
+from fakes import Reply, eventually, request
 
 # --- paths ---------------------------------------------------------------------
 
@@ -363,6 +363,7 @@ def test_status_reports_providers_without_secrets(providers, proxy):
     second = providers(Reply(200))
     running = proxy(first, second)
     running.post()
+    assert eventually(lambda: running.policy.snapshot()[1]["tokens"]["input"] == 12)
 
     code, _, body = request(running.url, "GET", "/status", headers=running.auth())
 

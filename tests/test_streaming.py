@@ -6,7 +6,7 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from fakes import OVERLOADED_EVENT, Reply, Stall, Stream, message_events, sse
+from fakes import OVERLOADED_EVENT, Reply, Stall, Stream, eventually, message_events, sse
 
 STREAM_BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
                "messages": [{"role": "user", "content": "hi"}]}
@@ -69,9 +69,9 @@ def test_usage_is_read_from_the_stream(providers, proxy):
     response.read()
     conn.close()
 
-    tokens = running.policy.snapshot()[0]["tokens"]
-    assert tokens == {"input": 120, "output": 33, "cache_read": 5, "cache_creation": 2}
-    assert "in=120 out=33" in running.log_text()
+    expected = {"input": 120, "output": 33, "cache_read": 5, "cache_creation": 2}
+    assert eventually(lambda: running.policy.snapshot()[0]["tokens"] == expected)
+    assert eventually(lambda: "in=120 out=33" in running.log_text())
 
 
 def test_error_as_first_event_fails_over(providers, proxy):
@@ -134,7 +134,7 @@ def test_cut_mid_stream_ends_with_an_error_event_and_a_clean_chunked_end(provide
 
     _assert_ends_with_error_frame(body, frames[:4], "api_error")
     assert second.requests == []  # bytes went out: never switch provider
-    assert running.policy.snapshot()[0]["failures"] == 1
+    assert eventually(lambda: running.policy.snapshot()[0]["failures"] == 1)
 
 
 def test_cut_inside_an_event_never_sends_half_an_event(providers, proxy):
@@ -174,7 +174,7 @@ def test_client_hanging_up_mid_stream_closes_the_provider_connection(providers, 
     assert provider.client_hung_up.wait(5), "the provider connection must be closed at once"
     provider.default = Reply(200)
     assert running.post()[0] == 200  # and the proxy goes on serving
-    assert _wait_for(lambda: "client cancelled" in running.log_text())
+    assert eventually(lambda: "client cancelled" in running.log_text())
     assert "Traceback" not in running.log_text()
 
 
@@ -190,6 +190,7 @@ def test_client_hanging_up_while_waiting_for_a_non_stream_answer_stops_the_provi
     sock.close()
 
     assert provider.client_hung_up.wait(5)
+    assert eventually(lambda: "client cancelled" in running.log_text())
     assert running.policy.snapshot()[0]["failures"] == 0  # a cancel is not the provider's fault
 
 
@@ -216,15 +217,4 @@ def test_a_hundred_concurrent_streams_all_arrive_complete(providers, proxy):
         bodies = list(pool.map(one, range(100)))
 
     assert all(body == expected for body in bodies)
-    assert running.policy.snapshot()[0]["requests"] == 100
-
-
-def _wait_for(predicate, timeout=5.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+    assert eventually(lambda: running.policy.snapshot()[0]["requests"] == 100)

@@ -331,10 +331,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def _no_provider(self, pinned, mode, started):
         config = self.server.config
-        if pinned is not None:
-            why = "is disabled in" if not pinned.enabled else \
-                f"has no API key: set {pinned.api_key_env} in {config.env_path} or the environment, and restart"
-            message = f"Provider '{pinned.name}' {why}" + ("" if pinned.enabled else f" {config.path}")
+        if pinned is not None and not pinned.enabled:
+            message = f"Provider '{pinned.name}' is disabled in {config.path}"
+        elif pinned is not None:
+            message = (f"Provider '{pinned.name}' has no API key: set {pinned.api_key_env} in "
+                       f"{config.env_path} or the environment, and restart claude-proxy")
         else:
             wanted = ", ".join(p.api_key_env for p in config.providers if p.enabled) or "a provider"
             message = (f"No provider is usable: set {wanted} in {config.env_path} "

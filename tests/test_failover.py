@@ -405,3 +405,14 @@ def test_a_stream_that_fails_over_reaches_the_client_from_the_second(providers, 
 
     assert code == 200
     assert body == b"".join(frames)
+
+
+def test_pinned_to_a_provider_without_a_key_says_which_variable_to_set(providers, proxy):
+    first, second = providers(Reply(200)), providers(Reply(200))
+    running = proxy(first, second, names=["minimax", "moonshot"], environ={"KEY_MINIMAX": "k"})
+
+    code, _, body = running.post(prefix="/provider/moonshot")
+
+    assert code == 503
+    assert "KEY_MOONSHOT" in json.loads(body)["error"]["message"]
+    assert first.requests == [] and second.requests == []

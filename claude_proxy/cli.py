@@ -7,7 +7,7 @@ errors end as one line on stderr and a non-zero exit, never a traceback.
 import argparse
 import sys
 
-from . import __version__
+from . import __version__, daemon
 from .config import load_config, resolve_config_path
 from .errors import ConfigError, ProxyError
 
@@ -24,12 +24,43 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"claude-proxy {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.command_choices = commands.choices  # filled in as commands are added
 
     serve = commands.add_parser("serve", parents=[common], help="run the proxy in the foreground (default)")
     serve.add_argument("--host", help="listen address (overrides proxy_host)")
     serve.add_argument("--port", type=int, help="listen port (overrides proxy_port; 0 picks a free one)")
     serve.add_argument("--quiet", action="store_true", help="no banner and no log lines on stderr")
     serve.set_defaults(func=cmd_serve)
+
+    # Managing the background daemon (claude_proxy.daemon; the shell modules call these).
+    start = commands.add_parser("start", parents=[common], help="start the proxy in the background")
+    start.add_argument("--timeout", type=float, default=daemon.START_TIMEOUT, metavar="SECONDS",
+                       help="how long to wait for it to answer (default: %(default)g)")
+    start.add_argument("--quiet", action="store_true", help="print nothing unless it fails")
+    start.set_defaults(func=daemon.cmd_start)
+    stop = commands.add_parser("stop", parents=[common], help="stop the background proxy")
+    stop.add_argument("--grace", type=float, default=daemon.STOP_GRACE, metavar="SECONDS",
+                      help="time in-flight requests get to finish (default: %(default)g)")
+    stop.add_argument("--quiet", action="store_true", help="print nothing unless it fails")
+    stop.set_defaults(func=daemon.cmd_stop)
+    status = commands.add_parser("status", parents=[common],
+                                 help="is it running, this session's mode, each provider's state")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=daemon.cmd_status)
+    env = commands.add_parser("env", parents=[common],
+                              help="print the variables that point a shell session at the proxy")
+    env.add_argument("--shell", choices=daemon.SHELLS, default=daemon.default_shell(),
+                     help="output format (default: %(default)s)")
+    env.add_argument("--provider", metavar="NAME", help="pin the session to this provider")
+    env.add_argument("--announce", action="store_true", help="also print a one-line summary on stderr")
+    env.set_defaults(func=daemon.cmd_env)
+    providers = commands.add_parser("providers", parents=[common],
+                                    help="the configured provider names, one per line")
+    providers.set_defaults(func=daemon.cmd_providers)
+    check = commands.add_parser("check", parents=[common], help="validate the config and .env")
+    check.add_argument("--live", action="store_true",
+                       help="also send each provider one tiny request (max_tokens 1)")
+    check.set_defaults(func=daemon.cmd_check)
     return parser
 
 
@@ -51,9 +82,10 @@ def cmd_serve(args):
 
 def main(argv=None):
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(arg in parser.command_choices or arg in ("-h", "--help", "--version") for arg in argv):
+        argv.insert(0, "serve")  # `proxy.py --port 9000` means `proxy.py serve --port 9000`
     args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
     try:
         return args.func(args) or EXIT_OK
     except ConfigError as exc:

@@ -474,23 +474,30 @@ class Bench:
             if sample:
                 self._settle()
                 mem["before_streams"] = proc_status(self.proxy.pid)
+            sides = ("direct", "proxy", "relay") if self.relay else ("direct", "proxy")
             runs = self.pairs(lambda side, r: {
                 "op": "streams", **self.target(side), "n": n, "deltas": a.deltas, "pace_ms": a.pace_ms,
-                "ramp_ms": a.ramp_ms, "seed_base": r * 100000 + (0 if side == "direct" else 50000),
-                "timeout": 60}, a.rounds, sample=sample)
+                "ramp_ms": a.stream_interval_ms * n, "seed_base": r * 100000 + sides.index(side) * 30000,
+                "timeout": 60}, a.rounds, sides, sample=sample)
             self.check_errors(f"streaming n={n}", runs)
             row = {"streams": n, "pace_ms": a.pace_ms, "events_per_stream": a.deltas + 5}
+            row["stream_interval_ms"] = a.stream_interval_ms
             for key, q in (("ttfe", "p50"), ("ttfe", "p99"), ("gap", "p50"), ("gap", "p99")):
-                for side in ("direct", "proxy"):
+                for side in sides:
                     row[f"{key}_{q}_{side}_ms"] = median(r[key].get(q) for r in runs[side])
                 row[f"added_{key}_{q}_ms"] = median(p[key].get(q, 0) - d[key].get(q, 0)
                                                     for d, p in zip(runs["direct"], runs["proxy"]))
-            for side in ("direct", "proxy"):
+                if self.relay:
+                    row[f"relay_added_{key}_{q}_ms"] = median(
+                        p[key].get(q, 0) - d[key].get(q, 0) for d, p in zip(runs["direct"], runs["relay"]))
+            for side in sides:
                 row[side] = {k: sum(r[k] for r in runs[side]) for k in (
                     "events_expected", "events_received", "lost", "reordered", "unexpected",
                     "byte_identical_streams", "mismatched_streams", "failed_streams")}
                 row[side]["streams"] = n * len(runs[side])
             row["proxy_cpu_pct"] = median(r["cpu_pct"].get("proxy") for r in runs["proxy"])
+            if self.relay:
+                row["relay_cpu_pct"] = median(r["cpu_pct"].get("relay") for r in runs["relay"])
             row["harness_cpu_pct"] = median(r["cpu_pct"].get("provider", 0) + r["cpu_pct"].get("loadgen", 0)
                                             for r in runs["direct"])
             rows.append(row)
@@ -700,7 +707,8 @@ def render(results):
     rows = results.get("streaming")
     if rows:
         lines.append(f"3. streaming, {rows[0]['pace_ms']:g} ms between events, "
-                     f"{rows[0]['events_per_stream']} events per stream")
+                     f"{rows[0]['events_per_stream']} events per stream, streams start "
+                     f"{rows[0]['stream_interval_ms']:g} ms apart")
         lines.append(head)
         for row in rows:
             n = row["streams"]
@@ -717,8 +725,12 @@ def render(results):
                          f"{p['lost']} lost, {p['reordered']} reordered, "
                          f"{p['byte_identical_streams']}/{p['streams']} streams byte-identical  "
                          f"{_verdict(targets, f'stream{n}_integrity')}")
-            lines.append(f"   {'':{w - 3}} proxy CPU {row['proxy_cpu_pct']:.0f}%, harness CPU "
-                         f"{row['harness_cpu_pct']:.0f}% (direct run)")
+            if "relay_added_gap_p99_ms" in row:
+                lines.append(f"   {n} streams, floor (bare TCP relay, same CPU): first event p50 "
+                             f"{_signed(row['relay_added_ttfe_p50_ms'])}, gap p99 "
+                             f"{_signed(row['relay_added_gap_p99_ms'])}, relay CPU {row['relay_cpu_pct']:.0f}%")
+            lines.append(f"   {n} streams: proxy CPU {row['proxy_cpu_pct']:.0f}% of its core; harness CPU "
+                         f"{row['harness_cpu_pct']:.0f}% of the other (direct run)")
         lines.append("")
     mem = results.get("memory")
     if mem:
@@ -768,8 +780,9 @@ def start_profiler(args, pid, workdir):
     if not exe:
         raise BenchError("--profile needs py-spy on PATH (pip install py-spy)")
     raw = Path(args.profile).resolve()
+    extra = ["--gil"] if args.profile_gil else []
     proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", str(args.profile_rate),
-                             "--format", "raw", "--output", str(raw), "--nonblocking"],
+                             "--format", "raw", "--output", str(raw), "--nonblocking", *extra],
                             stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / "py-spy.stderr", "wb"))
     time.sleep(1.0)  # attach
     if proc.poll() is not None:
@@ -778,7 +791,11 @@ def start_profiler(args, pid, workdir):
 
 
 def summarize_profile(raw, top=25):
-    """Self and inclusive share of samples per function, from py-spy's raw (collapsed) output."""
+    """Self and inclusive share of samples per function, from py-spy's raw (collapsed) output.
+
+    Frames are aggregated by function and file (line numbers dropped); threads
+    and processes are merged.
+    """
     selfc, incl, total = {}, {}, 0
     with contextlib.suppress(OSError):
         for line in Path(raw).read_text(errors="replace").splitlines():
@@ -786,7 +803,8 @@ def summarize_profile(raw, top=25):
             if not count.isdigit():
                 continue
             count = int(count)
-            frames = [f for f in stack.split(";") if f and not f.startswith("process ") and not f.startswith("thread ")]
+            frames = [_function_of(f) for f in stack.split(";")
+                      if f and not f.startswith(("process ", "thread "))]
             if not frames:
                 continue
             total += count
@@ -795,14 +813,23 @@ def summarize_profile(raw, top=25):
                 incl[f] = incl.get(f, 0) + count
     if not total:
         return "(no samples)"
-    out = [f"{total} samples", "self%   incl%   function"]
+    out = [f"{total} samples; by function: self% (the function itself), incl% (with what it calls)",
+           "  self%   incl%   function"]
     for f, c in sorted(selfc.items(), key=lambda kv: -kv[1])[:top]:
-        out.append(f"{c / total * 100:5.1f}  {incl[f] / total * 100:6.1f}   {f}")
-    out.append("")
-    out.append("inclusive (top):")
+        out.append(f"  {c / total * 100:5.1f}  {incl[f] / total * 100:6.1f}   {f}")
+    out.append("inclusive, top:")
     for f, c in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
-        out.append(f"{c / total * 100:6.1f}   {f}")
+        out.append(f"         {c / total * 100:6.1f}   {f}")
     return "\n".join(out)
+
+
+def _function_of(frame):
+    """``name (path:line)`` -> ``name (file)``."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = path.replace("\\", "/").split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 1 and parts[-2] == "claude_proxy" else parts[-1]
+    return f"{name} ({short})"
 
 
 # --- main ------------------------------------------------------------------------------
@@ -825,7 +852,9 @@ def parse_args(argv):
     p.add_argument("--streams", help="concurrent stream counts (default 100,256)")
     p.add_argument("--deltas", type=int, help="content_block_delta events per stream (default 40)")
     p.add_argument("--pace-ms", type=float, default=20.0, help="time between stream events (default 20)")
-    p.add_argument("--ramp-ms", type=float, help="streams start spread over this time (default 100)")
+    p.add_argument("--stream-interval-ms", type=float,
+                   help="streams start this far apart (default 2: 500 new streams/s, so 256 streams "
+                        "all run at once for a while)")
     p.add_argument("--no-relay-floor", dest="relay_floor", action="store_false",
                    help="skip the bare-TCP-relay reference in the latency group")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -833,6 +862,8 @@ def parse_args(argv):
     p.add_argument("--profile", metavar="PATH", help="record the proxy with py-spy (raw collapsed stacks) "
                                                      "and print a per-function summary")
     p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--profile-gil", action="store_true",
+                   help="sample only the thread holding the GIL (where the Python CPU time goes)")
     args = p.parse_args(argv)
 
     q = args.quick
@@ -847,7 +878,8 @@ def parse_args(argv):
     args.deltas = args.deltas or (4 if q else 40)
     if q and args.pace_ms == 20.0:
         args.pace_ms = 5.0
-    args.ramp_ms = args.ramp_ms if args.ramp_ms is not None else (10.0 if q else 100.0)
+    if args.stream_interval_ms is None:
+        args.stream_interval_ms = 1.0 if q else 2.0
     args.only = [g.strip() for g in args.only.split(",") if g.strip()]
     unknown = set(args.only) - set(GROUPS) - {"memory"}
     if unknown:
@@ -915,8 +947,9 @@ def main(argv=None):
             "rounds": args.rounds, "groups": args.only,
             "settings": {k: getattr(args, k) for k in ("latency_n", "failover_n", "duration", "concurrency",
                                                        "slow_concurrency", "slow_ms", "streams", "deltas",
-                                                       "pace_ms", "ramp_ms")},
+                                                       "pace_ms", "stream_interval_ms")},
         }
+        results["meta"]["processes"] = {c.name: c.pid for c in bench.children}
         results["notes"] = bench.notes
         results["targets"] = evaluate(results)
         results["lost_events"] = sum(r["proxy"]["lost"] + r["proxy"]["reordered"] + r["proxy"]["unexpected"]

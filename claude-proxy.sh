@@ -1,0 +1,198 @@
+# shellcheck shell=bash
+# claude-proxy.sh: the claude-proxy session commands for bash and zsh.
+#
+# Source it from ~/.bashrc or ~/.zshrc:
+#
+#     source ~/.claude-proxy/claude-proxy.sh
+#
+# then, in any shell session:
+#
+#     claude-fb                  this session goes through the proxy, with failover
+#     claude-switch moonshot     this session is pinned to one provider (Tab completes)
+#     claude-status              this session's mode and the proxy's state
+#     claude-reset               restore this session's previous ANTHROPIC_* values,
+#                                and stop the proxy (--keep-running leaves it up)
+#
+# Everything is decided by `proxy.py` (start, env, status, stop, providers);
+# these functions only remember and restore the session's own variables.
+# Python is $CLAUDE_PROXY_PYTHON, else python3, else python.
+
+# Where this file is, so proxy.py is found wherever the repository is cloned.
+# (bash: BASH_SOURCE; zsh: the %x prompt escape, the file being sourced.)
+if [ -n "${ZSH_VERSION:-}" ]; then
+    eval '_claude_proxy_src=${(%):-%x}'
+else
+    _claude_proxy_src=${BASH_SOURCE[0]:-$0}
+fi
+case $_claude_proxy_src in
+    */*) _claude_proxy_dir=${_claude_proxy_src%/*} ;;
+    *) _claude_proxy_dir=. ;;
+esac
+case $_claude_proxy_dir in
+    /*) ;;
+    *) _claude_proxy_dir=$PWD/$_claude_proxy_dir ;;
+esac
+unset _claude_proxy_src
+
+# Run proxy.py with the arguments given.
+_claude_proxy() {
+    local python
+    if [ -n "${CLAUDE_PROXY_PYTHON:-}" ]; then
+        python=$CLAUDE_PROXY_PYTHON
+    elif command -v python3 >/dev/null 2>&1; then
+        python=python3
+    elif command -v python >/dev/null 2>&1; then
+        python=python
+    else
+        echo "claude-proxy: Python 3.10 or newer was not found; install it, or set CLAUDE_PROXY_PYTHON to its path" >&2
+        return 127
+    fi
+    if ! command -v "$python" >/dev/null 2>&1; then
+        echo "claude-proxy: CLAUDE_PROXY_PYTHON is $python, which is not a program; fix or unset it" >&2
+        return 127
+    fi
+    if [ ! -f "$_claude_proxy_dir/proxy.py" ]; then
+        echo "claude-proxy: proxy.py is not beside claude-proxy.sh in $_claude_proxy_dir; source the file from the repository" >&2
+        return 1
+    fi
+    "$python" "$_claude_proxy_dir/proxy.py" "$@"
+}
+
+# True if the variable named $1 is exported (not just a shell variable).
+_claude_proxy_exported() {
+    if [ -n "${ZSH_VERSION:-}" ]; then
+        # zsh syntax, kept from bash's parser: ${(tP)1} is the type of the variable named by $1.
+        eval 'case ${(tP)1} in *export*) return 0 ;; esac'
+        return 1
+    fi
+    local flags
+    flags=$(declare -p "$1" 2>/dev/null) || return 1
+    flags=${flags#declare -}
+    flags=${flags%% *}
+    case $flags in *x*) return 0 ;; esac
+    return 1
+}
+
+# Remember the session's variables, once: a second claude-fb or claude-switch
+# keeps what the session had before the first.
+_claude_proxy_save() {
+    [ -n "${_CLAUDE_PROXY_SAVED:-}" ] && return 0
+    local name
+    for name in ANTHROPIC_BASE_URL ANTHROPIC_AUTH_TOKEN ANTHROPIC_API_KEY; do
+        if eval "[ -n \"\${$name+set}\" ]"; then
+            eval "_CLAUDE_PROXY_OLD_$name=\$$name"
+            if _claude_proxy_exported "$name"; then
+                eval "_CLAUDE_PROXY_HOW_$name=export"
+            else
+                eval "_CLAUDE_PROXY_HOW_$name=local"
+            fi
+        else
+            eval "_CLAUDE_PROXY_HOW_$name=unset"
+            unset "_CLAUDE_PROXY_OLD_$name"
+        fi
+    done
+    _CLAUDE_PROXY_SAVED=1
+}
+
+# Put back exactly what _claude_proxy_save remembered: values, unset
+# variables, and whether each was exported.  Returns 1 if nothing was saved.
+_claude_proxy_restore() {
+    [ -n "${_CLAUDE_PROXY_SAVED:-}" ] || return 1
+    local name how
+    for name in ANTHROPIC_BASE_URL ANTHROPIC_AUTH_TOKEN ANTHROPIC_API_KEY; do
+        eval "how=\${_CLAUDE_PROXY_HOW_$name:-unset}"
+        case $how in
+            export)
+                eval "export $name=\"\$_CLAUDE_PROXY_OLD_$name\""
+                ;;
+            local)
+                unset "$name"
+                eval "$name=\"\$_CLAUDE_PROXY_OLD_$name\""
+                ;;
+            *)
+                unset "$name"
+                ;;
+        esac
+        unset "_CLAUDE_PROXY_OLD_$name" "_CLAUDE_PROXY_HOW_$name"
+    done
+    unset _CLAUDE_PROXY_SAVED
+    return 0
+}
+
+# Start the proxy if needed and point this session at it ($1: a provider to pin, or empty).
+_claude_proxy_use() {
+    local shell=bash settings
+    [ -n "${ZSH_VERSION:-}" ] && shell=zsh
+    _claude_proxy start --quiet || return
+    if [ -n "$1" ]; then
+        settings=$(_claude_proxy env --shell "$shell" --provider "$1" --announce) || return
+    else
+        settings=$(_claude_proxy env --shell "$shell" --announce) || return
+    fi
+    _claude_proxy_save
+    eval "$settings"
+}
+
+claude-fb() {
+    if [ $# -ne 0 ]; then
+        echo "usage: claude-fb   (this session goes through claude-proxy, with failover)" >&2
+        return 2
+    fi
+    _claude_proxy_use ""
+}
+
+claude-switch() {
+    if [ $# -ne 1 ] || [ -z "$1" ]; then
+        echo "usage: claude-switch PROVIDER   (one of: $(_claude_proxy providers 2>/dev/null | tr '\n' ' '))" >&2
+        return 2
+    fi
+    _claude_proxy_use "$1"
+}
+
+claude-status() {
+    _claude_proxy status "$@"
+}
+
+claude-reset() {
+    local keep=
+    case $# in
+        0) ;;
+        1)
+            case $1 in
+                --keep-running|-k) keep=1 ;;
+                *) echo "usage: claude-reset [--keep-running]" >&2; return 2 ;;
+            esac
+            ;;
+        *) echo "usage: claude-reset [--keep-running]" >&2; return 2 ;;
+    esac
+    if _claude_proxy_restore; then
+        echo "claude-reset: this session's ANTHROPIC_* variables are back as they were"
+    else
+        echo "claude-reset: this session was not using the proxy; nothing to restore"
+    fi
+    [ -n "$keep" ] && return 0
+    _claude_proxy stop
+}
+
+# Tab completion of provider names for claude-switch.
+if [ -n "${ZSH_VERSION:-}" ]; then
+    # zsh syntax, kept from bash's parser: one provider name per line of output.
+    eval '_claude_proxy_complete_zsh() {
+        local -a names
+        names=(${(f)"$(_claude_proxy providers 2>/dev/null)"})
+        compadd -a names
+    }'
+    if command -v compdef >/dev/null 2>&1; then
+        compdef _claude_proxy_complete_zsh claude-switch
+    fi
+elif [ -n "${BASH_VERSION:-}" ]; then
+    _claude_proxy_complete_bash() {
+        local word=${COMP_WORDS[COMP_CWORD]} name
+        COMPREPLY=()
+        [ "$COMP_CWORD" -eq 1 ] || return 0
+        while IFS= read -r name; do
+            case $name in "$word"*) COMPREPLY+=("$name") ;; esac
+        done < <(_claude_proxy providers 2>/dev/null)
+    }
+    complete -F _claude_proxy_complete_bash claude-switch
+fi

@@ -1,0 +1,254 @@
+"""claude-proxy.sh, sourced in a real bash (and zsh where installed).
+
+The scenarios run the four commands as a user would, send real requests
+through the proxy with the official ``anthropic`` SDK (which, like Claude
+Code, reads ANTHROPIC_BASE_URL and ANTHROPIC_AUTH_TOKEN from the
+environment), and compare the session's variables before and after with the
+shell's own ``declare -p`` / ``typeset -p``.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from daemon_support import ROOT, workspace  # noqa: F401  (workspace: fixture)
+from fakes import MESSAGE, FakeProvider, Reply, request
+
+from claude_proxy import daemon
+
+SCRIPT = ROOT / "claude-proxy.sh"
+SHELLS = [
+    "bash",
+    pytest.param("zsh", marks=pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")),
+]
+SNAPSHOT = {  # the shell's own account of the variables, set or not, exported or not
+    "bash": "declare -p ANTHROPIC_BASE_URL ANTHROPIC_AUTH_TOKEN ANTHROPIC_API_KEY 2>&1 | sed 's/^.*declare: //'",
+    "zsh": "for v in ANTHROPIC_BASE_URL ANTHROPIC_AUTH_TOKEN ANTHROPIC_API_KEY; do typeset -p $v 2>/dev/null || echo \"$v: unset\"; done",
+}
+# A client configured only by the session's environment, as Claude Code is:
+# the official SDK (`client.py sdk`), or the same request by hand (faster to start).
+CLIENT = """
+import json, os, sys, urllib.request
+assert "ANTHROPIC_API_KEY" not in os.environ, "ANTHROPIC_API_KEY must be cleared"
+body = {"model": "claude-test-model", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+if sys.argv[1:] == ["sdk"]:
+    import anthropic
+    message = anthropic.Anthropic(max_retries=0, timeout=20).messages.create(**body)
+    print("ANSWER", message.content[0].text)
+else:
+    request = urllib.request.Request(
+        os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages", json.dumps(body).encode(),
+        {"Authorization": "Bearer " + os.environ["ANTHROPIC_AUTH_TOKEN"],
+         "content-type": "application/json", "anthropic-version": "2023-06-01"})
+    with urllib.request.urlopen(request, timeout=20) as answer:
+        print("ANSWER", json.load(answer)["content"][0]["text"])
+"""
+
+
+def reply_from(name):
+    return Reply(body={**MESSAGE, "content": [{"type": "text", "text": f"hello from {name}"}]})
+
+
+@pytest.fixture
+def setup(workspace, tmp_path):
+    """Two fake providers behind a config; returns (workspace, config, p1, p2)."""
+    p1, p2 = FakeProvider(reply_from("p1")), FakeProvider(reply_from("p2"))
+    config = workspace.config([("p1", p1.url), ("p2", p2.url)])
+    workspace.keys(KEY_P1="secret-p1", KEY_P2="secret-p2", CLAUDE_PROXY_PYTHON=sys.executable,
+                   CLAUDE_PROXY_CONFIG=str(config))
+    (tmp_path / "client.py").write_text(CLIENT, encoding="utf-8")
+    yield workspace, config, p1, p2
+    p1.close()
+    p2.close()
+
+
+def run_in(shell, script, environ, timeout=60):
+    argv = {"bash": ["bash", "--norc", "--noprofile", "-c"], "zsh": ["zsh", "-f", "-c"]}[shell]
+    return subprocess.run([*argv, f'source "{SCRIPT}"\n{script}'], capture_output=True, text=True,
+                          env=environ, timeout=timeout, cwd=str(ROOT.parent))
+
+
+def sections(stdout):
+    """The lines between ``== NAME`` markers, by name."""
+    found, name = {}, None
+    for line in stdout.splitlines():
+        if line.startswith("== "):
+            name = line[3:]
+            found[name] = []
+        elif name is not None:
+            found[name].append(line)
+    return {k: "\n".join(v) for k, v in found.items()}
+
+
+# --- static checks ----------------------------------------------------------------------
+
+
+def test_bash_parses_it():
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+
+
+@pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")
+def test_zsh_parses_it():
+    subprocess.run(["zsh", "-n", str(SCRIPT)], check=True)
+
+
+def test_shellcheck_passes():
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is a test dependency: pip install -r tests/requirements.txt"
+    result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_it_saves_exactly_the_variables_env_sets():
+    loops = re.findall(r"for name in ([A-Z_ ]+); do", SCRIPT.read_text(encoding="utf-8"))
+    assert len(loops) == 2
+    for names in loops:
+        assert tuple(names.split()) == daemon.SESSION_VARIABLES
+
+
+# --- the commands in a real shell ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_fb_switch_status_reset_round_trip(setup, tmp_path, shell):
+    workspace, config, p1, p2 = setup
+    script = f"""
+export ANTHROPIC_API_KEY='original key'
+ANTHROPIC_AUTH_TOKEN='a $shell variable, not exported'
+unset ANTHROPIC_BASE_URL
+echo "== before"; {SNAPSHOT[shell]}
+echo "== fb"
+claude-fb || echo "claude-fb failed: $?"
+echo "URL=$ANTHROPIC_BASE_URL"
+"$CLAUDE_PROXY_PYTHON" {tmp_path / "client.py"} sdk
+echo "== switch"
+claude-switch p2 || echo "claude-switch failed: $?"
+echo "URL=$ANTHROPIC_BASE_URL"
+"$CLAUDE_PROXY_PYTHON" {tmp_path / "client.py"}
+echo "== status"
+claude-status; echo "rc=$?"
+echo "== reset"
+claude-reset; echo "rc=$?"
+echo "== after"; {SNAPSHOT[shell]}
+echo "== leftovers"; echo "${{_CLAUDE_PROXY_SAVED-none}} ${{_CLAUDE_PROXY_OLD_ANTHROPIC_API_KEY-none}}"
+echo "== status after"
+claude-status; echo "rc=$?"
+"""
+    result = run_in(shell, script, workspace.environ)
+    parts = sections(result.stdout)
+    port = json.loads(config.read_text())["proxy_port"]
+    url = f"http://127.0.0.1:{port}"
+
+    assert "failed" not in result.stdout, result.stdout + result.stderr
+    assert f"URL={url}\nANSWER hello from p1" in parts["fb"]
+    assert f"this session now goes through {url} (fallback order: p1 > p2)" in result.stderr
+    assert f"URL={url}/provider/p2\nANSWER hello from p2" in parts["switch"]
+    assert f"pinned to p2 ({url}/provider/p2)" in result.stderr
+    assert [r.headers["x-api-key"] for r in p1.requests] == ["secret-p1"]
+    assert [r.headers["x-api-key"] for r in p2.requests] == ["secret-p2"]
+    assert f"this session: pinned to p2 ({url}/provider/p2)" in parts["status"]
+    assert "p1  ready" in parts["status"] and parts["status"].endswith("rc=0")
+    assert "back as they were" in parts["reset"] and "stopped" in parts["reset"]
+    assert parts["after"] == parts["before"]
+    assert "original key" in parts["after"] and "not exported" in parts["after"]
+    assert parts["leftovers"] == "none none"
+    assert "not running" in parts["status after"] and parts["status after"].endswith(
+        f"rc={daemon.EXIT_NOT_RUNNING}")
+    assert workspace.record(config) is None
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reset_restores_the_values_from_before_the_first_activation(setup, shell):
+    workspace, config, _, _ = setup
+    script = f"""
+export ANTHROPIC_BASE_URL=https://api.example.test
+unset ANTHROPIC_AUTH_TOKEN ANTHROPIC_API_KEY
+echo "== before"; {SNAPSHOT[shell]}
+claude-fb 2>/dev/null && claude-switch p1 2>/dev/null && claude-fb 2>/dev/null || echo failed
+echo "== reset"; claude-reset --keep-running
+echo "== after"; {SNAPSHOT[shell]}
+"""
+    result = run_in(shell, script, workspace.environ)
+    parts = sections(result.stdout)
+    assert "failed" not in result.stdout, result.stderr
+    assert parts["after"] == parts["before"]
+    assert "stopped" not in parts["reset"]
+    record = workspace.record(config)
+    status, _, _ = request(f"http://127.0.0.1:{record['port']}", "GET", "/health")
+    assert status == 200  # --keep-running left it up for other sessions
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_switch_to_an_unknown_provider_changes_nothing(setup, shell):
+    workspace, _, _, _ = setup
+    script = f"""
+export ANTHROPIC_BASE_URL=https://api.example.test
+echo "== before"; {SNAPSHOT[shell]}
+echo "== switch"; claude-switch nope; echo "rc=$?"
+echo "== after"; {SNAPSHOT[shell]}
+echo "== saved"; echo "${{_CLAUDE_PROXY_SAVED-none}}"
+"""
+    result = run_in(shell, script, workspace.environ)
+    parts = sections(result.stdout)
+    assert parts["switch"] == "rc=1"
+    assert result.stderr.strip() == 'claude-proxy: unknown provider "nope"; configured providers: p1, p2'
+    assert parts["after"] == parts["before"]
+    assert parts["saved"] == "none"
+
+
+def test_usage_mistakes_are_explained(setup):
+    workspace, _, _, _ = setup
+    result = run_in("bash", 'claude-switch; echo "rc=$?"; claude-reset --bogus; echo "rc=$?"; '
+                            'claude-fb extra; echo "rc=$?"', workspace.environ)
+    assert result.stdout.splitlines() == ["rc=2", "rc=2", "rc=2"]
+    assert "usage: claude-switch PROVIDER   (one of: p1 p2 )" in result.stderr
+    assert "usage: claude-reset [--keep-running]" in result.stderr
+
+
+def test_bash_completes_provider_names(setup):
+    workspace, _, _, _ = setup
+    script = ('COMP_WORDS=(claude-switch p); COMP_CWORD=1; _claude_proxy_complete_bash; '
+              'echo "${COMPREPLY[*]}"; COMP_WORDS=(claude-switch p2); _claude_proxy_complete_bash; '
+              'echo "${COMPREPLY[*]}"; complete -p claude-switch')
+    result = run_in("bash", script, workspace.environ)
+    assert result.stdout.splitlines() == ["p1 p2", "p2",
+                                          "complete -F _claude_proxy_complete_bash claude-switch"]
+
+
+@pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")
+def test_zsh_registers_its_completion_when_compinit_is_loaded(setup, tmp_path):
+    workspace, _, _, _ = setup
+    environ = {**workspace.environ, "HOME": str(tmp_path), "ZDOTDIR": str(tmp_path)}
+    result = subprocess.run(
+        ["zsh", "-f", "-c", f'autoload -Uz compinit && compinit -u -D && source "{SCRIPT}" && '
+                            'print -r -- ${_comps[claude-switch]} && _claude_proxy_complete_zsh 2>/dev/null; true'],
+        capture_output=True, text=True, env=environ, timeout=30)
+    assert result.stdout.splitlines()[0] == "_claude_proxy_complete_zsh"
+
+
+def test_a_missing_python_is_a_clear_one_line_error(setup):
+    workspace, _, _, _ = setup
+    environ = {**workspace.environ, "CLAUDE_PROXY_PYTHON": "/nonexistent/python3"}
+    result = run_in("bash", 'claude-fb; echo "rc=$?"', environ)
+    assert result.stdout == "rc=127\n"
+    assert result.stderr.strip().splitlines() == [
+        "claude-proxy: CLAUDE_PROXY_PYTHON is /nonexistent/python3, which is not a program; fix or unset it"]
+
+    environ = {k: v for k, v in workspace.environ.items() if k != "CLAUDE_PROXY_PYTHON"}
+    environ["PATH"] = "/nonexistent"
+    result = subprocess.run([shutil.which("bash"), "--norc", "-c", f'source "{SCRIPT}"; claude-fb; echo "rc=$?"'],
+                            capture_output=True, text=True, env=environ, timeout=30)
+    assert result.stdout == "rc=127\n"
+    assert "Python 3.10 or newer was not found" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_proxy_py_is_found_beside_the_script_from_any_directory(setup, tmp_path):
+    workspace, _, _, _ = setup
+    result = subprocess.run(["bash", "--norc", "-c", f'cd /tmp && source "{SCRIPT}" && cd / && claude-switch'],
+                            capture_output=True, text=True, env=workspace.environ, timeout=30, cwd=tmp_path)
+    assert "(one of: p1 p2 )" in result.stderr

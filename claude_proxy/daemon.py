@@ -46,6 +46,7 @@ PROXY_SCRIPT = APP_DIR / "proxy.py"
 START_TIMEOUT = 10.0     # seconds `start` waits for the daemon to answer /health
 STOP_GRACE = 10.0        # seconds in-flight requests get after a shutdown request
 STOP_MARGIN = 5.0        # and how much longer `stop` waits for the process to exit
+RACE_WAIT = 3.0          # how long a `start` that lost the port waits for the winner to answer
 HTTP_TIMEOUT = 2.0       # for the daemon's own endpoints, which answer at once
 LIVE_TIMEOUT = 30.0      # for one `check --live` request to a provider
 LIVE_MODEL = "claude-haiku-4-5"  # what `check --live` asks for; the provider's model map applies
@@ -277,11 +278,12 @@ def start(target, timeout=START_TIMEOUT, quiet=False, out=None):
 
     record = _wait_started(child, paths, launch_id, timeout)
     if record is None:
-        again = probe(paths)
-        if again.running and same_path(again.status.get("config", ""), config.path):
-            # Another `start` won the race for the port: the proxy is up all the same.
+        other = _started_by_another(config, paths)
+        if other is not None:
+            # Another `start` (a second shell's claude-fb) won the race for the
+            # port: the proxy is up all the same.
             _stop_child(child, paths, launch_id)
-            say(f"claude-proxy is already running on {again.url} (pid {again.record['pid']})")
+            say(f"claude-proxy is already running on {other.url} (pid {other.record['pid']})")
             return EXIT_OK
         _report_failed_start(child, paths, launch_id, timeout)
     _let_go(child)
@@ -291,7 +293,7 @@ def start(target, timeout=START_TIMEOUT, quiet=False, out=None):
 
 
 def _port_taken_message(config):
-    health = DaemonClient(config.host, config.port, None, timeout=1.0).health()
+    health = DaemonClient(config.host, config.port, None, timeout=0.5).health()
     if health and health.get("status") == "ok" and "pid" in health:
         return (f"port {config.port} is already used by another claude-proxy (pid {health['pid']}) "
                 f"with a different config or state directory; stop that one, or set another "
@@ -311,6 +313,19 @@ def _wait_started(child, paths, launch_id, timeout):
             if health is not None and health.get("pid") == record["pid"]:
                 return record
         if exited or time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+def _started_by_another(config, paths, wait=RACE_WAIT):
+    """After a failed start: the daemon of this config that another `start` got going, or None."""
+    deadline = time.monotonic() + wait
+    while True:
+        current = probe(paths)
+        if current.running and same_path(current.status.get("config", ""), config.path):
+            return current
+        # Only worth waiting for while something holds the port (it may be that daemon starting).
+        if not (config.port and is_listening(config.host, config.port)) or time.monotonic() >= deadline:
             return None
         time.sleep(0.05)
 

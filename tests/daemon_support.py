@@ -23,6 +23,7 @@ PROXY = ROOT / "proxy.py"
 sys.path.insert(0, str(ROOT))
 
 from claude_proxy import process  # noqa: E402
+from fakes import FakeProvider, request  # noqa: E402
 from claude_proxy.state import StatePaths, read_pid_file  # noqa: E402
 
 
@@ -99,6 +100,8 @@ class Workspace:
     def cleanup(self):
         for config in self.configs:
             record = self.record(config)
+            if record is None:
+                continue  # nothing was started, or it was stopped already
             self.run("stop", "--grace", "0", "--quiet", config=config, timeout=60)
             if record is not None and process.is_alive(record["pid"]):
                 process.terminate(record["pid"], record.get("identity"), timeout=5)
@@ -110,3 +113,40 @@ def workspace(tmp_path):
     ws = Workspace(tmp_path)
     yield ws
     ws.cleanup()
+
+
+@pytest.fixture
+def fake():
+    """``fake(behaviour=None)``: a fake provider on 127.0.0.1, closed after the test."""
+    made = []
+
+    def make(default=None):
+        provider = FakeProvider(default)
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        provider.close()
+
+
+def health(url):
+    """The daemon's /health answer at ``url``, or None if nothing answers there."""
+    try:
+        status, _, body = request(url, "GET", "/health", timeout=2)
+    except OSError:
+        return None
+    return json.loads(body) if status == 200 else None
+
+
+def url_of(record):
+    return f"http://127.0.0.1:{record['port']}"
+
+
+def assert_one_line_error(result):
+    """A user error: non-zero exit, one line on stderr, no traceback."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("claude-proxy: ")
+    assert "Traceback" not in result.stderr

@@ -1,4 +1,6 @@
-"""``proxy.py start|stop|status|env|providers|check`` against real processes.
+"""``proxy.py start|stop`` and the daemon's lifecycle, against real processes.
+
+What status, env, providers and check print is in test_daemon_output.py.
 
 Each test runs proxy.py as a child process with its own config and state
 directory in tmp_path, on a free port of 127.0.0.1; every daemon started is
@@ -7,55 +9,23 @@ stopped at the end (daemon_support.workspace).
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from daemon_support import PROXY, wait_until, workspace  # noqa: F401  (workspace: fixture)
-from fakes import FakeProvider, Reply, closed_port, error_json, request
+from daemon_support import (  # noqa: F401  (fake, workspace: fixtures)
+    PROXY, assert_one_line_error, fake, health, url_of, wait_until, workspace,
+)
+from fakes import Stream, closed_port, request
 
 from claude_proxy import daemon, process
 from claude_proxy.state import write_pid_file
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX sessions and signals")
-
-
-@pytest.fixture
-def fake():
-    made = []
-
-    def make(default=None):
-        provider = FakeProvider(default)
-        made.append(provider)
-        return provider
-
-    yield make
-    for provider in made:
-        provider.close()
-
-
-def health(url):
-    try:
-        status, _, body = request(url, "GET", "/health", timeout=2)
-    except OSError:
-        return None
-    return json.loads(body) if status == 200 else None
-
-
-def url_of(record):
-    return f"http://127.0.0.1:{record['port']}"
-
-
-def assert_one_line_error(result):
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("claude-proxy: ")
-    assert "Traceback" not in result.stderr
 
 
 # --- start / stop / status ----------------------------------------------------------------
@@ -232,29 +202,50 @@ def test_a_live_pid_that_cannot_be_verified_is_left_alone(workspace, fake, bysta
     assert bystander.poll() is None
 
 
-def test_a_daemon_that_does_not_answer_is_ended_by_its_verified_pid(workspace, fake, tmp_path):
+@pytest.fixture
+def hung_daemon():
+    """``hung_daemon(pid_file)``: a process that writes its own pid record, then serves nothing."""
+    made = []
+
+    def make(pid_file):
+        child = subprocess.Popen([sys.executable, "-c", (
+            "import sys, time\n"
+            f"sys.path.insert(0, {str(PROXY.parent)!r})\n"
+            "from claude_proxy.state import write_pid_file\n"
+            f"write_pid_file({str(pid_file)!r}, host='127.0.0.1', port={closed_port()}, config_path='x')\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+        made.append(child)
+        assert child.stdout.readline() == "ready\n"
+        return child
+
+    yield make
+    for child in made:
+        if child.poll() is None:
+            child.kill()
+        child.wait(10)
+        child.stdout.close()
+
+
+def test_a_daemon_that_does_not_answer_is_ended_by_its_verified_pid(workspace, fake, hung_daemon):
     config = workspace.config([("p1", fake().url)])
     pid_file = workspace.state(config).pid
-    # A hung daemon: it wrote its own record (with its identity) but serves nothing.
-    hung = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\n"
-        f"sys.path.insert(0, {str(PROXY.parent)!r})\n"
-        "from claude_proxy.state import write_pid_file\n"
-        f"write_pid_file({str(pid_file)!r}, host='127.0.0.1', port={closed_port()}, config_path='x')\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert hung.stdout.readline() == "ready\n"
-        stopped = workspace.run("stop", config=config)
-        assert stopped.returncode == 0, stopped.stderr
-        assert "ended by its pid" in stopped.stdout
-        assert hung.wait(10) != 0
-        assert not pid_file.exists()
-    finally:
-        if hung.poll() is None:
-            hung.kill()
-        hung.wait(10)
-        hung.stdout.close()
+    hung = hung_daemon(pid_file)
+    stopped = workspace.run("stop", config=config)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "ended by its pid" in stopped.stdout
+    assert hung.wait(10) != 0
+    assert not pid_file.exists()
+
+
+def test_start_refuses_a_recorded_daemon_that_is_alive_but_silent(workspace, fake, hung_daemon):
+    config = workspace.config([("p1", fake().url)])
+    hung = hung_daemon(workspace.state(config).pid)
+    result = workspace.run("start", config=config)
+    assert_one_line_error(result)
+    assert f"(pid {hung.pid}) is running but does not answer" in result.stderr
+    assert "proxy.py stop" in result.stderr
+    assert hung.poll() is None
 
 
 def test_write_pid_file_records_the_process_identity(tmp_path):
@@ -336,255 +327,39 @@ def test_stop_still_works_when_the_config_was_broken_meanwhile(workspace, fake):
     assert not process.is_alive(pid)
 
 
-# --- status content ---------------------------------------------------------------------------
-
-
-def test_status_shows_each_provider_state_and_never_a_key(workspace, fake):
-    limited = fake(Reply(429, error_json(429, "rate_limit_error", "slow down"),
-                         headers={"retry-after": "600"}))
-    good = fake()
-    config = workspace.config([
-        ("limited", limited.url), ("good", good.url), ("keyless", good.url),
-        {"name": "off", "base_url": good.url, "api_key_env": "KEY_OFF", "enabled": False},
-    ])
-    workspace.keys(KEY_LIMITED="secret-limited-1", KEY_GOOD="secret-good-2", KEY_OFF="secret-off-3")
-    assert workspace.run("start", config=config).returncode == 0
-    url = url_of(workspace.record(config))
-    status, _, _ = request(url, headers={"x-api-key": workspace.token(config),
-                                         "content-type": "application/json"},
-                           body={"model": "m", "max_tokens": 5, "messages": []})
-    assert status == 200
-
-    shown = workspace.run("status", config=config)
-    lines = shown.stdout.splitlines()
-    row = {name: next(line for line in lines if f". {name} " in line)
-           for name in ("limited", "good", "keyless", "off")}
-    assert "cooling for 9m 5" in row["limited"] or "cooling for 10m 00s" in row["limited"]
-    assert "ready" in row["good"] and "1 requests" in row["good"]
-    assert "in 12 out 7 cache read 3" in row["good"]  # the fake's usage
-    assert "no key (KEY_KEYLESS)" in row["keyless"]
-    assert "disabled" in row["off"]
-    assert any("last error: 429 rate_limit_error: slow down" in line for line in lines)
-    as_json = workspace.run("status", "--json", config=config).stdout
-    for secret in ("secret-limited-1", "secret-good-2", "secret-off-3"):
-        assert secret not in shown.stdout and secret not in as_json
-
-
-@pytest.mark.parametrize("session_url, expected", [
-    (None, "normal"),
-    ("{url}", "fallback through the proxy"),
-    ("{url}/", "fallback through the proxy"),
-    ("{url}/provider/p1", "pinned to p1"),
-    ("https://api.anthropic.com", "not through this proxy"),
-])
-def test_status_shows_this_sessions_mode(workspace, fake, session_url, expected):
+def test_two_starts_at_once_leave_one_daemon_and_both_succeed(workspace, fake):
     config = workspace.config([("p1", fake().url)])
-    port = json.loads(config.read_text())["proxy_port"]
-    env = {}
-    if session_url:
-        env["ANTHROPIC_BASE_URL"] = session_url.format(url=f"http://127.0.0.1:{port}")
-    shown = workspace.run("status", config=config, env=env)
-    assert f"this session: {expected}" in shown.stdout
+    argv = [sys.executable, str(PROXY), "start", "--config", str(config)]
+    starters = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=workspace.environ) for _ in range(2)]
+    results = [(s.wait(60), *s.communicate()) for s in starters]
+    for code, out, err in results:
+        assert code == 0, err
+    record = workspace.record(config)
+    assert health(url_of(record))["pid"] == record["pid"]
+    assert all(f"(pid {record['pid']})" in out for _, out, _ in results), results
 
 
-def test_session_mode_matches_loopback_names_and_ports():
-    mode = daemon.session_mode
-    assert mode("http://localhost:8787/provider/kimi", "http://127.0.0.1:8787")["provider"] == "kimi"
-    assert mode("http://127.0.0.1:8788", "http://127.0.0.1:8787")["mode"] == "other"
-    assert mode("http://127.0.0.1:8787/v1", "http://127.0.0.1:8787")["mode"] == "other"
-    assert mode("http://127.0.0.1:bad", "http://127.0.0.1:8787")["mode"] == "other"
-    assert mode("", "http://127.0.0.1:8787")["mode"] == "normal"
-
-
-def test_durations_read_like_a_clock():
-    assert daemon.format_duration(5) == "5s"
-    assert daemon.format_duration(61) == "1m 01s"
-    assert daemon.format_duration(3723) == "1h 02m 03s"
-
-
-# --- env ------------------------------------------------------------------------------------
-
-
-def env_of(workspace, config, shell, *extra, **kw):
-    result = workspace.run("env", "--shell", shell, *extra, config=config, **kw)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def run_shell(argv, script, environ):
-    result = subprocess.run([*argv, script], capture_output=True, text=True, env=environ, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
-def test_env_output_evaluated_by_a_real_shell(workspace, fake, shell):
-    if not shutil.which(shell):
-        pytest.skip(f"{shell} is not installed")
-    config = workspace.config([("p1", fake().url), ("Moon", fake().url)])
-    port = json.loads(config.read_text())["proxy_port"]
-    code = env_of(workspace, config, shell, "--provider", "moon")
-    token = workspace.token(config)
-    if shell == "fish":
-        script = code + "\nprintf '%s\\n' $ANTHROPIC_BASE_URL $ANTHROPIC_AUTH_TOKEN; set -q ANTHROPIC_API_KEY; or echo cleared"
-    else:
-        script = code + '\nprintf "%s\\n" "$ANTHROPIC_BASE_URL" "$ANTHROPIC_AUTH_TOKEN" "${ANTHROPIC_API_KEY-cleared}"'
-    environ = {**workspace.environ, "ANTHROPIC_API_KEY": "old-key"}
-    out = run_shell([shell, "-c"], script, environ)
-    assert out.splitlines() == [f"http://127.0.0.1:{port}/provider/Moon", token, "cleared"]
-
-
-@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
-def test_env_quoting_survives_hostile_values(shell):
-    if not shutil.which(shell):
-        pytest.skip(f"{shell} is not installed")
-    value = "it's $HOME `id` \"q\" \\ ; & | ‘x’ é"
-    code = daemon.render_env({"ANTHROPIC_BASE_URL": value, "ANTHROPIC_API_KEY": None}, shell)
-    show = "printf '%s' $ANTHROPIC_BASE_URL" if shell == "fish" else 'printf "%s" "$ANTHROPIC_BASE_URL"'
-    assert run_shell([shell, "-c"], code + "\n" + show, dict(os.environ, LANG="C.UTF-8")) == value
-
-
-def test_env_for_powershell_cmd_and_json(workspace, fake):
-    config = workspace.config([("p1", fake().url)])
-    port = json.loads(config.read_text())["proxy_port"]
-    powershell = env_of(workspace, config, "powershell").splitlines()
-    token = workspace.token(config)  # created by that first env
-    assert powershell == [f"$env:ANTHROPIC_BASE_URL = 'http://127.0.0.1:{port}'",
-                          f"$env:ANTHROPIC_AUTH_TOKEN = '{token}'",
-                          "Remove-Item Env:ANTHROPIC_API_KEY -ErrorAction SilentlyContinue"]
-    assert env_of(workspace, config, "cmd").splitlines() == [
-        f'set "ANTHROPIC_BASE_URL=http://127.0.0.1:{port}"', f'set "ANTHROPIC_AUTH_TOKEN={token}"',
-        "set ANTHROPIC_API_KEY="]
-    data = json.loads(env_of(workspace, config, "json", "--provider", "P1"))
-    assert data["variables"] == {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}/provider/p1",
-                                 "ANTHROPIC_AUTH_TOKEN": token, "ANTHROPIC_API_KEY": None}
-    assert list(data["variables"]) == list(daemon.SESSION_VARIABLES)
-    assert data["mode"] == "pinned" and data["provider"] == "p1" and data["providers"] == ["p1"]
-    assert "pinned to p1" in data["summary"]
-
-
-def test_powershell_and_cmd_quoting():
-    assert daemon._powershell_quote("a'b\u2019c") == "'a''b\u2019\u2019c'"
-    with pytest.raises(daemon.UsageError):
-        daemon.render_env({"X": "100%"}, "cmd")
-
-
-def test_env_with_an_unknown_provider_lists_the_configured_ones(workspace, fake):
-    config = workspace.config([("p1", fake().url), ("p2", fake().url)])
-    result = workspace.run("env", "--provider", "nope", config=config)
-    assert_one_line_error(result)
-    assert 'unknown provider "nope"' in result.stderr and "p1, p2" in result.stderr
-    assert result.stdout == ""
-
-
-def test_env_without_a_token_requirement_gives_a_placeholder(workspace, fake):
-    config = workspace.config([("p1", fake().url)], require_token=False)
-    out = env_of(workspace, config, "bash")
-    assert f"ANTHROPIC_AUTH_TOKEN={daemon.NO_TOKEN_PLACEHOLDER}" in out
-    assert not workspace.state(config).token.exists()
-
-
-def test_env_follows_the_running_daemon_when_it_picked_its_port(workspace, fake):
-    config = workspace.config([("p1", fake().url)], port=0)
-    before = workspace.run("env", config=config)
-    assert_one_line_error(before)
-    assert "proxy.py start" in before.stderr
-    assert workspace.run("start", config=config).returncode == 0
-    port = workspace.record(config)["port"]
-    assert f"ANTHROPIC_BASE_URL=http://127.0.0.1:{port}\n" in env_of(workspace, config, "bash")
-
-
-def test_env_announce_summarises_on_stderr_only(workspace, fake):
-    config = workspace.config([("p1", fake().url), ("p2", fake().url)])
-    workspace.keys(KEY_P1="k")
-    result = workspace.run("env", "--shell", "bash", "--announce", config=config)
-    assert result.stdout.startswith("export ANTHROPIC_BASE_URL=")
-    assert "fallback order: p1" in result.stderr and "p2 (KEY_P2 not set)" in result.stderr
-
-
-def test_a_request_with_the_env_token_goes_through(workspace, fake):
-    provider = fake()
+def test_stop_lets_a_request_in_flight_finish(workspace, fake):
+    provider = fake(Stream(delay=0.2))
     config = workspace.config([("p1", provider.url)])
     workspace.keys(KEY_P1="secret-p1")
     assert workspace.run("start", config=config).returncode == 0
-    variables = json.loads(env_of(workspace, config, "json"))["variables"]
-    status, _, body = request(variables["ANTHROPIC_BASE_URL"], headers={
-        "authorization": f"Bearer {variables['ANTHROPIC_AUTH_TOKEN']}",
-        "content-type": "application/json"}, body={"model": "m", "max_tokens": 5, "messages": []})
-    assert status == 200, body
-    assert provider.requests[-1].headers["x-api-key"] == "secret-p1"
+    url = url_of(workspace.record(config))
+    answer = {}
 
+    def stream():
+        answer["result"] = request(url, headers={"x-api-key": workspace.token(config),
+                                                 "content-type": "application/json"},
+                                   body={"model": "m", "max_tokens": 5, "messages": [], "stream": True},
+                                   timeout=30)
 
-# --- providers and check --------------------------------------------------------------------
-
-
-def test_providers_one_per_line(workspace, fake):
-    config = workspace.config([("minimax", fake().url), ("moonshot", fake().url)])
-    assert workspace.run("providers", config=config).stdout == "minimax\nmoonshot\n"
-
-
-def test_check_reports_every_problem(workspace, tmp_path):
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"proxy_port": "x", "bogus": 1, "providers": [
-        {"name": "a", "base_url": "ftp://x", "api_key_env": "A_KEY"}]}), encoding="utf-8")
-    result = workspace.run("check", config=config)
-    assert result.returncode == 1
-    problems = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
-    assert len(problems) == 3, result.stdout
-    assert "3 problems" in result.stdout.splitlines()[-1]
-    config.write_text("{\n  oops", encoding="utf-8")
-    result = workspace.run("check", config=config)
-    assert result.returncode == 1 and "line 2" in result.stdout
-
-
-def test_check_warns_about_missing_keys_and_env_typos(workspace, fake, tmp_path):
-    config = workspace.config([("p1", fake().url), ("p2", fake().url)])
-    (tmp_path / ".env").write_text("KEY_P1=secret-one\nKEY_PP2=typo\nnot a line\n", encoding="utf-8")
-    result = workspace.run("check", config=config)
-    assert result.returncode == 0, result.stdout
-    out = result.stdout
-    assert f"ok: provider p1: {fake_url(config, 0)}, key KEY_P1 from {tmp_path / '.env'}" in out
-    assert "warning: provider p2: KEY_P2 is not set" in out
-    assert "KEY_PP2 is not the api_key_env of any provider" in out
-    assert "line 3 is not KEY=value" in out
-    assert "secret-one" not in out
-    assert out.splitlines()[-1] == "check: config is usable (0 problems, 3 warnings)"
-
-
-def fake_url(config, index):
-    return json.loads(config.read_text())["providers"][index]["base_url"]
-
-
-def test_check_without_any_usable_provider_fails(workspace, fake):
-    config = workspace.config([("p1", fake().url)])
-    result = workspace.run("check", config=config)
-    assert result.returncode == 1
-    assert "problem: no provider is usable" in result.stdout
-
-
-def test_check_live_reports_reachability_auth_and_latency(workspace, fake):
-    good = fake()
-    denied = fake(Reply(401, error_json(401, "authentication_error", "bad key secret-denied")))
-    busy = fake(Reply(529, error_json(529, "overloaded_error", "Overloaded")))
-    config = workspace.config([
-        {"name": "good", "base_url": good.url + "/anthropic", "api_key_env": "KEY_GOOD",
-         "models": {"claude-*haiku*": "small-model"}},
-        ("denied", denied.url), ("busy", busy.url), ("down", f"http://127.0.0.1:{closed_port()}"),
-    ])
-    workspace.keys(KEY_GOOD="secret-good", KEY_DENIED="secret-denied", KEY_BUSY="secret-busy",
-                   KEY_DOWN="secret-down")
-    result = workspace.run("check", "--live", config=config)
-    assert result.returncode == 1
-    out = result.stdout
-    assert "ok: provider good: reachable, key accepted, model small-model answered in" in out
-    assert "problem: provider denied: key rejected (401 authentication_error: bad key ***)" in out
-    assert "warning: provider busy: reachable, but answering 529 overloaded_error" in out
-    assert "problem: provider down: unreachable" in out and "refused" in out
-    for secret in ("secret-good", "secret-denied", "secret-busy", "secret-down"):
-        assert secret not in out
-    sent = good.requests[-1]
-    assert sent.path == "/anthropic/v1/messages"
-    assert sent.json() == {"model": "small-model", "max_tokens": 1,
-                           "messages": [{"role": "user", "content": "ping"}]}
-    assert sent.headers["x-api-key"] == "secret-good"
-    assert sent.headers["anthropic-version"] == "2023-06-01"
+    client = threading.Thread(target=stream)
+    client.start()
+    assert wait_until(lambda: provider.requests, timeout=10)
+    stopped = workspace.run("stop", config=config)
+    client.join(30)
+    assert stopped.returncode == 0, stopped.stderr
+    status, _, body = answer["result"]
+    assert status == 200 and b"event: message_stop" in body
+    assert workspace.record(config) is None

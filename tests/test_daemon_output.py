@@ -1,0 +1,275 @@
+"""``proxy.py status|env|providers|check``: what they print, against real processes.
+
+The daemon's lifecycle (start, stop, stale pid files) is in test_daemon.py.
+Each test runs proxy.py as a child process with its own config and state
+directory in tmp_path, on a free port of 127.0.0.1; every daemon started is
+stopped at the end (daemon_support.workspace).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from daemon_support import (  # noqa: F401  (fake, workspace: fixtures)
+    assert_one_line_error, fake, url_of, workspace,
+)
+from fakes import Reply, closed_port, error_json, request
+
+from claude_proxy import daemon
+
+
+# --- status content ---------------------------------------------------------------------------
+
+
+def test_status_shows_each_provider_state_and_never_a_key(workspace, fake):
+    limited = fake(Reply(429, error_json(429, "rate_limit_error", "slow down"),
+                         headers={"retry-after": "600"}))
+    good = fake()
+    config = workspace.config([
+        ("limited", limited.url), ("good", good.url), ("keyless", good.url),
+        {"name": "off", "base_url": good.url, "api_key_env": "KEY_OFF", "enabled": False},
+    ])
+    workspace.keys(KEY_LIMITED="secret-limited-1", KEY_GOOD="secret-good-2", KEY_OFF="secret-off-3")
+    assert workspace.run("start", config=config).returncode == 0
+    url = url_of(workspace.record(config))
+    status, _, _ = request(url, headers={"x-api-key": workspace.token(config),
+                                         "content-type": "application/json"},
+                           body={"model": "m", "max_tokens": 5, "messages": []})
+    assert status == 200
+
+    shown = workspace.run("status", config=config)
+    lines = shown.stdout.splitlines()
+    row = {name: next(line for line in lines if f". {name} " in line)
+           for name in ("limited", "good", "keyless", "off")}
+    assert "cooling for 9m 5" in row["limited"] or "cooling for 10m 00s" in row["limited"]
+    assert "ready" in row["good"] and "1 requests" in row["good"]
+    assert "in 12 out 7 cache read 3" in row["good"]  # the fake's usage
+    assert "no key (KEY_KEYLESS)" in row["keyless"]
+    assert "disabled" in row["off"]
+    assert any("last error: 429 rate_limit_error: slow down" in line for line in lines)
+    as_json = workspace.run("status", "--json", config=config).stdout
+    for secret in ("secret-limited-1", "secret-good-2", "secret-off-3"):
+        assert secret not in shown.stdout and secret not in as_json
+
+
+@pytest.mark.parametrize("session_url, expected", [
+    (None, "normal"),
+    ("{url}", "fallback through the proxy"),
+    ("{url}/", "fallback through the proxy"),
+    ("{url}/provider/p1", "pinned to p1"),
+    ("https://api.anthropic.com", "not through this proxy"),
+])
+def test_status_shows_this_sessions_mode(workspace, fake, session_url, expected):
+    config = workspace.config([("p1", fake().url)])
+    port = json.loads(config.read_text())["proxy_port"]
+    env = {}
+    if session_url:
+        env["ANTHROPIC_BASE_URL"] = session_url.format(url=f"http://127.0.0.1:{port}")
+    shown = workspace.run("status", config=config, env=env)
+    assert f"this session: {expected}" in shown.stdout
+
+
+def test_session_mode_matches_loopback_names_and_ports():
+    mode = daemon.session_mode
+    assert mode("http://localhost:8787/provider/kimi", "http://127.0.0.1:8787")["provider"] == "kimi"
+    assert mode("http://127.0.0.1:8788", "http://127.0.0.1:8787")["mode"] == "other"
+    assert mode("http://127.0.0.1:8787/v1", "http://127.0.0.1:8787")["mode"] == "other"
+    assert mode("http://127.0.0.1:bad", "http://127.0.0.1:8787")["mode"] == "other"
+    assert mode("", "http://127.0.0.1:8787")["mode"] == "normal"
+
+
+def test_durations_read_like_a_clock():
+    assert daemon.format_duration(5) == "5s"
+    assert daemon.format_duration(61) == "1m 01s"
+    assert daemon.format_duration(3723) == "1h 02m 03s"
+
+
+# --- env ------------------------------------------------------------------------------------
+
+
+def env_of(workspace, config, shell, *extra, **kw):
+    result = workspace.run("env", "--shell", shell, *extra, config=config, **kw)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def run_shell(argv, script, environ):
+    result = subprocess.run([*argv, script], capture_output=True, text=True, env=environ, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_env_output_evaluated_by_a_real_shell(workspace, fake, shell):
+    if not shutil.which(shell):
+        pytest.skip(f"{shell} is not installed")
+    config = workspace.config([("p1", fake().url), ("Moon", fake().url)])
+    port = json.loads(config.read_text())["proxy_port"]
+    code = env_of(workspace, config, shell, "--provider", "moon")
+    token = workspace.token(config)
+    if shell == "fish":
+        script = code + "\nprintf '%s\\n' $ANTHROPIC_BASE_URL $ANTHROPIC_AUTH_TOKEN; set -q ANTHROPIC_API_KEY; or echo cleared"
+    else:
+        script = code + '\nprintf "%s\\n" "$ANTHROPIC_BASE_URL" "$ANTHROPIC_AUTH_TOKEN" "${ANTHROPIC_API_KEY-cleared}"'
+    environ = {**workspace.environ, "ANTHROPIC_API_KEY": "old-key"}
+    out = run_shell([shell, "-c"], script, environ)
+    assert out.splitlines() == [f"http://127.0.0.1:{port}/provider/Moon", token, "cleared"]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_env_quoting_survives_hostile_values(shell):
+    if not shutil.which(shell):
+        pytest.skip(f"{shell} is not installed")
+    value = "it's $HOME `id` \"q\" \\ ; & | ‘x’ é"
+    code = daemon.render_env({"ANTHROPIC_BASE_URL": value, "ANTHROPIC_API_KEY": None}, shell)
+    show = "printf '%s' $ANTHROPIC_BASE_URL" if shell == "fish" else 'printf "%s" "$ANTHROPIC_BASE_URL"'
+    assert run_shell([shell, "-c"], code + "\n" + show, dict(os.environ, LANG="C.UTF-8")) == value
+
+
+def test_env_for_powershell_cmd_and_json(workspace, fake):
+    config = workspace.config([("p1", fake().url)])
+    port = json.loads(config.read_text())["proxy_port"]
+    powershell = env_of(workspace, config, "powershell").splitlines()
+    token = workspace.token(config)  # created by that first env
+    assert powershell == [f"$env:ANTHROPIC_BASE_URL = 'http://127.0.0.1:{port}'",
+                          f"$env:ANTHROPIC_AUTH_TOKEN = '{token}'",
+                          "Remove-Item Env:ANTHROPIC_API_KEY -ErrorAction SilentlyContinue"]
+    assert env_of(workspace, config, "cmd").splitlines() == [
+        f'set "ANTHROPIC_BASE_URL=http://127.0.0.1:{port}"', f'set "ANTHROPIC_AUTH_TOKEN={token}"',
+        "set ANTHROPIC_API_KEY="]
+    data = json.loads(env_of(workspace, config, "json", "--provider", "P1"))
+    assert data["variables"] == {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}/provider/p1",
+                                 "ANTHROPIC_AUTH_TOKEN": token, "ANTHROPIC_API_KEY": None}
+    assert list(data["variables"]) == list(daemon.SESSION_VARIABLES)
+    assert data["mode"] == "pinned" and data["provider"] == "p1" and data["providers"] == ["p1"]
+    assert "pinned to p1" in data["summary"]
+
+
+def test_powershell_and_cmd_quoting():
+    assert daemon._powershell_quote("a'b\u2019c") == "'a''b\u2019\u2019c'"
+    with pytest.raises(daemon.UsageError):
+        daemon.render_env({"X": "100%"}, "cmd")
+
+
+def test_env_with_an_unknown_provider_lists_the_configured_ones(workspace, fake):
+    config = workspace.config([("p1", fake().url), ("p2", fake().url)])
+    result = workspace.run("env", "--provider", "nope", config=config)
+    assert_one_line_error(result)
+    assert 'unknown provider "nope"' in result.stderr and "p1, p2" in result.stderr
+    assert result.stdout == ""
+
+
+def test_env_without_a_token_requirement_gives_a_placeholder(workspace, fake):
+    config = workspace.config([("p1", fake().url)], require_token=False)
+    out = env_of(workspace, config, "bash")
+    assert f"ANTHROPIC_AUTH_TOKEN={daemon.NO_TOKEN_PLACEHOLDER}" in out
+    assert not workspace.state(config).token.exists()
+
+
+def test_env_follows_the_running_daemon_when_it_picked_its_port(workspace, fake):
+    config = workspace.config([("p1", fake().url)], port=0)
+    before = workspace.run("env", config=config)
+    assert_one_line_error(before)
+    assert "proxy.py start" in before.stderr
+    assert workspace.run("start", config=config).returncode == 0
+    port = workspace.record(config)["port"]
+    assert f"ANTHROPIC_BASE_URL=http://127.0.0.1:{port}\n" in env_of(workspace, config, "bash")
+
+
+def test_env_announce_summarises_on_stderr_only(workspace, fake):
+    config = workspace.config([("p1", fake().url), ("p2", fake().url)])
+    workspace.keys(KEY_P1="k")
+    result = workspace.run("env", "--shell", "bash", "--announce", config=config)
+    assert result.stdout.startswith("export ANTHROPIC_BASE_URL=")
+    assert "fallback order: p1" in result.stderr and "p2 (KEY_P2 not set)" in result.stderr
+
+
+def test_a_request_with_the_env_token_goes_through(workspace, fake):
+    provider = fake()
+    config = workspace.config([("p1", provider.url)])
+    workspace.keys(KEY_P1="secret-p1")
+    assert workspace.run("start", config=config).returncode == 0
+    variables = json.loads(env_of(workspace, config, "json"))["variables"]
+    status, _, body = request(variables["ANTHROPIC_BASE_URL"], headers={
+        "authorization": f"Bearer {variables['ANTHROPIC_AUTH_TOKEN']}",
+        "content-type": "application/json"}, body={"model": "m", "max_tokens": 5, "messages": []})
+    assert status == 200, body
+    assert provider.requests[-1].headers["x-api-key"] == "secret-p1"
+
+
+# --- providers and check --------------------------------------------------------------------
+
+
+def test_providers_one_per_line(workspace, fake):
+    config = workspace.config([("minimax", fake().url), ("moonshot", fake().url)])
+    assert workspace.run("providers", config=config).stdout == "minimax\nmoonshot\n"
+
+
+def test_check_reports_every_problem(workspace, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"proxy_port": "x", "bogus": 1, "providers": [
+        {"name": "a", "base_url": "ftp://x", "api_key_env": "A_KEY"}]}), encoding="utf-8")
+    result = workspace.run("check", config=config)
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 3, result.stdout
+    assert "3 problems" in result.stdout.splitlines()[-1]
+    config.write_text("{\n  oops", encoding="utf-8")
+    result = workspace.run("check", config=config)
+    assert result.returncode == 1 and "line 2" in result.stdout
+
+
+def test_check_warns_about_missing_keys_and_env_typos(workspace, fake, tmp_path):
+    config = workspace.config([("p1", fake().url), ("p2", fake().url)])
+    (tmp_path / ".env").write_text("KEY_P1=secret-one\nKEY_PP2=typo\nnot a line\n", encoding="utf-8")
+    result = workspace.run("check", config=config)
+    assert result.returncode == 0, result.stdout
+    out = result.stdout
+    assert f"ok: provider p1: {fake_url(config, 0)}, key KEY_P1 from {tmp_path / '.env'}" in out
+    assert "warning: provider p2: KEY_P2 is not set" in out
+    assert "KEY_PP2 is not the api_key_env of any provider" in out
+    assert "line 3 is not KEY=value" in out
+    assert "secret-one" not in out
+    assert out.splitlines()[-1] == "check: config is usable (0 problems, 3 warnings)"
+
+
+def fake_url(config, index):
+    return json.loads(config.read_text())["providers"][index]["base_url"]
+
+
+def test_check_without_any_usable_provider_fails(workspace, fake):
+    config = workspace.config([("p1", fake().url)])
+    result = workspace.run("check", config=config)
+    assert result.returncode == 1
+    assert "problem: no provider is usable" in result.stdout
+
+
+def test_check_live_reports_reachability_auth_and_latency(workspace, fake):
+    good = fake()
+    denied = fake(Reply(401, error_json(401, "authentication_error", "bad key secret-denied")))
+    busy = fake(Reply(529, error_json(529, "overloaded_error", "Overloaded")))
+    config = workspace.config([
+        {"name": "good", "base_url": good.url + "/anthropic", "api_key_env": "KEY_GOOD",
+         "models": {"claude-*haiku*": "small-model"}},
+        ("denied", denied.url), ("busy", busy.url), ("down", f"http://127.0.0.1:{closed_port()}"),
+    ])
+    workspace.keys(KEY_GOOD="secret-good", KEY_DENIED="secret-denied", KEY_BUSY="secret-busy",
+                   KEY_DOWN="secret-down")
+    result = workspace.run("check", "--live", config=config)
+    assert result.returncode == 1
+    out = result.stdout
+    assert "ok: provider good: reachable, key accepted, model small-model answered in" in out
+    assert "problem: provider denied: key rejected (401 authentication_error: bad key ***)" in out
+    assert "warning: provider busy: reachable, but answering 529 overloaded_error" in out
+    assert "problem: provider down: unreachable" in out and "refused" in out
+    for secret in ("secret-good", "secret-denied", "secret-busy", "secret-down"):
+        assert secret not in out
+    sent = good.requests[-1]
+    assert sent.path == "/anthropic/v1/messages"
+    assert sent.json() == {"model": "small-model", "max_tokens": 1,
+                           "messages": [{"role": "user", "content": "ping"}]}
+    assert sent.headers["x-api-key"] == "secret-good"
+    assert sent.headers["anthropic-version"] == "2023-06-01"

@@ -589,6 +589,8 @@ def env(target, shell, provider_name=None, announce=False, out=None):
             raise UsageError(f"unknown provider \"{provider_name}\"; configured providers: "
                              f"{', '.join(config.provider_names)}")
     current = probe(paths)
+    if not (current.running and same_path(current.status.get("config", ""), config.path)):
+        current = Probe(current.record, None)  # not ours: describe this config instead
     if current.running:
         url = current.url
     elif config.port:

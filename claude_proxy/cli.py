@@ -8,20 +8,21 @@ import argparse
 import sys
 
 from . import __version__, daemon
-from .config import load_config, resolve_config_path
+from .config import is_loopback, load_config, resolve_config_path
 from .errors import ConfigError, ProxyError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser():
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH",
-                        help="config file (default: $CLAUDE_PROXY_CONFIG, else config.json beside proxy.py)")
+    config_help = "config file (default: $CLAUDE_PROXY_CONFIG, else config.json beside proxy.py)"
     parser = argparse.ArgumentParser(
-        prog="proxy.py", parents=[common],
-        description="Local failover proxy for Anthropic-compatible APIs.",
+        prog="proxy.py", description="Local failover proxy for Anthropic-compatible APIs.",
     )
+    parser.add_argument("--config", metavar="PATH", help=config_help)
+    # Accepted after the command too; SUPPRESS keeps a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config_help)
     parser.add_argument("--version", action="version", version=f"claude-proxy {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.command_choices = commands.choices  # filled in as commands are added
@@ -75,6 +76,9 @@ def cmd_serve(args):
     config = load(args)
     if args.host:
         config.host = args.host
+        if not config.require_token and not is_loopback(config.host):
+            raise ConfigError(f"refusing to listen on {config.host} without a token: "
+                              f'set "require_token": true in {config.path}, or drop --host')
     if args.port is not None:
         config.port = args.port
     return run(config, quiet=getattr(args, "quiet", False))

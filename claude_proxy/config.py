@@ -102,6 +102,12 @@ class Provider:
     def base_path(self):
         return urlsplit(self.base_url).path.rstrip("/")
 
+    def redact(self, text):
+        """``text`` with this provider's key masked (providers do echo keys in errors)."""
+        if self.api_key and len(self.api_key) >= 4 and self.api_key in text:
+            text = text.replace(self.api_key, mask_key(self.api_key))
+        return text
+
     def map_model(self, model):
         """The provider's name for ``model``: first matching glob wins, else unchanged."""
         lowered = model.lower()
@@ -354,6 +360,11 @@ def _string_map(value):
     return isinstance(value, dict) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     )
+
+
+def mask_key(key):
+    """A key as it may be shown: its last four characters at most."""
+    return "****" + key[-4:] if len(key) >= 12 else "****"
 
 
 def is_loopback(host):

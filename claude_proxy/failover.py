@@ -114,6 +114,7 @@ class FailoverPolicy:
     def record_failure(self, provider, reason, retry_after=None):
         """``provider`` failed; start or extend its cooldown."""
         seconds = self.config.cooldown_seconds if retry_after is None else retry_after
+        reason = provider.redact(reason)
         now = self.clock()
         with self._lock:
             state = self._state[provider.name]

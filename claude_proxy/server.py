@@ -18,6 +18,7 @@ import http.server
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -70,6 +71,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._active = 0
         self._active_cond = threading.Condition()
         self.grace = SHUTDOWN_GRACE
+        self.stopping = False
         try:
             super().__init__((config.host, config.port), ProxyHandler)
         except OSError as exc:
@@ -601,10 +603,24 @@ def banner(server):
     return "\n".join(lines)
 
 
+def _stop_on_signals(server):
+    """SIGTERM/SIGINT (SIGBREAK on Windows) stop the server gracefully; a second one at once."""
+    def on_signal(signum, frame):
+        if server.stopping:
+            server.grace = 0
+        server.stopping = True
+        server.stop_soon()
+
+    for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+        if hasattr(signal, name):
+            try:
+                signal.signal(getattr(signal, name), on_signal)
+            except ValueError:  # not the main thread (tests): signals are not ours to take
+                pass
+
+
 def run(config, quiet=False):
     """Serve until a shutdown request or a signal; returns the exit code."""
-    import signal
-
     paths = StatePaths(config.state_dir)
     try:
         token = load_or_create_token(paths.token) if config.require_token else None
@@ -613,6 +629,7 @@ def run(config, quiet=False):
         raise UsageError(f"cannot use the state directory {paths.dir}: {exc.strerror or exc}") from None
     server = ProxyServer(config, token)
     server.token_path = paths.token
+    _stop_on_signals(server)  # before the pid file exists: whoever reads it may signal at once
     write_pid_file(paths.pid, host=config.host, port=server.port, config_path=config.path)
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -625,15 +642,6 @@ def run(config, quiet=False):
     log.info("started: pid %s on %s, providers %s", os.getpid(), server.url,
              ", ".join(p.name for p in config.providers if p.usable) or "none usable")
 
-    def on_signal(signum, frame):
-        server.stop_soon()
-
-    for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
-        if hasattr(signal, name):
-            try:
-                signal.signal(getattr(signal, name), on_signal)
-            except ValueError:  # not the main thread (tests): signals are not ours to take
-                pass
     try:
         server.serve_forever(poll_interval=0.5)
     finally:

@@ -132,7 +132,7 @@ def _top_level_string(body, wanted):
         return None
 
 
-def wrap_error(provider_name, exc):
+def wrap_error(provider, exc):
     """Turn a low-level exception into an :class:`UpstreamError` with a short kind."""
     if isinstance(exc, UpstreamError):
         return exc
@@ -150,8 +150,8 @@ def wrap_error(provider_name, exc):
         kind = "protocol"
     else:
         kind = "network"
-    detail = str(exc) or type(exc).__name__
-    return UpstreamError(provider_name, kind, detail)
+    detail = provider.redact(str(exc) or type(exc).__name__)
+    return UpstreamError(provider.name, kind, detail)
 
 
 # Failures that, on a reused connection, mean "the provider closed it while idle".
@@ -205,7 +205,7 @@ class ProviderPool:
             conn.connect()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise wrap_error(p.name, exc) from None
+            raise wrap_error(p, exc) from None
         conn.sock.settimeout(p.read_timeout)
         return conn
 
@@ -260,7 +260,7 @@ class Upstreams:
                     log.debug("%s: pooled connection was stale (%s); retrying on a fresh one",
                               provider.name, exc)
                     continue
-                raise wrap_error(provider.name, exc) from None
+                raise wrap_error(provider, exc) from None
             return UpstreamResponse(provider, pool, conn, response, cancel)
         raise AssertionError("unreachable")
 
@@ -304,7 +304,7 @@ class UpstreamResponse:
         except (OSError, http.client.HTTPException, ValueError) as exc:
             # ValueError: http.client read from a connection closed under it (cancel).
             self.close()
-            raise wrap_error(self.provider.name, exc) from None
+            raise wrap_error(self.provider, exc) from None
         if not data or self._response.length == 0:
             self._finish()
         return data

@@ -120,7 +120,8 @@ def op_latency(cmd):
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:
         conn.close()
-    return {"latency": summary(samples), "bad": bad, "errors": errors[:5], "error_count": len(errors)}
+    return {"latency": summary(samples), "requests_total": len(samples) + cmd.get("warmup", 20),
+            "bad": bad, "errors": errors[:5], "error_count": len(errors)}
 
 
 # --- asyncio client --------------------------------------------------------------
@@ -211,7 +212,7 @@ async def op_throughput(cmd):
     body = expected_body(200)
     stagger = cmd.get("stagger_ms", 0.0) / 1000.0
     conns, errors, connect_s = await open_many(host, port, c)
-    latencies, bad = [], 0
+    latencies, bad, sent = [], 0, len(conns)
     try:
         # Warm-up: one request per connection, untimed (the proxy opens its upstream connections).
         await asyncio.gather(*(conn.request(raw) for conn in conns), return_exceptions=True)
@@ -220,7 +221,7 @@ async def op_throughput(cmd):
         t1 = t0 + cmd["duration"]
 
         async def worker(index, conn):
-            nonlocal bad
+            nonlocal bad, sent
             done = 0
             wait = start + index * stagger / max(1, len(conns)) - perf()
             if wait > 0:
@@ -229,6 +230,7 @@ async def op_throughput(cmd):
                 now = perf()
                 if now >= t1:
                     return done
+                sent += 1
                 try:
                     resp = await conn.request(raw)
                 except (OSError, wire.ProtocolError) as exc:
@@ -247,7 +249,7 @@ async def op_throughput(cmd):
             conn.close()
     completed = sum(counts)
     duration = cmd["duration"]
-    return {"completed": completed, "window_s": duration, "rps": completed / duration,
+    return {"completed": completed, "requests_total": sent, "window_s": duration, "rps": completed / duration,
             "connections": len(conns), "connect_s": connect_s, "latency": summary(latencies),
             "bad": bad, "errors": errors[:5], "error_count": len(errors)}
 

@@ -245,6 +245,25 @@ def git_commit(path):
     return None
 
 
+def per_unit(result, process, units):
+    """Microseconds of ``process``'s CPU per request (or event) in one run."""
+    used = result.get("cpu_s", {}).get(process)
+    return used / units * 1e6 if used is not None and units else None
+
+
+def cpu_times_per_cpu():
+    """{cpu: (busy, steal, total)} in clock ticks from /proc/stat, or {}."""
+    out = {}
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("cpu") and line[3:4].isdigit():
+                name, *vals = line.split()
+                v = [int(x) for x in vals[:8]]
+                busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq
+                out[int(name[3:])] = (busy, v[7], sum(v))
+    return out
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -340,6 +359,29 @@ class Bench:
             with contextlib.suppress(Exception):
                 child.stop()
 
+    def background_load(self, stat0, wall):
+        """CPU the rest of the machine used during the run, per CPU group (% of one CPU).
+
+        Busy time per CPU from /proc/stat minus what this benchmark's processes
+        used; the machine may be shared, and load on the proxy's CPU slows it.
+        """
+        stat1 = cpu_times_per_cpu()
+        if not stat0 or not stat1 or not self.proxy_cpus:
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        own = {c.name: cpu_seconds(c.pid) or 0.0 for c in self.children}
+        me = os.times()
+        groups = {"proxy_cpu": (self.proxy_cpus, own.get("proxy", 0) + own.get("tcp-relay", 0)),
+                  "harness_cpus": (self.harness_cpus, own.get("fake-provider", 0) + own.get("loadgen", 0)
+                                   + me.user + me.system)}
+        out = {}
+        for name, (cpus, ours) in groups.items():
+            busy = sum(stat1[c][0] - stat0[c][0] for c in cpus if c in stat0 and c in stat1) / tick
+            steal = sum(stat1[c][1] - stat0[c][1] for c in cpus if c in stat0 and c in stat1) / tick
+            out[name] = {"other_pct": round(max(0.0, busy - ours) / wall / len(cpus) * 100, 1),
+                         "steal_pct": round(steal / wall / len(cpus) * 100, 1)}
+        return out
+
     # measuring
 
     def target(self, side, provider="a"):
@@ -384,9 +426,10 @@ class Bench:
             result = msg["result"]
             break
         wall = time.monotonic() - t0
-        result["cpu_pct"] = {name: round((cpu_seconds(pid) - before[name]) / wall * 100, 1)
-                             for name, pid in pids.items()
-                             if before[name] is not None and cpu_seconds(pid) is not None}
+        used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()
+                if before[name] is not None and cpu_seconds(pid) is not None}
+        result["cpu_s"] = used
+        result["cpu_pct"] = {name: round(sec / wall * 100, 1) for name, sec in used.items()}
         if sample:
             result["proc_samples"] = samples
         return result
@@ -432,6 +475,10 @@ class Bench:
                 out[f"relay_added_{q}_ms"] = median(p["latency"][q] - d["latency"][q]
                                                     for d, p in zip(runs["direct"], runs["relay"]))
         out["proxy_cpu_pct"] = median(r["cpu_pct"].get("proxy") for r in runs["proxy"])
+        out["proxy_cpu_us_per_request"] = median(per_unit(r, "proxy", r["requests_total"]) for r in runs["proxy"])
+        if self.relay:
+            out["relay_cpu_us_per_request"] = median(per_unit(r, "relay", r["requests_total"])
+                                                     for r in runs["relay"])
         out["rounds"] = {side: [res["latency"] for res in runs[side]] for side in sides}
         return out
 
@@ -455,6 +502,8 @@ class Bench:
                        "direct_p50_ms": median(r["latency"].get("p50") for r in runs["direct"]),
                        "proxy_p50_ms": median(r["latency"].get("p50") for r in runs["proxy"]),
                        "proxy_cpu_pct": median(r["cpu_pct"].get("proxy") for r in runs["proxy"]),
+                       "proxy_cpu_us_per_request": median(per_unit(r, "proxy", r["requests_total"])
+                                                          for r in runs["proxy"]),
                        "harness_cpu_pct_direct": median(r["cpu_pct"].get("provider", 0) + r["cpu_pct"].get("loadgen", 0)
                                                         for r in runs["direct"]),
                        "rounds": {side: [r["rps"] for r in runs[side]] for side in runs}}
@@ -496,8 +545,12 @@ class Bench:
                     "byte_identical_streams", "mismatched_streams", "failed_streams")}
                 row[side]["streams"] = n * len(runs[side])
             row["proxy_cpu_pct"] = median(r["cpu_pct"].get("proxy") for r in runs["proxy"])
+            row["proxy_cpu_us_per_event"] = median(per_unit(r, "proxy", r["events_received"])
+                                                   for r in runs["proxy"])
             if self.relay:
                 row["relay_cpu_pct"] = median(r["cpu_pct"].get("relay") for r in runs["relay"])
+                row["relay_cpu_us_per_event"] = median(per_unit(r, "relay", r["events_received"])
+                                                       for r in runs["relay"])
             row["harness_cpu_pct"] = median(r["cpu_pct"].get("provider", 0) + r["cpu_pct"].get("loadgen", 0)
                                             for r in runs["direct"])
             rows.append(row)
@@ -670,6 +723,11 @@ def render(results):
     lines.append(f"machine: {m['cpu_model']}, {m['nproc']} CPUs, {m['mem_gib']} GiB, {m['os']}, "
                  f"{m['implementation']} {m['python']}")
     lines.append(f"pinning: {meta['pinning']}")
+    bg = results.get("background")
+    if bg:
+        lines.append(f"other load on the machine during the run: {bg['proxy_cpu']['other_pct']:.0f}% of the "
+                     f"proxy's CPU, {bg['harness_cpus']['other_pct']:.0f}% of the harness's; hypervisor steal "
+                     f"{bg['proxy_cpu']['steal_pct']:.0f}% / {bg['harness_cpus']['steal_pct']:.0f}%")
     lines.append(f"method: {meta['rounds']} interleaved direct/proxy rounds per figure, medians over rounds; "
                  f"'added' = proxy - direct, ratio = proxy / direct, per round")
     lines.append("")
@@ -683,10 +741,11 @@ def render(results):
                          f"{_signed(lat[f'added_{q}_ms'], digits=3):>12}  {limit:>10}  "
                          f"{_verdict(targets, f'latency_added_{q}')}")
         if "relay" in lat:
-            lines.append(f"   {'(floor: bare TCP relay, same CPU)':{w - 3}} {'':>11} "
+            lines.append(f"   {'floor: bare TCP relay, p50':{w - 3}} {'':>11} "
                          f"{_ms(lat['relay']['p50'], 3):>11} {_signed(lat['relay_added_p50_ms'], digits=3):>12}"
-                         f"  {'p50':>10}")
-        lines.append(f"   proxy CPU {lat['proxy_cpu_pct']:.0f}% of its core")
+                         f"  ({lat['relay_cpu_us_per_request']:.0f} us CPU per request)")
+        lines.append(f"   proxy CPU {lat['proxy_cpu_pct']:.0f}% of its core, "
+                     f"{lat['proxy_cpu_us_per_request']:.0f} us per request")
         lines.append("")
     rows = results.get("throughput")
     if rows:
@@ -698,7 +757,7 @@ def render(results):
             tid = "throughput_instant_c16" if (not d and row["concurrency"] == 16) else \
                 (f"throughput_slow_c{row['concurrency']}" if d else "")
             limit = ">= 0.40x" if tid == "throughput_instant_c16" else (">= 0.95x" if d else "")
-            extra = f"  proxy CPU {row['proxy_cpu_pct']:.0f}%"
+            extra = f"  proxy CPU {row['proxy_cpu_pct']:.0f}%, {row['proxy_cpu_us_per_request']:.0f} us/req"
             if d:
                 extra += f", direct at {row['direct_rps'] / row['ideal_rps'] * 100:.0f}% of ideal"
             lines.append(f"{label:{w}} {row['direct_rps']:>11.0f} {row['proxy_rps']:>11.0f} "
@@ -729,8 +788,10 @@ def render(results):
                 lines.append(f"   {n} streams, floor (bare TCP relay, same CPU): first event p50 "
                              f"{_signed(row['relay_added_ttfe_p50_ms'])}, gap p99 "
                              f"{_signed(row['relay_added_gap_p99_ms'])}, relay CPU {row['relay_cpu_pct']:.0f}%")
-            lines.append(f"   {n} streams: proxy CPU {row['proxy_cpu_pct']:.0f}% of its core; harness CPU "
-                         f"{row['harness_cpu_pct']:.0f}% of the other (direct run)")
+            lines.append(f"   {n} streams: proxy CPU {row['proxy_cpu_pct']:.0f}% of its core "
+                         f"({row['proxy_cpu_us_per_event']:.0f} us per event relayed"
+                         + (f"; the bare relay {row['relay_cpu_us_per_event']:.0f} us" if "relay_cpu_us_per_event" in row
+                            else "") + f"); harness CPU {row['harness_cpu_pct']:.0f}% of the other (direct run)")
         lines.append("")
     mem = results.get("memory")
     if mem:
@@ -901,6 +962,7 @@ def main(argv=None):
     profiler = None
     with tempfile.TemporaryDirectory(prefix="claude-proxy-bench-") as workdir:
         bench = Bench(args, workdir)
+        stat0, t_stat = cpu_times_per_cpu(), time.monotonic()
         try:
             bench.start()
             time.sleep(0.3)
@@ -919,6 +981,7 @@ def main(argv=None):
                 results["failover"] = bench.group_failover()
             if not bench.proxy.alive():
                 raise BenchError(f"the proxy died during the run:\n{bench.proxy.stderr_tail()}")
+            results["background"] = bench.background_load(stat0, time.monotonic() - t_stat)
         except KeyboardInterrupt:
             print("interrupted; cleaning up", file=sys.stderr)
             return 130

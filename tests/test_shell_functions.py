@@ -8,6 +8,7 @@ shell's own ``declare -p`` / ``typeset -p``.
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import sys
 import pytest
 
 from daemon_support import ROOT, workspace  # noqa: F401  (workspace: fixture)
-from fakes import MESSAGE, FakeProvider, Reply, request
+from fakes import MESSAGE, FakeProvider, Reply, Stream, message_events, request
 
 from claude_proxy import daemon
 
@@ -252,3 +253,32 @@ def test_proxy_py_is_found_beside_the_script_from_any_directory(setup, tmp_path)
     result = subprocess.run(["bash", "--norc", "-c", f'cd /tmp && source "{SCRIPT}" && cd / && claude-switch'],
                             capture_output=True, text=True, env=workspace.environ, timeout=30, cwd=tmp_path)
     assert "(one of: p1 p2 )" in result.stderr
+
+
+# --- Claude Code itself, when installed ------------------------------------------------------
+
+CLAUDE = os.environ.get("CLAUDE_CODE_BIN") or shutil.which("claude")
+
+
+@pytest.mark.skipif(not CLAUDE, reason="Claude Code is not installed (set CLAUDE_CODE_BIN)")
+def test_claude_code_works_in_a_session_set_up_by_claude_fb(setup, tmp_path):
+    workspace, config, p1, _ = setup
+    p1.default = Stream(message_events(text="hi from p1"))
+    home = tmp_path / "home"
+    home.mkdir()
+    script = f"""
+claude-fb 2>/dev/null || exit 10
+HOME="{home}" XDG_CONFIG_HOME="{home}/.config" CLAUDE_CONFIG_DIR="{home}/.claude" \\
+CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1 CLAUDE_CODE_MAX_RETRIES=1 \\
+API_TIMEOUT_MS=60000 timeout 120 "{CLAUDE}" -p "say hi" --output-format json </dev/null
+echo "rc=$?"
+claude-reset >/dev/null
+"""
+    result = run_in("bash", script, workspace.environ, timeout=180)
+    output, _, code = result.stdout.rpartition("rc=")
+    assert code.strip() == "0", result.stdout + result.stderr
+    answer = json.loads(output)
+    assert answer["is_error"] is False and "hi from p1" in answer["result"]
+    assert any(r.path.startswith("/v1/messages") and r.headers.get("x-api-key") == "secret-p1"
+               for r in p1.requests)
+    assert workspace.record(config) is None

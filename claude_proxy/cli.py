@@ -5,6 +5,7 @@ errors end as one line on stderr and a non-zero exit, never a traceback.
 """
 
 import argparse
+import os
 import sys
 
 from . import __version__, daemon
@@ -101,3 +102,6 @@ def main(argv=None):
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `proxy.py status | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_FAILURE

@@ -10,11 +10,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 from daemon_support import (  # noqa: F401  (fake, workspace: fixtures)
-    assert_one_line_error, fake, url_of, workspace,
+    PROXY, assert_one_line_error, fake, url_of, workspace,
 )
 from fakes import Reply, closed_port, error_json, request
 
@@ -273,3 +274,17 @@ def test_check_live_reports_reachability_auth_and_latency(workspace, fake):
                            "messages": [{"role": "user", "content": "ping"}]}
     assert sent.headers["x-api-key"] == "secret-good"
     assert sent.headers["anthropic-version"] == "2023-06-01"
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(workspace, fake):
+    config = workspace.config([("p1", fake().url)])
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `proxy.py status | head` after head has gone
+    try:
+        result = subprocess.run([sys.executable, str(PROXY), "status", "--config", str(config)],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                env=workspace.environ, timeout=60)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    assert result.stderr == ""

@@ -82,12 +82,19 @@ function Invoke-ClaudeProxyCli {
         [switch]$PassThru
     )
     $python = Find-ClaudeProxyPython
+    $failed = $null
     if ($null -eq $python) {
-        return [pscustomobject]@{ ExitCode = 127; Output = @(); Errors = @() }
+        $failed = [pscustomobject]@{ ExitCode = 127; Output = @(); Errors = @() }  # already reported
     }
-    if (-not (Test-Path -LiteralPath $script:ProxyScript)) {
+    elseif (-not (Test-Path -LiteralPath $script:ProxyScript)) {
         Write-Error "Could not find proxy.py beside the module [$script:ProxyScript]; import ClaudeProxy from the repository folder."
-        return [pscustomobject]@{ ExitCode = 1; Output = @(); Errors = @() }
+        $failed = [pscustomobject]@{ ExitCode = 1; Output = @(); Errors = @() }
+    }
+    if ($null -ne $failed) {
+        if (-not $PassThru) {
+            return $failed
+        }
+        return
     }
     $arguments = @($python.Arguments) + @($script:ProxyScript, $Command) + @($Options)
     if ($PassThru) {

@@ -643,7 +643,7 @@ def run(config, quiet=False):
              ", ".join(p.name for p in config.providers if p.usable) or "none usable")
 
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve_forever(poll_interval=0.2)
     finally:
         if not server.wait_idle(server.grace):
             log.warning("stopping with requests still in flight after %.0fs", server.grace)

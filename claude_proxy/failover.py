@@ -3,8 +3,9 @@
 Rules (the README repeats them in plain words):
 
 - Fallback mode tries usable providers (enabled, with a key) in config order,
-  skipping those in cooldown.  When every usable provider is cooling, all of
-  them are tried anyway, the soonest to recover first.
+  skipping those in cooldown while a ready one remains.  When every usable
+  provider is cooling (from the start, or because the ready ones just failed),
+  the cooling ones are tried anyway, the soonest to recover first.
 - A failure (a failover status such as 429 or 5xx, a refused or reset
   connection, a timeout before the answer, an error as the first stream
   event) puts the provider in cooldown for its ``retry-after`` if it sent
@@ -99,9 +100,9 @@ class FailoverPolicy:
             for p in usable:
                 self._expire(p, now)
             ready = [p for p in usable if not self._state[p.name].cooling_until]
-            if ready:
-                return ready
-            return sorted(usable, key=lambda p: self._state[p.name].cooling_until)
+            cooling = sorted((p for p in usable if p not in ready),
+                             key=lambda p: self._state[p.name].cooling_until)
+            return ready + cooling
 
     def cooling_for(self, provider):
         """Seconds left in ``provider``'s cooldown (0 when ready)."""

@@ -101,10 +101,16 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self._active -= 1
             self._active_cond.notify_all()
 
-    def wait_idle(self, timeout):
-        """Wait up to ``timeout`` seconds for in-flight requests; True if none are left."""
+    def wait_idle(self):
+        """Wait up to ``self.grace`` seconds for in-flight requests; True if none are left.
+
+        Waits in short slices, so that a second stop signal (grace 0) ends it at once.
+        """
+        started = time.monotonic()
         with self._active_cond:
-            return self._active_cond.wait_for(lambda: self._active == 0, timeout)
+            while self._active and time.monotonic() - started < self.grace:
+                self._active_cond.wait(0.2)
+            return self._active == 0
 
     def stop_soon(self, grace=None):
         """Stop serving from another thread (``shutdown()`` blocks until the loop exits)."""
@@ -159,20 +165,20 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             if self._authorized():
                 self._shutdown(query)
             return None
-        pinned = None
+        pinned = name = None
         api_path = self.path
         if path.startswith(PINNED_PREFIX):
             name, slash, rest = path[len(PINNED_PREFIX):].partition("/")
             pinned = server.config.provider(name)
-            if pinned is None:
-                names = ", ".join(server.config.provider_names) or "none"
-                return self._send_error(404, f"Unknown provider '{name}'. Configured providers: {names}.")
             api_path = slash + rest + (f"?{query}" if query else "")
             path = slash + rest
-        if self.command == "HEAD" and path in ("", "/"):
+        if self.command == "HEAD" and path in ("", "/") and (name is None or pinned is not None):
             return self._send_json(200, {"status": "ok"}, head=True)
         if not self._authorized():
             return None
+        if name is not None and pinned is None:
+            names = ", ".join(server.config.provider_names) or "none"
+            return self._refuse(404, f"Unknown provider '{name}'. Configured providers: {names}.")
         server.request_started()
         try:
             self._forward(api_path or "/", pinned)
@@ -182,17 +188,16 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def _authorized(self):
         """True if the request carries the client token (as x-api-key or bearer)."""
-        token = self.server.token
-        if token is None:
+        if not self.server.config.require_token:
             return True
+        token = self.server.token or ""
         scheme, _, credentials = self.headers.get("authorization", "").partition(" ")
         offered = [self.headers.get("x-api-key", ""),
                    credentials.strip() if scheme.lower() == "bearer" else ""]
         expected = token.encode()
-        if any(hmac.compare_digest(value.encode(), expected) for value in offered):
+        if token and any(hmac.compare_digest(value.encode(), expected) for value in offered):
             return True
-        self._drain_body()
-        self._send_error(401, "Missing or wrong claude-proxy token. Run `proxy.py env` (or claude-fb) "
+        self._refuse(401, "Missing or wrong claude-proxy token. Run `proxy.py env` (or claude-fb) "
                               "to set ANTHROPIC_AUTH_TOKEN for this session.")
         return False
 
@@ -293,14 +298,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                             None if chunked else response.content_length)
             ttfb = time.monotonic() - started
             if self.command == "HEAD":
-                response.read_all(ERROR_BODY_LIMIT)
+                response.close()
             elif is_stream:
                 failure = relay_stream(response, writer, first, usage, cancel)
             else:
                 collect = (response.header("content-type") or "").startswith("application/json")
                 failure = relay_body(response, writer, usage, cancel, collect)
-                if failure and not chunked:
-                    self.close_connection = True  # the announced length can no longer be met
+                if failure:  # the body cannot be completed: the client must see it end short
+                    self.close_connection = True
         except ClientGone:
             response.close()
             self.close_connection = True
@@ -349,51 +354,50 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     # --- request bodies -------------------------------------------------------
 
     def _read_body(self):
-        """The request body, or None after answering 413/400 for it."""
-        limit = self.server.config.max_body_bytes
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            parts, size = [], 0
-            try:
-                for chunk in self._chunks():
-                    size += len(chunk)
-                    if size > limit:
-                        self._too_large(limit, chunked=True)
-                        return None
-                    parts.append(chunk)
-            except ValueError:
-                self._send_error(400, "Malformed chunked request body.")
-                self.close_connection = True
-                return None
-            return b"".join(parts)
-        length = self._content_length()
-        if length is None:
-            return None
-        if length > limit:
-            self._too_large(limit, remaining=length)
-            return None
-        return self.rfile.read(length) if length else b""
+        """The request body, or None after answering 413/400 for it.
 
-    def _content_length(self):
-        value = self.headers.get("content-length")
-        if value is None:
-            return 0
+        A Content-Length body and a chunked one are held to the same limit;
+        a chunk is refused by its announced size, before it is read.
+        """
+        limit = self.server.config.max_body_bytes
         try:
-            length = int(value)
-            if length < 0:
-                raise ValueError(value)
-        except ValueError:
-            self._send_error(400, f"Invalid Content-Length: {value!r}.")
+            if "chunked" in self.headers.get("transfer-encoding", "").lower():
+                return b"".join(self._chunks(limit))
+            length = self._content_length()
+            if length > limit:
+                raise _TooLarge(length)
+            body = self.rfile.read(length) if length else b""
+        except _TooLarge as exc:
+            self._too_large(exc.remaining)
+            return None
+        except ValueError as exc:
+            self.close_connection = True
+            self._send_error(400, f"Malformed request body: {exc}.")
+            return None
+        if len(body) != length:  # the client left mid-body: nothing to forward
             self.close_connection = True
             return None
-        return length
+        return body
 
-    def _chunks(self):
+    def _content_length(self):
+        value = self.headers.get("content-length", "0")
+        if not value.strip().isdigit():
+            raise ValueError(f"invalid Content-Length {value!r}")
+        return int(value)
+
+    def _chunks(self, limit):
         """Decode a chunked body (RFC 9112 section 7.1); ValueError if malformed."""
+        left = limit
         while True:
             line = self.rfile.readline(1024)
             if not line.endswith(b"\n"):
                 raise ValueError("truncated chunk size line")
-            size = int(line.split(b";", 1)[0].strip(), 16)
+            size_text = line.split(b";", 1)[0].strip()
+            if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+                raise ValueError(f"bad chunk size {size_text[:20]!r}")
+            size = int(size_text, 16)
+            if size > left:
+                raise _TooLarge(None)
             if size == 0:
                 while self.rfile.readline(8192).strip():  # trailers
                     pass
@@ -401,18 +405,19 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             data = self.rfile.read(size)
             if len(data) != size or self.rfile.read(2) != b"\r\n":
                 raise ValueError("truncated chunk")
+            left -= size
             yield data
 
-    def _too_large(self, limit, remaining=None, chunked=False):
-        """Answer 413, then read (and drop) what the client is still sending,
-        within a bound, so that it can read the answer instead of a reset."""
-        self.close_connection = True
-        self._send_error(413, f"Request body is larger than the proxy's limit of "
-                              f"{limit / 1024 / 1024:g} MB (max_body_mb in the config).",
-                         {"Connection": "close"})
-        self._drain(remaining, chunked)
+    def _too_large_message(self):
+        return (f"Request body is larger than the proxy's limit of "
+                f"{self.server.config.max_body_bytes / 1024 / 1024:g} MB (max_body_mb in the config).")
 
-    def _drain(self, remaining=None, chunked=False):
+    def _too_large(self, remaining):
+        """Answer 413, then read (and drop) what the client is still sending,
+        within a bound, so that it can read the answer instead of a reset.
+        ``remaining`` is the announced length, or None for a chunked body."""
+        self.close_connection = True
+        self._send_error(413, self._too_large_message())
         deadline = time.monotonic() + DRAIN_SECONDS
         budget = DRAIN_LIMIT if remaining is None else min(remaining, DRAIN_LIMIT)
         try:
@@ -422,36 +427,26 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 if not data:
                     break
                 budget -= len(data)
-                if chunked and data.endswith(b"0\r\n\r\n"):
+                if remaining is None and data.endswith(b"0\r\n\r\n"):
                     break
         except OSError:  # the client stopped sending or left: nothing more to drain
             pass
 
-    def _drain_body(self):
-        """Before refusing a request, read its body so the connection stays usable."""
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            self.close_connection = True
-            return
-        length = self._content_length()
-        if length is None:
-            return
-        if length > self.server.config.max_body_bytes:
-            self.close_connection = True
-            self._drain(length)
-        elif length:
-            self.rfile.read(length)
+    def _refuse(self, status, message, extra_headers=None):
+        """Answer early with an error, after reading the request's body, so the
+        keep-alive connection stays in step (or 413/400 if the body is bad)."""
+        if self._read_body() is not None:
+            self._send_error(status, message, extra_headers)
 
     def handle_expect_100(self):
         """Refuse an oversized body before the client sends it."""
         try:
-            length = int(self.headers.get("content-length", "0"))
+            length = self._content_length()
         except ValueError:
             length = 0
         if length > self.server.config.max_body_bytes:
             self.close_connection = True
-            self._send_error(413, f"Request body is larger than the proxy's limit of "
-                                  f"{self.server.config.max_body_bytes / 1024 / 1024:g} MB "
-                                  "(max_body_mb in the config).", {"Connection": "close"})
+            self._send_error(413, self._too_large_message())
             return False
         return super().handle_expect_100()
 
@@ -479,8 +474,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             try:
                 grace = max(0.0, float(values[0]))
             except ValueError:
-                return self._send_error(400, "grace must be a number of seconds")
-        self._drain_body()
+                return self._refuse(400, "grace must be a number of seconds")
+        if self._read_body() is None:
+            return None
         self.close_connection = True
         self._send_json(200, {"status": "stopping"})
         log.info("shutdown requested")
@@ -645,9 +641,17 @@ def run(config, quiet=False):
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
-        if not server.wait_idle(server.grace):
+        if not server.wait_idle():
             log.warning("stopping with requests still in flight after %.0fs", server.grace)
         server.server_close()
         remove_pid_file(paths.pid, os.getpid())
         log.info("stopped")
     return 0
+
+
+class _TooLarge(Exception):
+    """The request body is over the limit; ``remaining`` is its announced length, if any."""
+
+    def __init__(self, remaining):
+        super().__init__(remaining)
+        self.remaining = remaining

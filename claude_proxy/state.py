@@ -46,14 +46,24 @@ def load_or_create_token(path):
         return token
     path.parent.mkdir(parents=True, exist_ok=True)
     token = "cpx-" + secrets.token_urlsafe(32)
+    if path.exists():
+        # Empty (an interrupted write, a full disk): replace it whole, owner-only.
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        _write_private(tmp, token)
+        os.replace(tmp, path)
+        return token
     # O_EXCL: if another process created it meanwhile, theirs wins.
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _write_private(path, token)
     except FileExistsError:
         return read_token(path)
+    return token
+
+
+def _write_private(path, token):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(token + "\n")
-    return token
 
 
 def write_pid_file(path, *, host, port, config_path):

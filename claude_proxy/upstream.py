@@ -168,10 +168,10 @@ class ProviderPool:
         self._idle = collections.deque()  # (connection, time it was returned)
         self._lock = threading.Lock()
 
-    def acquire(self):
+    def acquire(self, fresh=False):
         """Return ``(connection, reused)``; a fresh one is already connected."""
         now = time.monotonic()
-        while True:
+        while not fresh:
             with self._lock:
                 if not self._idle:
                     break
@@ -216,8 +216,12 @@ def _looks_alive(conn):
     if sock is None:
         return False
     try:
+        if hasattr(select, "poll"):  # select() cannot take descriptors >= 1024
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return not poller.poll(0)
         readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):  # closed, or a descriptor select() cannot take
+    except (OSError, ValueError):  # closed under us
         return False
     return not readable
 
@@ -243,7 +247,7 @@ class Upstreams:
         """
         pool = self._pools[provider.name]
         for attempt in (1, 2):
-            conn, reused = pool.acquire()
+            conn, reused = pool.acquire(fresh=attempt == 2)
             if cancel is not None and not cancel.attach(conn.sock):
                 conn.close()
                 raise UpstreamError(provider.name, "cancelled", "client went away")

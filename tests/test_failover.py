@@ -416,3 +416,46 @@ def test_pinned_to_a_provider_without_a_key_says_which_variable_to_set(providers
     assert code == 503
     assert "KEY_MOONSHOT" in json.loads(body)["error"]["message"]
     assert first.requests == [] and second.requests == []
+
+
+def test_stale_retry_uses_a_fresh_connection_even_with_more_pooled(providers, proxy):
+    class OncePerConnection(Reply):
+        """Answers the first request on a connection; drops any reused one."""
+
+        def __call__(self, handler):
+            if getattr(handler, "answered", False):
+                return Hangup()(handler)
+            handler.answered = True
+            return super().__call__(handler)
+
+    first, second = providers(OncePerConnection(200, delay=0.3)), providers(Reply(200))
+    running = proxy(first, second)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:  # two at once: two connections end up pooled
+        assert list(pool.map(lambda _: running.post()[0], range(2))) == [200, 200]
+
+    code, _, _ = running.post()
+
+    assert code == 200
+    assert second.requests == []
+    assert running.policy.snapshot()[0]["failures"] == 0
+
+
+def test_when_the_ready_providers_fail_the_cooling_ones_are_tried(providers, proxy):
+    first, second = providers(failing(429)), providers(Reply(200))
+    running = proxy(first, second)
+    running.post()  # p1 cooling, p2 served
+    first.default, second.default = Reply(200), failing(429)
+
+    code, _, _ = running.post()
+
+    assert code == 200
+    assert len(first.requests) == 2  # tried again once p2, the only ready one, failed
+
+
+def test_plan_is_ready_providers_then_cooling_ones_soonest_first():
+    policy, (a, b, c), _ = _policy()
+    policy.record_failure(a, "429", retry_after=300)
+    policy.record_failure(c, "429", retry_after=30)
+
+    assert policy.plan() == [b, c, a]

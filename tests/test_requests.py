@@ -419,3 +419,101 @@ def test_a_second_proxy_on_the_same_port_is_refused(providers, proxy, tmp_path):
 
     with pytest.raises(UsageError, match="already in use"):
         ProxyServer(running.config, None)
+
+
+# --- early answers keep the connection usable --------------------------------------------
+
+
+def _raw_exchange(port, payload, timeout=10):
+    """Send raw bytes; read until the proxy closes or stops sending."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.sendall(payload)
+    answer = b""
+    try:
+        while data := sock.recv(65536):
+            answer += data
+    except socket.timeout:
+        pass
+    finally:
+        sock.close()
+    return answer
+
+
+def test_unknown_pinned_provider_reads_the_body_so_the_next_request_works(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider)
+    conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=10)
+
+    conn.request("POST", "/provider/nope/v1/messages", body=b'{"model":"m"}', headers=running.auth())
+    first = conn.getresponse()
+    first.read()
+    conn.request("POST", "/v1/messages", body=b'{"model":"m"}', headers=running.auth())
+    second = conn.getresponse()
+    second.read()
+    conn.close()
+
+    assert (first.status, second.status) == (404, 200)
+
+
+def test_unknown_pinned_provider_names_are_not_listed_without_the_token(providers, proxy):
+    running = proxy(providers(), names=["secretname"])
+
+    code, _, body = request(running.url, "POST", "/provider/nope/v1/messages", b"{}")
+
+    assert code == 401 and b"secretname" not in body
+
+
+def test_a_401_to_a_chunked_request_is_readable(providers, proxy):
+    running = proxy(providers(Reply(200)))
+    conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=10)
+
+    conn.request("POST", "/v1/messages", body=iter([b'{"model":', b'"m"}']), encode_chunked=True)
+    response = conn.getresponse()
+
+    assert response.status == 401
+    assert json.loads(response.read())["error"]["type"] == "authentication_error"
+    conn.close()
+
+
+@pytest.mark.parametrize("size_line, status", [(b"FFFFFFFFFFFF", 413), (b"-1", 400), (b"zz", 400)])
+def test_chunk_sizes_are_checked_before_reading(providers, proxy, size_line, status):
+    provider = providers(Reply(200))
+    running = proxy(provider, max_body_mb=LIMIT_MB)
+
+    answer = _raw_exchange(running.server.port, (
+        f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: {running.token}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n").encode() + size_line + b"\r\nabc\r\n0\r\n\r\n")
+
+    assert answer.startswith(b"HTTP/1.1 %d" % status)
+    assert provider.connections == 0
+
+
+def test_a_body_cut_short_by_the_client_is_not_forwarded(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider)
+    sock = socket.create_connection(("127.0.0.1", running.server.port), timeout=10)
+
+    sock.sendall((f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: {running.token}\r\n"
+                  "Content-Length: 1000\r\n\r\n{\"model\":").encode())
+    sock.shutdown(socket.SHUT_WR)
+    answer = sock.recv(65536)
+    sock.close()
+
+    assert answer == b""
+    assert provider.requests == []
+
+
+def test_empty_token_file_is_replaced_and_the_proxy_fails_closed(providers, proxy, tmp_path):
+    from claude_proxy.state import load_or_create_token
+
+    token_file = tmp_path / "proxy.token"
+    token_file.write_text("")
+
+    token = load_or_create_token(token_file)
+
+    assert token and token_file.read_text().strip() == token
+    if __import__("os").name == "posix":
+        assert token_file.stat().st_mode & 0o777 == 0o600
+    running = proxy(providers(Reply(200)))
+    running.server.token = None  # whatever happens to the token, no token means no entry
+    assert request(running.url, "POST", "/v1/messages", b"{}")[0] == 401

@@ -6,6 +6,8 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from fakes import OVERLOADED_EVENT, Reply, Stall, Stream, eventually, message_events, sse
 
 STREAM_BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
@@ -218,3 +220,24 @@ def test_a_hundred_concurrent_streams_all_arrive_complete(providers, proxy):
 
     assert all(body == expected for body in bodies)
     assert eventually(lambda: running.policy.snapshot()[0]["requests"] == 100)
+
+
+def test_non_stream_chunked_answer_cut_midway_ends_the_client_connection(providers, proxy):
+    class CutJson(Reply):
+        def __call__(self, handler):
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            handler.wfile.write(b"10\r\n" + b'{"id":"msg_1", "' + b"\r\n")
+            from fakes import abort
+            abort(handler, rst=True)
+
+    running = proxy(providers(CutJson()))
+    conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=5)
+    conn.request("POST", "/v1/messages", body=b"{}", headers=running.auth())
+    response = conn.getresponse()
+
+    with pytest.raises(http.client.IncompleteRead):
+        response.read()  # a hang here (timeout) or a clean end would both be wrong
+    conn.close()

@@ -7,7 +7,10 @@ Standard library only (Python 3.10+). One module per concern:
 - ``upstream`` pooled keep-alive connections to the providers
 - ``failover`` which provider to try next, and the cooldowns
 - ``relay``    streams an answer to the client as it arrives
-- ``server``   the HTTP server the clients talk to
+- ``server``   the HTTP server the clients talk to: routes, bodies, the commit point
+- ``serve``    running it in the foreground: logging, banner, pid file, signals
+- ``daemon``   start/stop/status/env/check of the background proxy
+- ``process``  every platform-specific decision (detaching, pid identity)
 - ``cli``      the ``proxy.py`` command line
 """
 

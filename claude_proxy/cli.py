@@ -72,7 +72,7 @@ def load(args):
 
 
 def cmd_serve(args):
-    from .server import run
+    from .serve import run
 
     config = load(args)
     if args.host:

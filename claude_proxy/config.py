@@ -7,8 +7,10 @@ file beside the config.  Everything a user can get wrong is reported as a
 field; nothing here raises anything else for bad input.
 """
 
+import copy
 import dataclasses
 import fnmatch
+import functools
 import ipaddress
 import json
 import os
@@ -81,26 +83,29 @@ class Provider:
     def usable(self):
         return self.enabled and bool(self.api_key)
 
+    @functools.cached_property
+    def _url(self):
+        return urlsplit(self.base_url)
+
     @property
     def scheme(self):
-        return urlsplit(self.base_url).scheme
+        return self._url.scheme
 
     @property
     def host(self):
-        return urlsplit(self.base_url).hostname
+        return self._url.hostname
 
     @property
     def port(self):
-        parts = urlsplit(self.base_url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
+        return self._url.port or (443 if self.scheme == "https" else 80)
 
     @property
     def netloc(self):
-        return urlsplit(self.base_url).netloc
+        return self._url.netloc
 
     @property
     def base_path(self):
-        return urlsplit(self.base_url).path.rstrip("/")
+        return self._url.path.rstrip("/")
 
     def redact(self, text):
         """``text`` with this provider's key masked (providers do echo keys in errors)."""
@@ -134,8 +139,7 @@ class Config:
 
     @property
     def url(self):
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def provider(self, name):
         """The provider called ``name`` (case-insensitive), or None."""
@@ -175,7 +179,7 @@ def load_config(path, environ=None, must_exist=False):
     elif must_exist:
         raise ConfigError(f"{path}: no such file; check --config or {CONFIG_ENV_VAR}")
     else:
-        raw = json.loads(json.dumps(DEFAULT_CONFIG))
+        raw = copy.deepcopy(DEFAULT_CONFIG)
         exists = False
     env_path = path.parent / ".env"
     dotenv, warnings = read_env_file(env_path)
@@ -360,6 +364,11 @@ def _string_map(value):
     return isinstance(value, dict) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     )
+
+
+def http_url(host, port):
+    """``http://host:port``, with an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def mask_key(key):

@@ -2,7 +2,7 @@
 
 from . import ProxyError
 
-__all__ = ["ProxyError", "ConfigError", "UpstreamError", "UsageError"]
+__all__ = ["ConfigError", "ProxyError", "UpstreamError", "UsageError", "error_type"]
 
 
 class ConfigError(ProxyError):
@@ -23,13 +23,24 @@ class UpstreamError(ProxyError):
     """A provider could not be reached or did not answer in time.
 
     ``kind`` is a short word for the log (``refused``, ``reset``, ``timeout``,
-    ``tls``, ``protocol``); ``retryable`` tells the failover policy whether
-    another provider should be tried.
+    ``tls``, ``dns``, ``protocol``, ``network``, ``cancelled``).
     """
 
-    def __init__(self, provider, kind, detail, retryable=True):
+    def __init__(self, provider, kind, detail):
         self.provider = provider
         self.kind = kind
         self.detail = detail
-        self.retryable = retryable
         super().__init__(f"{provider}: {kind} ({detail})")
+
+
+#: Anthropic's error type for each status the proxy answers with itself.
+ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 502: "api_error", 503: "api_error", 504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def error_type(status):
+    return ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")

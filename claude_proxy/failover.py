@@ -18,23 +18,22 @@ The policy only decides; sockets are the business of ``upstream``.
 
 import dataclasses
 import email.utils
+import json
 import logging
 import threading
 import time
 
 log = logging.getLogger(__name__)
 
-#: Anthropic's error type for each status the proxy or a provider may answer.
-ERROR_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-    500: "api_error", 502: "api_error", 503: "api_error", 504: "timeout_error",
-    529: "overloaded_error",
-}
-
-
-def error_type(status):
-    return ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+def describe_error(status, body):
+    """``429 rate_limit_error: message`` from a provider's error answer, for status and log."""
+    detail = ""
+    try:
+        error = json.loads(body).get("error", {})
+        detail = f" {error.get('type', '')}: {error.get('message', '')}".rstrip(": ")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        pass
+    return f"{status}{detail}"[:300]
 
 
 def retry_after_seconds(headers, now=None):

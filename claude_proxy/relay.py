@@ -27,10 +27,32 @@ log = logging.getLogger(__name__)
 # SSE events end with a blank line; providers use LF, CRLF is tolerated.
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n")
 USAGE_JSON_LIMIT = 8 * 1024 * 1024
+FIRST_EVENT_LIMIT = 1024 * 1024
 
 
 class ClientGone(Exception):
     """The client closed its connection while the answer was being written."""
+
+
+def is_event_stream(response):
+    """A 200 answer that streams server-sent events."""
+    content_type = response.header("content-type") or ""
+    return response.status == 200 and content_type.lower().startswith("text/event-stream")
+
+
+def read_first_event(response):
+    """Read until the first complete SSE event has arrived (or the body ends).
+
+    Returns everything read, which may run past that event.  This is the
+    commit point's wait: an error here is still the provider's to fail over from.
+    """
+    buffer = b""
+    while not event_boundary(buffer) and len(buffer) <= FIRST_EVENT_LIMIT:
+        data = response.read1()
+        if not data:
+            break
+        buffer += data
+    return buffer
 
 
 def event_boundary(buffer):

@@ -13,12 +13,12 @@ Every error the proxy itself produces is JSON in Anthropic's error shape;
 provider answers, errors included, are passed through byte for byte.
 """
 
+import dataclasses
 import hmac
 import http.server
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -26,13 +26,13 @@ import time
 from urllib.parse import parse_qs
 
 from . import __version__
-from .errors import UpstreamError, UsageError
-from .failover import FailoverPolicy, error_type, retry_after_seconds
+from .config import http_url
+from .errors import UpstreamError, UsageError, error_type
+from .failover import FailoverPolicy, describe_error, retry_after_seconds
 from .relay import (
-    ClientGone, ClientWriter, DisconnectWatcher, Usage, event_boundary,
-    first_event_error, relay_body, relay_stream,
+    Cancel, ClientGone, ClientWriter, DisconnectWatcher, Usage, first_event_error,
+    is_event_stream, read_first_event, relay_body, relay_stream,
 )
-from .state import StatePaths, load_or_create_token, remove_pid_file, write_pid_file
 from .upstream import HOP_BY_HOP, Upstreams, rewrite_model, upstream_headers
 
 log = logging.getLogger("claude_proxy")
@@ -40,11 +40,45 @@ log = logging.getLogger("claude_proxy")
 CLIENT_IDLE_TIMEOUT = 300.0     # seconds an idle keep-alive client may hold a thread
 LISTEN_BACKLOG = 1024
 ERROR_BODY_LIMIT = 1024 * 1024  # a failover answer's body is kept for the client up to this
-FIRST_EVENT_LIMIT = 1024 * 1024
 DRAIN_LIMIT = 64 * 1024 * 1024  # what is read (and dropped) of an oversized body before closing
 DRAIN_SECONDS = 5.0
 SHUTDOWN_GRACE = 10.0
 PINNED_PREFIX = "/provider/"
+
+
+@dataclasses.dataclass
+class Exchange:
+    """One client request on its way through the providers; prints as its log line's start."""
+
+    method: str
+    path: str       # as the client sent it
+    api_path: str   # what is appended to each provider's base URL
+    mode: str       # "fallback", or the pinned provider's name
+    body: bytes
+    client_headers: list
+    started: float
+    cancel: Cancel = None
+    first_byte: float = None
+    tried: list = dataclasses.field(default_factory=list)
+
+    def note(self, provider, outcome):
+        self.tried.append(f"{provider.name}={outcome}")
+
+    def elapsed(self):
+        return time.monotonic() - self.started
+
+    def __str__(self):
+        return f"{self.method} {self.path} {self.mode} {' '.join(self.tried)}".rstrip()
+
+
+@dataclasses.dataclass
+class FailedAnswer:
+    """A provider's failover answer (429, 5xx, an error as first event), kept whole."""
+
+    status: int
+    reason: str
+    headers: list
+    body: bytes
 
 
 def reuse_address_allowed(os_name):
@@ -89,8 +123,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
 
     @property
     def url(self):
-        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.config.host, self.port)
 
     def request_started(self):
         with self._active_cond:
@@ -204,139 +237,131 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     # --- the proxy ------------------------------------------------------------
 
     def _forward(self, api_path, pinned):
-        server = self.server
+        """Try the providers in the policy's order until one answers (the commit
+        point), then relay that answer; if none does, send the last failure."""
         started = time.monotonic()
         body = self._read_body()
         if body is None:
-            return
-        mode = pinned.name if pinned else "fallback"
-        plan = server.policy.plan(pinned)
+            return None
+        ex = Exchange(self.command, self.path, api_path, pinned.name if pinned else "fallback",
+                      body, list(self.headers.items()), started)
+        plan = self.server.policy.plan(pinned)
         if not plan:
-            return self._no_provider(pinned, mode, started)
-
-        client_headers = [(k, v) for k, v in self.headers.items()]
-        tried = []
-        last_answer = None  # (status, reason, headers, body) of the latest failover answer
-        last_error = None
-        cancel = server.watcher.watch(self.connection)
+            return self._no_provider(pinned, ex)
+        ex.cancel = self.server.watcher.watch(self.connection)
         try:
+            failures = []
             for provider in plan:
-                outcome = self._try(provider, api_path, client_headers, body, cancel, started, mode, tried)
-                if outcome is None:          # answered (or the client left): done
-                    return
-                if cancel.is_set():
-                    log.info("%s %s %s %s -> client cancelled before the answer",
-                             self.command, self.path, mode, " ".join(tried))
+                outcome = self._attempt(provider, ex)
+                if isinstance(outcome, tuple):
+                    return self._answer(provider, *outcome, ex)
+                if ex.cancel.is_set():
                     self.close_connection = True
-                    return
-                if isinstance(outcome, UpstreamError):
-                    last_error = outcome
-                else:
-                    last_answer = outcome
-            self._all_failed(last_answer, last_error, mode, tried, started)
+                    log.info("%s -> client cancelled before the answer", ex)
+                    return None
+                failures.append(outcome)
+            return self._all_failed(failures, ex)
         finally:
-            server.watcher.unwatch(self.connection)
+            self.server.watcher.unwatch(self.connection)
 
-    def _try(self, provider, api_path, client_headers, body, cancel, started, mode, tried):
-        """Try one provider.  Returns None once the client has its answer, or the
-        failure (an UpstreamError or a kept failover answer) to fail over from."""
-        server = self.server
-        policy = server.policy
-        out_body = rewrite_model(body, provider)
-        headers = upstream_headers(provider, client_headers,
-                                   len(out_body) if out_body or self.command in ("POST", "PUT", "PATCH") else None)
+    def _attempt(self, provider, ex):
+        """Send the request to ``provider`` and wait for its answer to begin.
+
+        Returns ``(response, first)`` if this provider answers (``first`` is a
+        stream's first event, already read), else the failure to fail over
+        from: an :class:`UpstreamError` or a :class:`FailedAnswer`.  Failures
+        are booked with the policy here.
+        """
+        policy = self.server.policy
+        body = rewrite_model(ex.body, provider)
+        length = len(body) if body or ex.method in ("POST", "PUT", "PATCH") else None
+        headers = upstream_headers(provider, ex.client_headers, length)
         try:
-            response = server.upstreams.send(provider, self.command, provider.base_path + api_path,
-                                             headers, out_body, cancel)
+            response = self.server.upstreams.send(
+                provider, ex.method, provider.base_path + ex.api_path, headers, body, ex.cancel)
+            if response.status in self.server.config.failover_statuses:
+                return self._failover_answer(provider, response, ex)
+            first = read_first_event(response) if is_event_stream(response) else b""
         except UpstreamError as exc:
-            tried.append(f"{provider.name}={exc.kind}")
-            if not cancel.is_set():
+            ex.note(provider, exc.kind)
+            if not ex.cancel.is_set():  # a client hang-up is not the provider's fault
                 policy.record_failure(provider, f"{exc.kind}: {exc.detail}")
             return exc
+        failed = first_event_error(first)
+        if failed:
+            response.close()
+            ex.note(provider, f"stream-{failed}")
+            policy.record_failure(provider, f"stream began with {failed}")
+            return FailedAnswer(response.status, response.reason, response.headers, first)
+        return response, first
 
-        if response.status in server.config.failover_statuses:
-            try:
-                error = response.read_all(ERROR_BODY_LIMIT)
-            except UpstreamError as exc:
-                error = b""
-                log.debug("%s: error body unreadable: %s", provider.name, exc)
-            tried.append(f"{provider.name}={response.status}")
-            policy.record_failure(provider, _describe_error(response.status, error),
-                                  retry_after_seconds(response.headers))
-            return (response.status, response.reason, response.headers, error)
+    def _failover_answer(self, provider, response, ex):
+        """Keep a 429/5xx answer whole, in case it is the last one (the client then gets it)."""
+        try:
+            body = response.read_all(ERROR_BODY_LIMIT)
+        except UpstreamError as exc:  # its status is what matters; the body is a courtesy
+            log.debug("%s: error body unreadable: %s", provider.name, exc)
+            body = b""
+        ex.note(provider, response.status)
+        self.server.policy.record_failure(provider, describe_error(response.status, body),
+                                          retry_after_seconds(response.headers))
+        return FailedAnswer(response.status, response.reason, response.headers, body)
 
-        is_stream = response.status == 200 and (response.header("content-type") or "").lower() \
-            .startswith("text/event-stream")
-        first = b""
-        if is_stream:
-            try:
-                first = _read_first_event(response)
-            except UpstreamError as exc:
-                tried.append(f"{provider.name}={exc.kind}")
-                if not cancel.is_set():
-                    policy.record_failure(provider, f"{exc.kind} before the first event: {exc.detail}")
-                return exc
-            failed = first_event_error(first)
-            if failed:
-                response.close()
-                tried.append(f"{provider.name}=stream-{failed}")
-                policy.record_failure(provider, f"stream began with {failed}")
-                return (response.status, response.reason, response.headers, first)
-
-        # Commit point: this provider answers.
-        tried.append(f"{provider.name}={response.status}")
-        usage = Usage()
-        chunked = is_stream or response.content_length is None
-        if self.request_version == "HTTP/1.0":
+    def _answer(self, provider, response, first, ex):
+        """Past the commit point: relay ``provider``'s answer to the client and book it."""
+        ex.note(provider, response.status)
+        stream = is_event_stream(response)
+        chunked = stream or response.content_length is None
+        if self.request_version == "HTTP/1.0":  # no chunked encoding: the close ends the body
             chunked = False
             self.close_connection = True
         writer = ClientWriter(self.wfile, chunked)
+        usage = Usage()
         failure = None
-        ttfb = None
         try:
             self._send_head(response.status, response.reason, response.headers,
                             None if chunked else response.content_length)
-            ttfb = time.monotonic() - started
+            ex.first_byte = time.monotonic()
             if self.command == "HEAD":
                 response.close()
-            elif is_stream:
-                failure = relay_stream(response, writer, first, usage, cancel)
+            elif stream:
+                failure = relay_stream(response, writer, first, usage, ex.cancel)
             else:
-                collect = (response.header("content-type") or "").startswith("application/json")
-                failure = relay_body(response, writer, usage, cancel, collect)
+                json_body = (response.header("content-type") or "").startswith("application/json")
+                failure = relay_body(response, writer, usage, ex.cancel, json_body)
                 if failure:  # the body cannot be completed: the client must see it end short
                     self.close_connection = True
         except ClientGone:
             response.close()
             self.close_connection = True
-            log.info("%s %s %s %s -> client cancelled after %.2fs", self.command, self.path, mode,
-                     " ".join(tried), time.monotonic() - started)
-            return None
+            log.info("%s -> client cancelled after %.2fs", ex, ex.elapsed())
+            return
+        policy = self.server.policy
         if failure:
             policy.record_failure(provider, failure)
         elif 200 <= response.status < 300:
             policy.record_success(provider, usage)
         else:
             policy.record_answer(provider)
-        log.info("%s %s %s %s -> %s%s ttfb=%s total=%.2fs %s", self.command, self.path, mode,
-                 " ".join(tried), response.status, f" ({failure})" if failure else "",
-                 f"{ttfb:.3f}s" if ttfb is not None else "-", time.monotonic() - started, usage)
-        return None
+        log.info("%s -> %s%s ttfb=%.3fs total=%.2fs %s", ex, response.status,
+                 f" ({failure})" if failure else "", ex.first_byte - ex.started, ex.elapsed(), usage)
 
-    def _all_failed(self, last_answer, last_error, mode, tried, started):
+    def _all_failed(self, failures, ex):
         """Every provider failed: give the client the latest real answer (so its
         own retry logic sees the 429/529 and its retry-after), else our own error."""
-        if last_answer is not None:
-            status, reason, headers, body = last_answer
-            self._send_head(status, reason, headers, len(body), body)
+        answers = [f for f in failures if isinstance(f, FailedAnswer)]
+        if answers:
+            last = answers[-1]
+            status = last.status
+            self._send_head(last.status, last.reason, last.headers, len(last.body), last.body)
         else:
-            status = 504 if last_error.kind == "timeout" else 502
-            self._send_error(status, f"No provider could answer ({', '.join(tried)}); "
-                                     f"last: {last_error.provider} {last_error.kind}: {last_error.detail}")
-        log.warning("%s %s %s %s -> %s (all failed) total=%.2fs", self.command, self.path, mode,
-                    " ".join(tried), status, time.monotonic() - started)
+            error = failures[-1]
+            status = 504 if error.kind == "timeout" else 502
+            self._send_error(status, f"No provider could answer ({', '.join(ex.tried)}); "
+                                     f"last: {error.provider} {error.kind}: {error.detail}")
+        log.warning("%s -> %s (all failed) total=%.2fs", ex, status, ex.elapsed())
 
-    def _no_provider(self, pinned, mode, started):
+    def _no_provider(self, pinned, ex):
         config = self.server.config
         if pinned is not None and not pinned.enabled:
             message = f"Provider '{pinned.name}' is disabled in {config.path}"
@@ -348,8 +373,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             message = (f"No provider is usable: set {wanted} in {config.env_path} "
                        f"(or enable one in {config.path}) and restart claude-proxy")
         self._send_error(503, message, {"x-should-retry": "false"})
-        log.warning("%s %s %s -> 503 (no usable provider) total=%.2fs", self.command, self.path,
-                    mode, time.monotonic() - started)
+        log.warning("%s -> 503 (no usable provider)", ex)
 
     # --- request bodies -------------------------------------------------------
 
@@ -527,126 +551,6 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         log.debug("%s - " + format, self.address_string(), *args)
-
-
-def _read_first_event(response):
-    """Read until the first complete SSE event (or the end of the body)."""
-    buffer = b""
-    while not event_boundary(buffer):
-        data = response.read1()
-        if not data:
-            return buffer
-        buffer += data
-        if len(buffer) > FIRST_EVENT_LIMIT:
-            return buffer
-    return buffer
-
-
-def _describe_error(status, body):
-    """``429 rate_limit_error: message`` from a provider's error answer, for status and log."""
-    detail = ""
-    try:
-        error = json.loads(body).get("error", {})
-        detail = f" {error.get('type', '')}: {error.get('message', '')}".rstrip(": ")
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        pass
-    return f"{status}{detail}"[:300]
-
-
-# --- running it ---------------------------------------------------------------------
-
-
-def setup_logging(paths, quiet):
-    from logging.handlers import RotatingFileHandler
-
-    logger = logging.getLogger("claude_proxy")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    paths.dir.mkdir(parents=True, exist_ok=True)
-    file_handler = RotatingFileHandler(paths.log, maxBytes=5 * 1024 * 1024, backupCount=3,
-                                       encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(file_handler)
-    if not quiet:
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(console)
-
-
-def banner(server):
-    config = server.config
-    lines = [f"claude-proxy {__version__} listening on {server.url}"]
-    if not config.exists:
-        lines.append(f"  no {config.path.name} at {config.path}: running on the built-in defaults "
-                     "(copy config.example.json to config.json to change them)")
-    for number, p in enumerate(config.providers, start=1):
-        if not p.enabled:
-            state = "disabled"
-        elif p.api_key:
-            state = f"key from {'environment' if p.key_source == 'environment' else '.env'}"
-        else:
-            state = f"NO KEY: set {p.api_key_env} in {config.env_path}; skipped"
-        lines.append(f"  {number}. {p.name:<12} {p.base_url}  ({state})")
-    if not any(p.usable for p in config.providers):
-        lines.append("  no provider is usable yet: requests will get a 503 explaining what is missing")
-    if config.require_token:
-        lines.append(f"  client token: {server.token_path} (`proxy.py env` prints the variables to set)")
-    else:
-        lines.append("  require_token is false: any API key is accepted")
-    return "\n".join(lines)
-
-
-def _stop_on_signals(server):
-    """SIGTERM/SIGINT (SIGBREAK on Windows) stop the server gracefully; a second one at once."""
-    def on_signal(signum, frame):
-        if server.stopping:
-            server.grace = 0
-        server.stopping = True
-        server.stop_soon()
-
-    for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
-        if hasattr(signal, name):
-            try:
-                signal.signal(getattr(signal, name), on_signal)
-            except ValueError:  # not the main thread (tests): signals are not ours to take
-                pass
-
-
-def run(config, quiet=False):
-    """Serve until a shutdown request or a signal; returns the exit code."""
-    paths = StatePaths(config.state_dir)
-    try:
-        token = load_or_create_token(paths.token) if config.require_token else None
-        setup_logging(paths, quiet)
-    except OSError as exc:
-        raise UsageError(f"cannot use the state directory {paths.dir}: {exc.strerror or exc}") from None
-    server = ProxyServer(config, token)
-    server.token_path = paths.token
-    _stop_on_signals(server)  # before the pid file exists: whoever reads it may signal at once
-    write_pid_file(paths.pid, host=config.host, port=server.port, config_path=config.path)
-    for warning in config.warnings:
-        log.warning("%s", warning)
-    for p in config.providers:
-        if p.enabled and not p.api_key:
-            log.warning("%s: %s is not set (environment or %s); skipped", p.name, p.api_key_env,
-                        config.env_path)
-    if not quiet:
-        print(banner(server), file=sys.stderr, flush=True)
-    log.info("started: pid %s on %s, providers %s", os.getpid(), server.url,
-             ", ".join(p.name for p in config.providers if p.usable) or "none usable")
-
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        if not server.wait_idle():
-            log.warning("stopping with requests still in flight after %.0fs", server.grace)
-        server.server_close()
-        remove_pid_file(paths.pid, os.getpid())
-        log.info("stopped")
-    return 0
 
 
 class _TooLarge(Exception):

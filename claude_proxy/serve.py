@@ -1,0 +1,115 @@
+"""Running the proxy in the foreground: ``proxy.py serve``.
+
+Logging (``proxy.log``, rotated by size), the start-up banner, the pid file
+and token, and stopping on a signal or a ``/shutdown`` request.  The
+background daemon (``proxy.py start``) runs exactly this, detached.
+"""
+
+import logging
+import os
+import signal
+import sys
+from logging.handlers import RotatingFileHandler
+
+from . import __version__
+from .errors import UsageError
+from .server import ProxyServer
+from .state import StatePaths, load_or_create_token, remove_pid_file, write_pid_file
+
+log = logging.getLogger("claude_proxy")
+
+LOG_MAX_BYTES = 5 * 1024 * 1024
+LOG_BACKUPS = 3
+
+
+def setup_logging(paths, quiet):
+    """Log to ``proxy.log`` (UTF-8, rotated by size) and, unless quiet, to stderr."""
+    logger = logging.getLogger("claude_proxy")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    file_handler = RotatingFileHandler(paths.log, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS,
+                                       encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(file_handler)
+    if not quiet:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(console)
+
+
+def banner(server):
+    """The short start-up text: where it listens, the providers in order, what is missing."""
+    config = server.config
+    lines = [f"claude-proxy {__version__} listening on {server.url}"]
+    if not config.exists:
+        lines.append(f"  no {config.path.name} at {config.path}: running on the built-in defaults "
+                     "(copy config.example.json to config.json to change them)")
+    for number, p in enumerate(config.providers, start=1):
+        if not p.enabled:
+            state = "disabled"
+        elif p.api_key:
+            state = f"key from {'environment' if p.key_source == 'environment' else '.env'}"
+        else:
+            state = f"NO KEY: set {p.api_key_env} in {config.env_path}; skipped"
+        lines.append(f"  {number}. {p.name:<12} {p.base_url}  ({state})")
+    if not any(p.usable for p in config.providers):
+        lines.append("  no provider is usable yet: requests will get a 503 explaining what is missing")
+    if config.require_token:
+        lines.append(f"  client token: {server.token_path} (`proxy.py env` prints the variables to set)")
+    else:
+        lines.append("  require_token is false: any API key is accepted")
+    return "\n".join(lines)
+
+
+def _stop_on_signals(server):
+    """SIGTERM/SIGINT (SIGBREAK on Windows) stop the server gracefully; a second one at once."""
+    def on_signal(signum, frame):
+        if server.stopping:
+            server.grace = 0
+        server.stopping = True
+        server.stop_soon()
+
+    for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+        if hasattr(signal, name):
+            try:
+                signal.signal(getattr(signal, name), on_signal)
+            except ValueError:  # not the main thread (tests): signals are not ours to take
+                pass
+
+
+def run(config, quiet=False):
+    """Serve until a shutdown request or a signal; returns the exit code."""
+    paths = StatePaths(config.state_dir)
+    try:
+        token = load_or_create_token(paths.token) if config.require_token else None
+        setup_logging(paths, quiet)
+    except OSError as exc:
+        raise UsageError(f"cannot use the state directory {paths.dir}: {exc.strerror or exc}") from None
+    server = ProxyServer(config, token)
+    server.token_path = paths.token
+    _stop_on_signals(server)  # before the pid file exists: whoever reads it may signal at once
+    write_pid_file(paths.pid, host=config.host, port=server.port, config_path=config.path)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    for p in config.providers:
+        if p.enabled and not p.api_key:
+            log.warning("%s: %s is not set (environment or %s); skipped", p.name, p.api_key_env,
+                        config.env_path)
+    if not quiet:
+        print(banner(server), file=sys.stderr, flush=True)
+    log.info("started: pid %s on %s, providers %s", os.getpid(), server.url,
+             ", ".join(p.name for p in config.providers if p.usable) or "none usable")
+
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        if not server.wait_idle():
+            log.warning("stopping with requests still in flight after %.0fs", server.grace)
+        server.server_close()
+        remove_pid_file(paths.pid, os.getpid())
+        log.info("stopped")
+    return 0

@@ -8,7 +8,8 @@ and out of the orchestrator's way.
 Clients are raw sockets with keep-alive, so per request the client spends only
 a few tens of microseconds:
 
-- ``latency``: one blocking connection, requests back to back (concurrency 1);
+- ``latency``: one blocking connection, one request at a time (concurrency 1),
+  optionally ``gap_ms`` apart;
 - ``throughput``: N asyncio connections, each sending its next request as soon
   as the previous answer is complete, for a fixed time;
 - ``streams``: N concurrent SSE streams; records when each event completes,
@@ -95,6 +96,7 @@ def op_latency(cmd):
     body = expected_body(expect)
     conn = BlockingConn(cmd["host"], cmd["port"])
     deadline = perf() + cmd.get("max_seconds", 30.0)
+    gap = cmd.get("gap_ms", 0.0) / 1000.0
     samples, bad, errors = [], 0, []
     try:
         conn.connect()
@@ -104,6 +106,8 @@ def op_latency(cmd):
             if perf() > deadline:
                 errors.append("deadline reached")
                 break
+            if gap:
+                time.sleep(gap)  # idle between requests, as a client session is
             t0 = perf()
             try:
                 resp = conn.request(raw)

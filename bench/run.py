@@ -741,9 +741,11 @@ def render(results):
                          f"{_signed(lat[f'added_{q}_ms'], digits=3):>12}  {limit:>10}  "
                          f"{_verdict(targets, f'latency_added_{q}')}")
         if "relay" in lat:
-            lines.append(f"   {'floor: bare TCP relay, p50':{w - 3}} {'':>11} "
-                         f"{_ms(lat['relay']['p50'], 3):>11} {_signed(lat['relay_added_p50_ms'], digits=3):>12}"
-                         f"  ({lat['relay_cpu_us_per_request']:.0f} us CPU per request)")
+            for q in ("p50", "p99"):
+                lines.append(f"   {'floor: bare TCP relay, ' + q:{w - 3}} {'':>11} "
+                             f"{_ms(lat['relay'][q], 3):>11} {_signed(lat[f'relay_added_{q}_ms'], digits=3):>12}"
+                             + (f"  (same CPU as the proxy; {lat['relay_cpu_us_per_request']:.0f} us CPU per request)"
+                                if q == "p50" else ""))
         lines.append(f"   proxy CPU {lat['proxy_cpu_pct']:.0f}% of its core, "
                      f"{lat['proxy_cpu_us_per_request']:.0f} us per request")
         lines.append("")
@@ -757,7 +759,8 @@ def render(results):
             tid = "throughput_instant_c16" if (not d and row["concurrency"] == 16) else \
                 (f"throughput_slow_c{row['concurrency']}" if d else "")
             limit = ">= 0.40x" if tid == "throughput_instant_c16" else (">= 0.95x" if d else "")
-            extra = f"  proxy CPU {row['proxy_cpu_pct']:.0f}%, {row['proxy_cpu_us_per_request']:.0f} us/req"
+            extra = (f"  proxy CPU {row['proxy_cpu_pct']:.0f}%, {row['proxy_cpu_us_per_request']:.0f} us/req; "
+                     f"harness {row['harness_cpu_pct_direct']:.0f}%")
             if d:
                 extra += f", direct at {row['direct_rps'] / row['ideal_rps'] * 100:.0f}% of ideal"
             lines.append(f"{label:{w}} {row['direct_rps']:>11.0f} {row['proxy_rps']:>11.0f} "

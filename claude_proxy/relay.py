@@ -193,29 +193,38 @@ def relay_stream(response, writer, first, usage, cancel):
     Raises :class:`ClientGone` if the client disconnects.
     """
     pending = first
+    finished = False  # a message_stop or error event has gone out
     while True:
         cut = event_boundary(pending)
         if cut:
             ready, pending = pending[:cut], pending[cut:]
             writer.write(ready)
             usage.feed_events(ready)
+            finished = finished or b"event: message_stop" in ready or b"event: error" in ready
         try:
             data = response.read1()
         except UpstreamError as exc:
             if cancel.is_set():
                 raise ClientGone("client went away") from None
-            kind = "timeout_error" if exc.kind == "timeout" else "api_error"
-            writer.write(error_frame(
-                kind, f"The provider {exc.provider} failed mid-stream ({exc.kind}); the answer is incomplete."))
-            writer.end()
-            return f"cut mid-stream ({exc.kind})"
+            return _end_with_error(writer, exc.provider, exc.kind,
+                                   "timeout_error" if exc.kind == "timeout" else "api_error")
         if not data:
             if cancel.is_set():
                 raise ClientGone("client went away")
+            if response.ends_at_close and not finished:
+                # Without framing, a closed connection is all a cut looks like.
+                return _end_with_error(writer, response.provider.name, "closed", "api_error")
             writer.write(pending)  # a final event without its blank line, as sent
             writer.end()
             return None
         pending += data
+
+
+def _end_with_error(writer, provider, kind, error_type):
+    writer.write(error_frame(
+        error_type, f"The provider {provider} failed mid-stream ({kind}); the answer is incomplete."))
+    writer.end()
+    return f"cut mid-stream ({kind})"
 
 
 def relay_body(response, writer, usage, cancel, collect_usage):

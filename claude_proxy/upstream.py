@@ -293,6 +293,11 @@ class UpstreamResponse:
             return None
         return self._response.length
 
+    @property
+    def ends_at_close(self):
+        """The body has no framing: it ends when the provider closes the connection."""
+        return not self._response.chunked and self._response.length is None
+
     def read1(self, size=READ_SIZE):
         """Whatever part of the body has arrived (one read); b"" at its end.
 

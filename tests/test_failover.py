@@ -5,7 +5,7 @@ import json
 import pytest
 
 from claude_proxy.failover import FailoverPolicy, retry_after_seconds
-from fakes import Hangup, Reply, Reset, Stall, Stream, closed_port, error_json, message_events
+from fakes import Hangup, Reply, Reset, Stall, Stream, closed_port, error_json, eventually, message_events
 
 
 class FakeClock:
@@ -459,3 +459,41 @@ def test_plan_is_ready_providers_then_cooling_ones_soonest_first():
     policy.record_failure(c, "429", retry_after=30)
 
     assert policy.plan() == [b, c, a]
+
+
+# --- the log ------------------------------------------------------------------------------
+
+
+def test_each_request_is_one_log_line_with_the_providers_tried(providers, proxy):
+    first, second = providers(failing(529)), providers(Reply(200))
+    running = proxy(first, second, names=["minimax", "moonshot"])
+
+    running.post(path="/v1/messages?beta=true")
+
+    assert eventually(lambda: "-> 200" in running.log_text())
+    line = next(l for l in running.log_text().splitlines() if "-> 200" in l)
+    assert "POST /v1/messages?beta=true fallback minimax=529 moonshot=200 -> 200" in line
+    assert "ttfb=" in line and "total=" in line and "in=12 out=7" in line
+
+
+def test_cooldown_start_and_end_are_logged(providers, proxy):
+    first, second = providers(failing(429, **{"retry-after": "60"})), providers(Reply(200))
+    running = proxy(first, second)
+    clock = use_clock(running)
+
+    running.post()
+    clock.now += 61
+    running.policy.plan()
+
+    log = running.log_text()
+    assert "p1: cooldown for 1m00s (429 rate_limit_error: fake 429)" in log
+    assert "p1: cooldown over" in log
+
+
+def test_a_provider_that_dies_mid_stream_goes_into_cooldown(providers, proxy):
+    first = providers(Stream(message_events(), cut_after=3))
+    running = proxy(first, providers(Reply(200)))
+
+    running.post(body={"model": "m", "stream": True, "messages": []})
+
+    assert eventually(lambda: running.policy.snapshot()[0]["state"] == "cooling")

@@ -241,3 +241,56 @@ def test_non_stream_chunked_answer_cut_midway_ends_the_client_connection(provide
     with pytest.raises(http.client.IncompleteRead):
         response.read()  # a hang here (timeout) or a clean end would both be wrong
     conn.close()
+
+
+class CloseDelimitedStream(Stream):
+    """An SSE answer without length or chunking: the connection's close ends it."""
+
+    def __call__(self, handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        for frame in self.frames[: self.cut_after]:
+            handler.wfile.write(frame)
+        handler.close_connection = True
+
+
+def test_close_delimited_stream_cut_before_message_stop_ends_with_an_error_event(providers, proxy):
+    frames = message_events()
+    running = proxy(providers(CloseDelimitedStream(frames, cut_after=3)))
+
+    conn, response = open_stream(running)
+    body = response.read()
+    conn.close()
+
+    _assert_ends_with_error_frame(body, frames[:3], "api_error")
+
+
+def test_close_delimited_complete_stream_passes_unchanged(providers, proxy):
+    frames = message_events()
+    running = proxy(providers(CloseDelimitedStream(frames)))
+
+    conn, response = open_stream(running)
+    body = response.read()
+    conn.close()
+
+    assert body == b"".join(frames)
+
+
+def test_http_1_0_client_gets_the_stream_without_chunking(providers, proxy):
+    frames = message_events()
+    running = proxy(providers(Stream(frames)))
+    sock = socket.create_connection(("127.0.0.1", running.server.port), timeout=10)
+    body = json.dumps(STREAM_BODY).encode()
+
+    sock.sendall(b"POST /v1/messages HTTP/1.0\r\nx-api-key: %s\r\nContent-Length: %d\r\n\r\n%s"
+                 % (running.token.encode(), len(body), body))
+    answer = b""
+    while data := sock.recv(65536):  # the proxy's close ends the body
+        answer += data
+    sock.close()
+
+    head, _, received = answer.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    assert received == b"".join(frames)

@@ -100,8 +100,10 @@ class Child:
         cpu_arg = ",".join(str(c) for c in sorted(cpus)) if cpus else "-"
         self.stderr_path = stderr_path
         self._stderr = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
+        # The launcher execs in place (same pid) only on POSIX; elsewhere run directly.
+        prefix = [sys.executable, "-c", LAUNCHER, cpu_arg] if sys.platform.startswith("linux") else [sys.executable]
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, cpu_arg, *argv],
+            [*prefix, *argv],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             env=env, cwd=cwd)
         self.pid = self.proc.pid  # exec keeps the pid
@@ -243,6 +245,14 @@ def git_commit(path):
         if out.returncode == 0:
             return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     return None
+
+
+def harness_pct(result):
+    """CPU use of the fake provider plus the load generator in one run (% of one CPU), or None."""
+    pct = result.get("cpu_pct", {})
+    if "provider" not in pct or "loadgen" not in pct:
+        return None
+    return pct["provider"] + pct["loadgen"]
 
 
 def per_unit(result, process, units):
@@ -504,8 +514,7 @@ class Bench:
                        "proxy_cpu_pct": median(r["cpu_pct"].get("proxy") for r in runs["proxy"]),
                        "proxy_cpu_us_per_request": median(per_unit(r, "proxy", r["requests_total"])
                                                           for r in runs["proxy"]),
-                       "harness_cpu_pct_direct": median(r["cpu_pct"].get("provider", 0) + r["cpu_pct"].get("loadgen", 0)
-                                                        for r in runs["direct"]),
+                       "harness_cpu_pct_direct": median(harness_pct(r) for r in runs["direct"]),
                        "rounds": {side: [r["rps"] for r in runs[side]] for side in runs}}
                 if delay:
                     row["ideal_rps"] = c / (delay / 1000.0)
@@ -551,8 +560,7 @@ class Bench:
                 row["relay_cpu_pct"] = median(r["cpu_pct"].get("relay") for r in runs["relay"])
                 row["relay_cpu_us_per_event"] = median(per_unit(r, "relay", r["events_received"])
                                                        for r in runs["relay"])
-            row["harness_cpu_pct"] = median(r["cpu_pct"].get("provider", 0) + r["cpu_pct"].get("loadgen", 0)
-                                            for r in runs["direct"])
+            row["harness_cpu_pct"] = median(harness_pct(r) for r in runs["direct"])
             rows.append(row)
             if sample:
                 per_run = []
@@ -698,6 +706,11 @@ def evaluate(results):
     return targets
 
 
+def _f0(v):
+    """A whole number, or "?" where the figure is not available (no /proc)."""
+    return "?" if v is None else f"{v:.0f}"
+
+
 def _ms(v, digits=2):
     return "-" if v is None else f"{v:.{digits}f} ms"
 
@@ -744,10 +757,10 @@ def render(results):
             for q in ("p50", "p99"):
                 lines.append(f"   {'floor: bare TCP relay, ' + q:{w - 3}} {'':>11} "
                              f"{_ms(lat['relay'][q], 3):>11} {_signed(lat[f'relay_added_{q}_ms'], digits=3):>12}"
-                             + (f"  (same CPU as the proxy; {lat['relay_cpu_us_per_request']:.0f} us CPU per request)"
+                             + (f"  (same CPU as the proxy; {_f0(lat['relay_cpu_us_per_request'])} us CPU per request)"
                                 if q == "p50" else ""))
-        lines.append(f"   proxy CPU {lat['proxy_cpu_pct']:.0f}% of its core, "
-                     f"{lat['proxy_cpu_us_per_request']:.0f} us per request")
+        lines.append(f"   proxy CPU {_f0(lat['proxy_cpu_pct'])}% of its core, "
+                     f"{_f0(lat['proxy_cpu_us_per_request'])} us per request")
         lines.append("")
     rows = results.get("throughput")
     if rows:
@@ -759,8 +772,8 @@ def render(results):
             tid = "throughput_instant_c16" if (not d and row["concurrency"] == 16) else \
                 (f"throughput_slow_c{row['concurrency']}" if d else "")
             limit = ">= 0.40x" if tid == "throughput_instant_c16" else (">= 0.95x" if d else "")
-            extra = (f"  proxy CPU {row['proxy_cpu_pct']:.0f}%, {row['proxy_cpu_us_per_request']:.0f} us/req; "
-                     f"harness {row['harness_cpu_pct_direct']:.0f}%")
+            extra = (f"  proxy CPU {_f0(row['proxy_cpu_pct'])}%, {_f0(row['proxy_cpu_us_per_request'])} us/req; "
+                     f"harness {_f0(row['harness_cpu_pct_direct'])}%")
             if d:
                 extra += f", direct at {row['direct_rps'] / row['ideal_rps'] * 100:.0f}% of ideal"
             lines.append(f"{label:{w}} {row['direct_rps']:>11.0f} {row['proxy_rps']:>11.0f} "
@@ -790,11 +803,11 @@ def render(results):
             if "relay_added_gap_p99_ms" in row:
                 lines.append(f"   {n} streams, floor (bare TCP relay, same CPU): first event p50 "
                              f"{_signed(row['relay_added_ttfe_p50_ms'])}, gap p99 "
-                             f"{_signed(row['relay_added_gap_p99_ms'])}, relay CPU {row['relay_cpu_pct']:.0f}%")
-            lines.append(f"   {n} streams: proxy CPU {row['proxy_cpu_pct']:.0f}% of its core "
-                         f"({row['proxy_cpu_us_per_event']:.0f} us per event relayed"
-                         + (f"; the bare relay {row['relay_cpu_us_per_event']:.0f} us" if "relay_cpu_us_per_event" in row
-                            else "") + f"); harness CPU {row['harness_cpu_pct']:.0f}% of the other (direct run)")
+                             f"{_signed(row['relay_added_gap_p99_ms'])}, relay CPU {_f0(row['relay_cpu_pct'])}%")
+            lines.append(f"   {n} streams: proxy CPU {_f0(row['proxy_cpu_pct'])}% of its core "
+                         f"({_f0(row['proxy_cpu_us_per_event'])} us per event relayed"
+                         + (f"; the bare relay {_f0(row['relay_cpu_us_per_event'])} us" if "relay_cpu_us_per_event" in row
+                            else "") + f"); harness CPU {_f0(row['harness_cpu_pct'])}% of the other (direct run)")
         lines.append("")
     mem = results.get("memory")
     if mem:

@@ -237,12 +237,13 @@ def machine_info():
 
 
 def git_commit(path):
+    """The last commit that changed the proxy's code (``+dirty`` with local changes), or None."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
+        out = subprocess.run(["git", "-C", str(path), "log", "-1", "--format=%h", "--", "claude_proxy", "proxy.py"],
                              capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--", "claude_proxy", "proxy.py"],
                                capture_output=True, text=True, timeout=5)
-        if out.returncode == 0:
+        if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     return None
 
@@ -731,7 +732,7 @@ def render(results):
     w = 34
     lines = []
     m = meta["machine"]
-    lines.append(f"claude-proxy benchmark  {meta['date']}  proxy {meta.get('proxy_commit') or '?'}"
+    lines.append(f"claude-proxy benchmark  {meta['date']}  proxy code at {meta.get('proxy_commit') or '?'}"
                  f"{'  (QUICK: tiny load, not for comparison)' if meta['quick'] else ''}")
     lines.append(f"machine: {m['cpu_model']}, {m['nproc']} CPUs, {m['mem_gib']} GiB, {m['os']}, "
                  f"{m['implementation']} {m['python']}")

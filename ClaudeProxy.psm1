@@ -262,7 +262,8 @@ function Get-ClaudeProxyStatus {
     this session uses it (normal, fallback, or pinned to a provider), and each
     provider in order: ready, cooling for how long, no key or disabled, with
     its last error, request count and tokens.  $LASTEXITCODE is 0 when the
-    proxy is running and 3 when it is not.
+    proxy is running, 3 when it is not, and 1 when its process is alive but
+    does not answer (see its log, then claude-reset or proxy.py stop).
 
     .PARAMETER Json
     Print the status as JSON, for scripts.

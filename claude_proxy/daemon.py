@@ -117,6 +117,34 @@ def base_url(host, port):
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def recorded_address(record, config=None):
+    """``(host, port)`` where a pid record says its daemon listens, or None.
+
+    A record without a usable port (written by hand, or damaged) stands for
+    the daemon of ``config``, so the config's address is used when given.
+    """
+    port = record.get("port")
+    if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+        return record.get("host") or "127.0.0.1", port
+    if config is not None and config.port:
+        return config.host, config.port
+    return None
+
+
+def on_address(url):
+    """``on URL`` for messages, or what to say when a pid file names no address."""
+    return f"on {url}" if url else "(its pid file names no port)"
+
+
+def proxy_command(target, command):
+    """How the user runs ``proxy.py COMMAND`` for this config, for messages."""
+    if not target.explicit:
+        return f"proxy.py {command}"
+    path = str(target.config_path)
+    quoted = shlex.quote(path) if os.name == "posix" else (f'"{path}"' if " " in path else path)
+    return f"proxy.py {command} --config {quoted}"
+
+
 class DaemonClient:
     """The daemon's own endpoints at one address.  Every failure reads as None."""
 
@@ -127,9 +155,9 @@ class DaemonClient:
         self.timeout = timeout
 
     @classmethod
-    def for_record(cls, record, paths, timeout=HTTP_TIMEOUT):
-        return cls(record.get("host") or "127.0.0.1", record.get("port"), read_token(paths.token),
-                   timeout)
+    def for_record(cls, record, paths, timeout=HTTP_TIMEOUT, config=None):
+        host, port = recorded_address(record, config) or ("127.0.0.1", None)
+        return cls(host, port, read_token(paths.token), timeout)
 
     def health(self):
         return self._json("GET", "/health", auth=False)
@@ -179,6 +207,7 @@ class Probe:
 
     record: dict | None
     status: dict | None  # /status from the recorded daemon, with our token
+    config: object = None  # its address stands in for a record without a port
 
     @property
     def running(self):
@@ -186,17 +215,31 @@ class Probe:
 
     @property
     def url(self):
-        return base_url(self.record.get("host") or "127.0.0.1", self.record.get("port"))
+        """Where the recorded daemon was asked, or None if the record names no address."""
+        address = recorded_address(self.record, self.config)
+        return base_url(*address) if address else None
+
+    @property
+    def silent(self):
+        """The recorded daemon is alive and verified as ours, but did not answer (hung)."""
+        return not self.running and self.record is not None and ownership(self.record) == "ours"
 
 
-def probe(paths):
+def probe(paths, config=None):
     record = read_pid_file(paths.pid)
     if record is None:
-        return Probe(None, None)
-    status = DaemonClient.for_record(record, paths).status()
+        return Probe(None, None, config)
+    status = DaemonClient.for_record(record, paths, config=config).status()
     if status is not None and status.get("pid") != record["pid"]:
         status = None  # someone else answers at that address
-    return Probe(record, status)
+    return Probe(record, status, config)
+
+
+def silent_message(current, target):
+    """The one line for a recorded daemon that is alive but does not answer."""
+    return (f"the proxy (pid {current.record['pid']}) is running but does not answer "
+            f"{on_address(current.url)}; see {target.paths.log}, then run "
+            f"`{proxy_command(target, 'stop')}` and start it again")
 
 
 def ownership(record):
@@ -240,7 +283,7 @@ def start(target, timeout=START_TIMEOUT, quiet=False, out=None):
         if not quiet:
             print(message, file=out, flush=True)
 
-    current = probe(paths)
+    current = probe(paths, config)
     if current.running:
         if not same_path(current.status.get("config", ""), config.path):
             raise UsageError(
@@ -250,11 +293,8 @@ def start(target, timeout=START_TIMEOUT, quiet=False, out=None):
         say(f"claude-proxy is already running on {current.url} (pid {current.record['pid']})")
         return EXIT_OK
     if current.record is not None:
-        owner = ownership(current.record)
-        if owner == "ours":
-            raise UsageError(
-                f"the proxy (pid {current.record['pid']}) is running but does not answer on "
-                f"{current.url}; run `proxy.py stop`, then start it again")
+        if current.silent:
+            raise UsageError(silent_message(current, target))
         remove_pid_file(paths.pid, current.record["pid"])
         say(f"claude-proxy: removed a stale pid file (pid {current.record['pid']} is not the proxy)")
 
@@ -321,7 +361,7 @@ def _started_by_another(config, paths, wait=RACE_WAIT):
     """After a failed start: the daemon of this config that another `start` got going, or None."""
     deadline = time.monotonic() + wait
     while True:
-        current = probe(paths)
+        current = probe(paths, config)
         if current.running and same_path(current.status.get("config", ""), config.path):
             return current
         # Only worth waiting for while something holds the port (it may be that daemon starting).
@@ -394,28 +434,33 @@ def stop(target, grace=STOP_GRACE, quiet=False):
         return EXIT_OK
 
     pid = record["pid"]
-    client = DaemonClient.for_record(record, paths)
+    client = DaemonClient.for_record(record, paths, config=target.config)
     if client.shutdown(grace) is not None and _wait_exit(record, grace + STOP_MARGIN):
         remove_pid_file(paths.pid, pid)
         say(f"claude-proxy stopped (pid {pid})")
         return EXIT_OK
     owner = ownership(record)
+    where = on_address(_record_url(record, target.config))
     if owner == "gone":
         remove_pid_file(paths.pid, pid)
         say(f"claude-proxy is not running (removed a stale pid file: pid {pid} is not the proxy)")
         return EXIT_OK
     if owner == "unknown":
         raise UsageError(
-            f"pid {pid} from {paths.pid} does not answer on {base_url(record.get('host'), record.get('port'))} "
+            f"pid {pid} from {paths.pid} does not answer {where} "
             f"and cannot be verified as the proxy, so it was left alone; if it is the proxy, end it "
             f"yourself, then delete {paths.pid}")
     if not process.terminate(pid, record.get("identity")):
         if ownership(record) == "ours":
             raise UsageError(f"could not stop the proxy (pid {pid}); end it yourself")
     remove_pid_file(paths.pid, pid)
-    say(f"claude-proxy stopped (pid {pid} did not answer on "
-        f"{base_url(record.get('host'), record.get('port'))}, so it was ended by its pid)")
+    say(f"claude-proxy stopped (pid {pid} did not answer {where}, so it was ended by its pid)")
     return EXIT_OK
+
+
+def _record_url(record, config=None):
+    address = recorded_address(record, config)
+    return base_url(*address) if address else None
 
 
 def _wait_exit(record, timeout):
@@ -463,8 +508,9 @@ def cmd_status(args):
 def status(target, as_json=False, environ=None, out=None):
     out = out or sys.stdout
     environ = os.environ if environ is None else environ
-    current = probe(target.paths)
-    if current.running:
+    current = probe(target.paths, target.config)
+    silent = current.silent
+    if current.running or silent:
         url = current.url
     elif target.config is not None and target.config.port:
         url = target.config.url
@@ -472,15 +518,20 @@ def status(target, as_json=False, environ=None, out=None):
         url = None
     session = session_mode(environ.get("ANTHROPIC_BASE_URL"), url)
     if as_json:
-        report = {"running": current.running, "config": str(target.config_path),
-                  "state_dir": str(target.paths.dir), "log": str(target.paths.log),
-                  "session": session}
+        report = {"running": current.running,
+                  "state": "running" if current.running else "not answering" if silent else "not running",
+                  "config": str(target.config_path), "state_dir": str(target.paths.dir),
+                  "log": str(target.paths.log), "session": session}
         if current.running:
             report.update(current.status, url=url)
+        elif silent:
+            report.update(pid=current.record["pid"], url=url)
         print(json.dumps(report, indent=2), file=out)
     else:
-        print(format_status(current, target, session), file=out)
-    return EXIT_OK if current.running else EXIT_NOT_RUNNING
+        print(format_status(current, target, session, silent), file=out)
+    if current.running:
+        return EXIT_OK
+    return EXIT_FAILURE if silent else EXIT_NOT_RUNNING
 
 
 def session_mode(session_url, proxy_url):
@@ -538,13 +589,22 @@ def describe_provider_state(row):
     return state or "?"
 
 
-def format_status(current, target, session):
+def format_status(current, target, session, silent=False):
     lines = []
+    if silent:
+        # Consistent with `start` and the shell commands: "is running but does not answer".
+        lines.append(f"claude-proxy is running (pid {current.record['pid']}) but does not answer "
+                     f"{on_address(current.url)} (config: {target.config_path})")
+        lines.append(f"  it may be hung; see its log for why: {target.paths.log}")
+        lines.append(f"  `{proxy_command(target, 'stop')}` ends it (by its pid); then start it again "
+                     f"(`{proxy_command(target, 'start')}`, or claude-fb)")
+        lines.append(f"  this session: {describe_session(session)}")
+        return "\n".join(lines)
     if not current.running:
         lines.append(f"claude-proxy is not running (config: {target.config_path})")
         if current.record is not None:
             lines.append(f"  the pid file names pid {current.record['pid']}, which does not answer "
-                         f"on {current.url}; `proxy.py stop` cleans it up")
+                         f"{on_address(current.url)}; `proxy.py stop` cleans it up")
         lines.append(f"  this session: {describe_session(session)}")
         lines.append(f"  log: {target.paths.log}")
         return "\n".join(lines)

@@ -204,19 +204,28 @@ def test_a_live_pid_that_cannot_be_verified_is_left_alone(workspace, fake, bysta
 
 @pytest.fixture
 def hung_daemon():
-    """``hung_daemon(pid_file)``: a process that writes its own pid record, then serves nothing."""
+    """``hung_daemon(pid_file)``: a process that writes its own pid record, then serves nothing.
+
+    With ``listening=True`` it holds the recorded port (connections are
+    queued, never accepted nor read), as a hung proxy does; its port is
+    ``child.port``.  Otherwise nothing listens on the recorded port.
+    """
     made = []
 
-    def make(pid_file):
+    def make(pid_file, listening=False):
         child = subprocess.Popen([sys.executable, "-c", (
-            "import sys, time\n"
+            "import socket, sys, time\n"
             f"sys.path.insert(0, {str(PROXY.parent)!r})\n"
             "from claude_proxy.state import write_pid_file\n"
-            f"write_pid_file({str(pid_file)!r}, host='127.0.0.1', port={closed_port()}, config_path='x')\n"
-            "print('ready', flush=True)\n"
+            "sock = socket.socket()\n"
+            "sock.bind(('127.0.0.1', 0))\n"
+            f"port = sock.getsockname()[1] if {listening!r} else {closed_port()}\n"
+            f"if {listening!r}: sock.listen(8)\n"
+            f"write_pid_file({str(pid_file)!r}, host='127.0.0.1', port=port, config_path='x')\n"
+            "print(port, flush=True)\n"
             "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
         made.append(child)
-        assert child.stdout.readline() == "ready\n"
+        child.port = int(child.stdout.readline())
         return child
 
     yield make
@@ -246,6 +255,48 @@ def test_start_refuses_a_recorded_daemon_that_is_alive_but_silent(workspace, fak
     assert f"(pid {hung.pid}) is running but does not answer" in result.stderr
     assert "proxy.py stop" in result.stderr
     assert hung.poll() is None
+
+
+def test_status_of_a_daemon_that_holds_its_port_but_does_not_answer(workspace, fake, hung_daemon):
+    config = workspace.config([("p1", fake().url)])
+    hung = hung_daemon(workspace.state(config).pid, listening=True)
+    url = f"http://127.0.0.1:{hung.port}"
+
+    shown = workspace.run("status", config=config)
+    assert shown.returncode == daemon.EXIT_FAILURE
+    first, *rest = shown.stdout.splitlines()
+    assert first.startswith(f"claude-proxy is running (pid {hung.pid}) but does not answer on {url}")
+    assert any(str(workspace.state(config).log) in line for line in rest), shown.stdout
+    assert any("proxy.py stop" in line for line in rest), shown.stdout
+    assert "not running" not in shown.stdout
+
+    as_json = json.loads(workspace.run("status", "--json", config=config).stdout)
+    assert as_json["running"] is False and as_json["state"] == "not answering"
+    assert as_json["pid"] == hung.pid and as_json["url"] == url
+    assert hung.poll() is None  # status only looks
+
+
+def test_status_of_a_pid_file_without_a_port_shows_the_configs_address(workspace, fake, bystander):
+    config = workspace.config([("p1", fake().url)])
+    workspace.keys(KEY_P1="secret-p1")
+    port = json.loads(config.read_text())["proxy_port"]
+    pid_file = workspace.state(config).pid
+    pid_file.write_text(json.dumps({"pid": bystander.pid, "identity": "not-its-identity"}), encoding="utf-8")
+    stale = workspace.run("status", config=config)
+    assert stale.returncode == daemon.EXIT_NOT_RUNNING
+    assert f"does not answer on http://127.0.0.1:{port};" in stale.stdout
+    assert "None" not in stale.stdout
+
+    assert workspace.run("start", config=config).returncode == 0
+    record = workspace.record(config)
+    del record["port"]
+    pid_file.write_text(json.dumps(record), encoding="utf-8")
+    running = workspace.run("status", config=config)
+    assert running.returncode == 0, running.stdout
+    assert f"url:      http://127.0.0.1:{port}\n" in running.stdout
+    assert "None" not in running.stdout
+    stopped = workspace.run("stop", config=config)
+    assert stopped.stdout.strip() == f"claude-proxy stopped (pid {record['pid']})"
 
 
 def test_write_pid_file_records_the_process_identity(tmp_path):

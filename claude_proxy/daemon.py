@@ -648,9 +648,9 @@ def env(target, shell, provider_name=None, announce=False, out=None):
         if pinned is None:
             raise UsageError(f"unknown provider \"{provider_name}\"; configured providers: "
                              f"{', '.join(config.provider_names)}")
-    current = probe(paths)
-    if not (current.running and same_path(current.status.get("config", ""), config.path)):
-        current = Probe(current.record, None)  # not ours: describe this config instead
+    current = probe(paths, config)
+    if current.running and not same_path(current.status.get("config", ""), config.path):
+        current = Probe(None, None, config)  # another config's daemon: describe this config instead
     if current.running:
         url = current.url
     elif config.port:
@@ -680,6 +680,13 @@ def env(target, shell, provider_name=None, announce=False, out=None):
         }, indent=2), file=out)
     else:
         print(render_env(variables, shell), file=out)
+    if not current.running:
+        # On stderr: stdout is evaluated by the shell.
+        if current.silent:
+            print(f"claude-proxy: warning: {silent_message(current, target)}", file=sys.stderr)
+        else:
+            print(f"claude-proxy: warning: the proxy is not running, so these settings lead nowhere "
+                  f"yet; start it with `{proxy_command(target, 'start')}`", file=sys.stderr)
     if announce:
         print(summary, file=sys.stderr)
     return EXIT_OK

@@ -299,6 +299,17 @@ def test_status_of_a_pid_file_without_a_port_shows_the_configs_address(workspace
     assert stopped.stdout.strip() == f"claude-proxy stopped (pid {record['pid']})"
 
 
+def test_env_warns_on_stderr_about_a_daemon_that_does_not_answer(workspace, fake, hung_daemon):
+    config = workspace.config([("p1", fake().url)])
+    hung = hung_daemon(workspace.state(config).pid, listening=True)
+    result = workspace.run("env", "--shell", "bash", config=config)
+    assert result.returncode == 0
+    assert result.stdout.startswith("export ANTHROPIC_BASE_URL=")
+    [warning] = result.stderr.splitlines()
+    assert f"(pid {hung.pid}) is running but does not answer on http://127.0.0.1:{hung.port}" in warning
+    assert "proxy.py stop" in warning
+
+
 def test_write_pid_file_records_the_process_identity(tmp_path):
     record = write_pid_file(tmp_path / "proxy.pid", host="127.0.0.1", port=1, config_path="c")
     assert record["identity"] == process.identity(os.getpid())

@@ -180,6 +180,26 @@ def test_env_follows_the_running_daemon_when_it_picked_its_port(workspace, fake)
     assert f"ANTHROPIC_BASE_URL=http://127.0.0.1:{port}\n" in env_of(workspace, config, "bash")
 
 
+def test_env_warns_on_stderr_only_while_the_proxy_is_not_running(workspace, fake):
+    config = workspace.config([("p1", fake().url)])
+    workspace.keys(KEY_P1="secret-p1")
+    port = json.loads(config.read_text())["proxy_port"]
+    before = workspace.run("env", "--shell", "bash", config=config)
+    assert before.returncode == 0
+    token = workspace.token(config)
+    expected = (f"export ANTHROPIC_BASE_URL=http://127.0.0.1:{port}\n"
+                f"export ANTHROPIC_AUTH_TOKEN={token}\nunset ANTHROPIC_API_KEY\n")
+    assert before.stdout == expected
+    assert before.stderr.splitlines() == [
+        "claude-proxy: warning: the proxy is not running, so these settings lead nowhere yet; "
+        f"start it with `proxy.py start --config {config}`"]
+
+    assert workspace.run("start", config=config).returncode == 0
+    after = workspace.run("env", "--shell", "bash", config=config)
+    assert after.stdout == expected
+    assert after.stderr == ""
+
+
 def test_env_announce_summarises_on_stderr_only(workspace, fake):
     config = workspace.config([("p1", fake().url), ("p2", fake().url)])
     workspace.keys(KEY_P1="k")

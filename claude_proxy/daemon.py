@@ -329,7 +329,29 @@ def start(target, timeout=START_TIMEOUT, quiet=False, out=None):
     _let_go(child)
     say(f"claude-proxy started on {base_url(record['host'], record['port'])} "
         f"(pid {record['pid']}); log: {paths.log}")
+    if not quiet:
+        for warning in key_warnings(target):
+            print(f"claude-proxy: warning: {warning}", file=sys.stderr, flush=True)
     return EXIT_OK
+
+
+def key_warnings(target):
+    """What a start should point out about keys: one line per enabled provider
+    without its key, and one more when no provider is usable at all.
+
+    The daemon still starts then: it answers each request with a 503 that
+    names what is missing, and `status` and the shell commands work.
+    """
+    config = target.config
+    lines = [f"provider {p.name} has no key: set {p.api_key_env} in {config.env_path} "
+             f"(or the environment); it is skipped"
+             for p in config.providers if p.enabled and not p.api_key]
+    if not any(p.usable for p in config.providers):
+        why = "has its key" if any(p.enabled for p in config.providers) else "is enabled"
+        lines.append(f"no provider is usable: every request gets a 503 until one {why}; "
+                     f"after changing that, restart the proxy (`{proxy_command(target, 'stop')}`, "
+                     f"then `{proxy_command(target, 'start')}`)")
+    return lines
 
 
 def _port_taken_message(config):

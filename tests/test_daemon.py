@@ -315,6 +315,48 @@ def test_write_pid_file_records_the_process_identity(tmp_path):
     assert record["identity"] == process.identity(os.getpid())
 
 
+# --- what start points out -------------------------------------------------------------
+
+
+def test_start_warns_about_each_enabled_provider_without_its_key(workspace, fake, tmp_path):
+    config = workspace.config([
+        ("p1", fake().url), ("p2", fake().url),
+        {"name": "off", "base_url": fake().url, "api_key_env": "KEY_OFF", "enabled": False}])
+    workspace.keys(KEY_P1="secret-p1")
+    started = workspace.run("start", config=config)
+    assert started.returncode == 0, started.stderr
+    assert started.stderr.splitlines() == [
+        f"claude-proxy: warning: provider p2 has no key: set KEY_P2 in {tmp_path / '.env'} "
+        "(or the environment); it is skipped"]
+    assert "secret-p1" not in started.stdout + started.stderr
+
+
+def test_start_without_any_usable_provider_says_so_and_still_starts(workspace, fake, tmp_path):
+    provider = fake()
+    config = workspace.config([("p1", provider.url), ("p2", provider.url)])
+    started = workspace.run("start", config=config)
+    assert started.returncode == 0, started.stderr
+    lines = started.stderr.splitlines()
+    assert len(lines) == 3, started.stderr
+    assert "provider p1 has no key: set KEY_P1" in lines[0] and "provider p2" in lines[1]
+    assert lines[2].startswith("claude-proxy: warning: no provider is usable: every request gets a 503")
+    assert "proxy.py stop" in lines[2] and "proxy.py start" in lines[2]
+    # Up all the same: every request is answered with a 503 that says what is missing.
+    status, _, body = request(url_of(workspace.record(config)),
+                              headers={"x-api-key": workspace.token(config),
+                                       "content-type": "application/json"},
+                              body={"model": "m", "max_tokens": 5, "messages": []})
+    assert status == 503 and b"KEY_P1" in body
+    assert provider.requests == []
+
+
+def test_start_quiet_leaves_the_key_warnings_to_the_shell_commands_summary(workspace, fake):
+    config = workspace.config([("p1", fake().url)])
+    started = workspace.run("start", "--quiet", config=config)
+    assert started.returncode == 0
+    assert started.stdout == started.stderr == ""
+
+
 # --- start-up failures -------------------------------------------------------------------
 
 

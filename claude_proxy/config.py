@@ -391,6 +391,15 @@ _ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
 
 
+def env_file_exposed(mode, os_name=None):
+    """True if a ``.env`` with file mode ``mode`` can be read by other users.
+
+    Only POSIX permission bits say that; on Windows (``os_name`` ``"nt"``) the
+    mode does not reflect the file's access list, so the answer is False.
+    """
+    return (os.name if os_name is None else os_name) == "posix" and bool(mode & 0o044)
+
+
 def read_env_file(path):
     """Parse a ``.env`` file as people write them; a missing file is empty.
 

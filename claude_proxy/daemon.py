@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from . import process
-from .config import APP_DIR, load_config, read_env_file, resolve_config_path
+from .config import APP_DIR, env_file_exposed, load_config, read_env_file, resolve_config_path
 from .errors import ConfigError, UpstreamError, UsageError
 from .state import (
     LAUNCH_ID_ENV, StatePaths, load_or_create_token, read_pid_file, read_token, remove_pid_file,
@@ -818,6 +818,14 @@ def check(path, explicit, live=False, environ=None, out=None):
     report("ok" if env_exists else "warning",
            f".env {config.env_path}" + ("" if env_exists else " does not exist (keys come from "
                                                                "the environment only)"))
+    if env_exists:
+        try:
+            mode = config.env_path.stat().st_mode
+        except OSError:  # gone meanwhile, or not ours to stat: the read below reports it
+            mode = 0
+        if env_file_exposed(mode):
+            report("warning", f".env {config.env_path} can be read by other users (mode "
+                              f"{mode & 0o777:04o}); run `chmod 600 {shlex.quote(str(config.env_path))}`")
     for warning in config.warnings:
         report("warning", warning)
     dotenv, _ = read_env_file(config.env_path)

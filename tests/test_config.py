@@ -12,6 +12,7 @@ import pytest
 from claude_proxy.config import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG,
+    env_file_exposed,
     load_config,
     parse_env,
     read_env_file,
@@ -307,6 +308,15 @@ def test_env_warnings_reach_the_config(tmp_path):
 
     assert config.providers[0].api_key == "ok"
     assert any("line 2" in warning for warning in config.warnings)
+
+
+@pytest.mark.parametrize("mode, os_name, exposed", [
+    (0o100600, "posix", False), (0o100400, "posix", False), (0o100640, "posix", True),
+    (0o100604, "posix", True), (0o100644, "posix", True), (0o100644, "nt", False),
+    (0o100666, "nt", False),
+])
+def test_an_env_file_is_exposed_when_posix_modes_let_others_read_it(mode, os_name, exposed):
+    assert env_file_exposed(mode, os_name) is exposed
 
 
 def test_a_key_never_appears_in_the_configs_repr(tmp_path):

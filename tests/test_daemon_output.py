@@ -246,6 +246,7 @@ def test_check_reports_every_problem(workspace, tmp_path):
 def test_check_warns_about_missing_keys_and_env_typos(workspace, fake, tmp_path):
     config = workspace.config([("p1", fake().url), ("p2", fake().url)])
     (tmp_path / ".env").write_text("KEY_P1=secret-one\nKEY_PP2=typo\nnot a line\n", encoding="utf-8")
+    (tmp_path / ".env").chmod(0o600)
     result = workspace.run("check", config=config)
     assert result.returncode == 0, result.stdout
     out = result.stdout
@@ -266,6 +267,22 @@ def test_check_without_any_usable_provider_fails(workspace, fake):
     result = workspace.run("check", config=config)
     assert result.returncode == 1
     assert "problem: no provider is usable" in result.stdout
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_check_warns_when_env_can_be_read_by_others(workspace, fake, tmp_path):
+    config = workspace.config([("p1", fake().url)])
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("KEY_P1=secret-one\n", encoding="utf-8")
+    dotenv.chmod(0o644)
+    result = workspace.run("check", config=config)
+    assert result.returncode == 0
+    assert (f"warning: .env {dotenv} can be read by other users (mode 0644); run `chmod 600 {dotenv}`"
+            in result.stdout.splitlines())
+    dotenv.chmod(0o600)
+    result = workspace.run("check", config=config)
+    assert "other users" not in result.stdout
+    assert result.stdout.splitlines()[-1] == "check: config is usable (0 problems, 0 warnings)"
 
 
 def test_check_live_reports_reachability_auth_and_latency(workspace, fake):

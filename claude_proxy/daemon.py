@@ -38,6 +38,7 @@ from .config import APP_DIR, env_file_exposed, load_config, read_env_file, resol
 from .errors import ConfigError, UpstreamError, UsageError
 from .state import (
     LAUNCH_ID_ENV, StatePaths, load_or_create_token, read_pid_file, read_token, remove_pid_file,
+    state_dir_problem,
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
@@ -300,6 +301,9 @@ def start(target, timeout=START_TIMEOUT, quiet=False, out=None):
 
     if config.port and is_listening(config.host, config.port):
         raise UsageError(_port_taken_message(config))
+    problem = state_dir_problem(paths.dir)
+    if problem:
+        raise UsageError(f"{problem}; set \"state_dir\" in {config.path} to a folder you can write to")
     try:
         paths.dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -686,6 +690,10 @@ def env(target, shell, provider_name=None, announce=False, out=None):
         try:
             token = load_or_create_token(paths.token)
         except OSError as exc:
+            problem = state_dir_problem(paths.dir)
+            if problem:
+                raise UsageError(f"{problem}; set \"state_dir\" in {config.path} to a folder you "
+                                 "can write to") from None
             raise UsageError(f"cannot create the client token in {paths.dir}: {exc.strerror or exc}") from None
     else:
         token = NO_TOKEN_PLACEHOLDER
@@ -845,11 +853,15 @@ def check(path, explicit, live=False, environ=None, out=None):
                               f"{config.env_path}); it will be skipped")
     if not any(p.usable for p in config.providers):
         report("problem", "no provider is usable: set at least one provider's key")
-    if config.require_token:
+    state_problem = state_dir_problem(config.state_dir)
+    if state_problem:
+        report("problem", f"{state_problem}; set \"state_dir\" in {config.path} to a folder you can "
+                          "write to")
+    if not config.require_token:
+        report("ok", "require_token is false: the proxy accepts any key")
+    elif not state_problem:
         report("ok", f"client token: {StatePaths(config.state_dir).token} "
                      "(created on first start; `proxy.py env` hands it to clients)")
-    else:
-        report("ok", "require_token is false: the proxy accepts any key")
 
     if live:
         for p, (kind, message) in zip(config.providers, live_check(config)):

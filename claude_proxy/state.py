@@ -29,6 +29,29 @@ class StatePaths:
         self.out = self.dir / OUT_FILE  # a detached daemon's stdout and stderr
 
 
+def state_dir_problem(path):
+    """Why ``path`` cannot be the state directory, as one line; None if it can.
+
+    A folder that does not exist yet is fine as long as it can be created:
+    ``start`` creates it.
+    """
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            return f"the state directory {path} is a file, not a folder"
+        existing = path
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"the state directory {path} cannot be created: {existing} is a file, not a folder"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            where = "" if existing == path else f" (in {existing})"
+            return f"the state directory {path} is not writable by you{where}"
+    except OSError as exc:  # e.g. a parent folder we may not search
+        return f"cannot use the state directory {path}: {exc.strerror or exc}"
+    return None
+
+
 def read_token(path):
     """The saved client token, or None when there is none yet."""
     try:

@@ -410,6 +410,15 @@ def test_a_daemon_that_does_not_answer_in_time_is_stopped(workspace, fake):
                       timeout=5)
 
 
+def test_a_state_dir_that_is_a_file_is_a_plain_error(workspace, fake, tmp_path):
+    (tmp_path / "run").write_text("not a folder", encoding="utf-8")
+    config = workspace.config([("p1", fake().url)], state_dir="run")
+    result = workspace.run("start", config=config)
+    assert_one_line_error(result)
+    assert f"the state directory {tmp_path / 'run'} is a file, not a folder" in result.stderr
+    assert '"state_dir"' in result.stderr
+
+
 def test_config_problems_are_reported_before_anything_starts(workspace, tmp_path):
     config = tmp_path / "config.json"
     config.write_text('{"proxy_port": 1, "providers": [{"name": "x"}]}', encoding="utf-8")

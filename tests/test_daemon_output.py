@@ -20,6 +20,7 @@ from daemon_support import (  # noqa: F401  (fake, workspace: fixtures)
 from fakes import Reply, closed_port, error_json, request
 
 from claude_proxy import daemon
+from claude_proxy.state import state_dir_problem
 
 
 # --- status content ---------------------------------------------------------------------------
@@ -283,6 +284,37 @@ def test_check_warns_when_env_can_be_read_by_others(workspace, fake, tmp_path):
     result = workspace.run("check", config=config)
     assert "other users" not in result.stdout
     assert result.stdout.splitlines()[-1] == "check: config is usable (0 problems, 0 warnings)"
+
+
+def test_check_reports_a_state_dir_that_is_a_file(workspace, fake, tmp_path):
+    (tmp_path / "run").write_text("not a folder", encoding="utf-8")
+    config = workspace.config([("p1", fake().url)], state_dir="run")
+    workspace.keys(KEY_P1="secret-one")
+    result = workspace.run("check", config=config)
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
+    assert problems == [f"problem: the state directory {tmp_path / 'run'} is a file, not a folder; "
+                        f'set "state_dir" in {config} to a folder you can write to']
+
+
+def test_state_dir_problems(tmp_path):
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    assert state_dir_problem(tmp_path) is None
+    assert state_dir_problem(tmp_path / "new" / "deeper") is None  # start creates it
+    assert "is a file, not a folder" in state_dir_problem(tmp_path / "file")
+    assert f"cannot be created: {tmp_path / 'file'} is a file" in state_dir_problem(tmp_path / "file" / "sub")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="POSIX modes; root writes anywhere")
+def test_a_state_dir_that_is_not_writable_is_a_problem(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert "is not writable by you" in state_dir_problem(locked)
+        assert f"not writable by you (in {locked})" in state_dir_problem(locked / "sub")
+    finally:
+        locked.chmod(0o700)
 
 
 def test_check_live_reports_reachability_auth_and_latency(workspace, fake):

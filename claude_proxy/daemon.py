@@ -301,9 +301,9 @@ def start(target, timeout=START_TIMEOUT, quiet=False, out=None):
 
     if config.port and is_listening(config.host, config.port):
         raise UsageError(_port_taken_message(config))
-    problem = state_dir_problem(paths.dir)
+    problem = state_dir_problem(paths.dir, config.path)
     if problem:
-        raise UsageError(f"{problem}; set \"state_dir\" in {config.path} to a folder you can write to")
+        raise UsageError(problem)
     try:
         paths.dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -630,7 +630,12 @@ def format_status(current, target, session, silent=False):
         lines.append(f"claude-proxy is not running (config: {target.config_path})")
         if current.record is not None:
             lines.append(f"  the pid file names pid {current.record['pid']}, which does not answer "
-                         f"{on_address(current.url)}; `proxy.py stop` cleans it up")
+                         f"{on_address(current.url)}")
+            if ownership(current.record) == "unknown":
+                lines.append(f"  that pid is alive but cannot be verified as the proxy, so it is left "
+                             f"alone; if it is not the proxy, delete {target.paths.pid}")
+            else:
+                lines.append(f"  `{proxy_command(target, 'stop')}` removes the stale pid file")
         lines.append(f"  this session: {describe_session(session)}")
         lines.append(f"  log: {target.paths.log}")
         return "\n".join(lines)
@@ -690,10 +695,9 @@ def env(target, shell, provider_name=None, announce=False, out=None):
         try:
             token = load_or_create_token(paths.token)
         except OSError as exc:
-            problem = state_dir_problem(paths.dir)
+            problem = state_dir_problem(paths.dir, config.path)
             if problem:
-                raise UsageError(f"{problem}; set \"state_dir\" in {config.path} to a folder you "
-                                 "can write to") from None
+                raise UsageError(problem) from None
             raise UsageError(f"cannot create the client token in {paths.dir}: {exc.strerror or exc}") from None
     else:
         token = NO_TOKEN_PLACEHOLDER
@@ -853,10 +857,9 @@ def check(path, explicit, live=False, environ=None, out=None):
                               f"{config.env_path}); it will be skipped")
     if not any(p.usable for p in config.providers):
         report("problem", "no provider is usable: set at least one provider's key")
-    state_problem = state_dir_problem(config.state_dir)
+    state_problem = state_dir_problem(config.state_dir, config.path)
     if state_problem:
-        report("problem", f"{state_problem}; set \"state_dir\" in {config.path} to a folder you can "
-                          "write to")
+        report("problem", state_problem)
     if not config.require_token:
         report("ok", "require_token is false: the proxy accepts any key")
     elif not state_problem:

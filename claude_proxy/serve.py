@@ -14,7 +14,8 @@ from logging.handlers import RotatingFileHandler
 from . import __version__
 from .errors import UsageError
 from .server import ProxyServer
-from .state import StatePaths, load_or_create_token, remove_pid_file, write_pid_file
+from .state import (StatePaths, load_or_create_token, remove_pid_file, state_dir_problem,
+                    write_pid_file)
 
 log = logging.getLogger("claude_proxy")
 
@@ -84,6 +85,9 @@ def _stop_on_signals(server):
 def run(config, quiet=False):
     """Serve until a shutdown request or a signal; returns the exit code."""
     paths = StatePaths(config.state_dir)
+    problem = state_dir_problem(paths.dir, config.path)
+    if problem:
+        raise UsageError(problem)
     try:
         token = load_or_create_token(paths.token) if config.require_token else None
         setup_logging(paths, quiet)

@@ -29,13 +29,19 @@ class StatePaths:
         self.out = self.dir / OUT_FILE  # a detached daemon's stdout and stderr
 
 
-def state_dir_problem(path):
+def state_dir_problem(path, config_path=None):
     """Why ``path`` cannot be the state directory, as one line; None if it can.
 
     A folder that does not exist yet is fine as long as it can be created:
-    ``start`` creates it.
+    ``start`` creates it.  With ``config_path``, the line ends with what to do.
     """
-    path = Path(path)
+    problem = _state_dir_problem(Path(path))
+    if problem and config_path is not None:
+        problem += f"; set \"state_dir\" in {config_path} to a folder you can write to"
+    return problem
+
+
+def _state_dir_problem(path):
     try:
         if path.exists() and not path.is_dir():
             return f"the state directory {path} is a file, not a folder"

@@ -338,6 +338,19 @@ def test_a_command_line_host_cannot_bypass_the_token_rule(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_state_dir_that_is_a_file_stops_the_foreground_run_with_one_line(tmp_path):
+    (tmp_path / "run").write_text("not a folder", encoding="utf-8")
+    config = write_config(tmp_path, [entry("a", "http://127.0.0.1:9")], state_dir="run")
+
+    result = run_once("--config", str(config), "serve", cwd=tmp_path, env=child_env(CPX_KEY_A="sk-a"))
+
+    assert result.returncode == 1, result.stderr
+    [problem] = lines_of(result.stderr)
+    assert f"the state directory {tmp_path / 'run'} is a file, not a folder" in problem
+    assert '"state_dir"' in problem and "File exists" not in problem
+    assert (tmp_path / "run").read_text(encoding="utf-8") == "not a folder"
+
+
 # --- running -----------------------------------------------------------------------------
 
 

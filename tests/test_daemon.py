@@ -158,6 +158,7 @@ def test_a_pid_file_of_a_process_that_is_gone_is_cleaned_up(workspace, fake):
 
     status = workspace.run("status", config=config)
     assert status.returncode == daemon.EXIT_NOT_RUNNING
+    assert "` removes the stale pid file" in status.stdout
     stopped = workspace.run("stop", config=config)
     assert stopped.returncode == 0
     assert "stale pid file" in stopped.stdout
@@ -195,6 +196,11 @@ def test_a_live_pid_that_cannot_be_verified_is_left_alone(workspace, fake, bysta
     config = workspace.config([("p1", fake().url)])
     pid_file = workspace.state(config).pid
     fake_record(pid_file, bystander.pid, None, closed_port())  # a record without identity
+
+    status = workspace.run("status", config=config)
+    assert status.returncode == daemon.EXIT_NOT_RUNNING
+    assert "cannot be verified as the proxy" in status.stdout and str(pid_file) in status.stdout
+    assert "removes the stale pid file" not in status.stdout  # stop would refuse: do not promise it
 
     stopped = workspace.run("stop", config=config)
     assert_one_line_error(stopped)
@@ -284,7 +290,7 @@ def test_status_of_a_pid_file_without_a_port_shows_the_configs_address(workspace
     pid_file.write_text(json.dumps({"pid": bystander.pid, "identity": "not-its-identity"}), encoding="utf-8")
     stale = workspace.run("status", config=config)
     assert stale.returncode == daemon.EXIT_NOT_RUNNING
-    assert f"does not answer on http://127.0.0.1:{port};" in stale.stdout
+    assert f"does not answer on http://127.0.0.1:{port}\n" in stale.stdout
     assert "None" not in stale.stdout
 
     assert workspace.run("start", config=config).returncode == 0

@@ -4,6 +4,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -194,6 +195,43 @@ def test_client_hanging_up_while_waiting_for_a_non_stream_answer_stops_the_provi
     assert provider.client_hung_up.wait(5)
     assert eventually(lambda: "client cancelled" in running.log_text())
     assert running.policy.snapshot()[0]["failures"] == 0  # a cancel is not the provider's fault
+
+
+@pytest.fixture
+def watcher():
+    from claude_proxy.relay import DisconnectWatcher
+    made = DisconnectWatcher()
+    yield made
+    made.close()
+
+
+def test_the_watcher_fires_only_the_cancel_of_the_request_still_waiting(watcher):
+    ours, client = socket.socketpair()
+    with ours, client:
+        finished = watcher.watch(ours)
+        time.sleep(watcher.INTERVAL * 2)  # long enough to be in the selector
+        watcher.unwatch(ours)  # that answer is complete; the connection is kept alive
+        waiting = watcher.watch(ours)  # the next request on it
+        client.close()
+
+        assert eventually(waiting.is_set, timeout=5)
+        assert not finished.is_set()
+
+
+def test_the_watcher_notices_a_hang_up_soon_after_the_request_began(watcher):
+    ours, client = socket.socketpair()
+    with ours, client:
+        cancel = watcher.watch(ours)
+        client.close()  # at once: before the socket is handed to the selector
+        assert eventually(cancel.is_set, timeout=5)
+
+    quiet, other = socket.socketpair()
+    with quiet, other:
+        untouched = watcher.watch(quiet)
+        watcher.unwatch(quiet)
+        other.close()
+        time.sleep(watcher.INTERVAL * 3)
+        assert not untouched.is_set()
 
 
 def test_a_hundred_concurrent_streams_all_arrive_complete(providers, proxy):

@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from logging.handlers import RotatingFileHandler
+from pathlib import Path
 
 from . import __version__
 from .errors import UsageError
@@ -23,6 +23,73 @@ LOG_MAX_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
 
 
+class LogFile(logging.Handler):
+    """``proxy.log``: UTF-8 lines, rotated by size into ``proxy.log.1`` .. ``.N``.
+
+    Unlike ``RotatingFileHandler`` it formats each record once, outside its
+    lock, and counts the bytes it wrote instead of asking the file: the log
+    line is on every request's path.  Each line is one unbuffered write, so
+    nothing is lost if the daemon dies and ``tail -f`` sees it at once.
+    """
+
+    def __init__(self, path, max_bytes, backups):
+        super().__init__()
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._file = None
+        self._size = 0
+        self._open()
+
+    def _open(self):
+        self._file = open(self.path, "ab", buffering=0)
+        self._size = os.fstat(self._file.fileno()).st_size
+
+    def handle(self, record):
+        if not self.filter(record):
+            return False
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        except Exception:
+            self.handleError(record)
+            return False
+        with self.lock:
+            try:
+                if self._size and self._size + len(line) > self.max_bytes:
+                    self._rotate()
+                self._file.write(line)
+                self._size += len(line)
+            except Exception:
+                self.handleError(record)
+        return True
+
+    def emit(self, record):
+        self.handle(record)
+
+    def _rotate(self):
+        self._file.close()
+        try:
+            for number in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{number}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
+            if self.backups:
+                os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+            else:
+                self.path.unlink()
+        except OSError:
+            pass  # e.g. another program holds the file open on Windows: keep writing to it
+        self._open()
+        self._size = 0  # a failed rotation is tried again after another max_bytes, not per line
+
+    def close(self):
+        with self.lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+        super().close()
+
+
 def setup_logging(paths, quiet):
     """Log to ``proxy.log`` (UTF-8, rotated by size) and, unless quiet, to stderr."""
     logger = logging.getLogger("claude_proxy")
@@ -32,8 +99,7 @@ def setup_logging(paths, quiet):
         logger.removeHandler(handler)
         handler.close()
     paths.dir.mkdir(parents=True, exist_ok=True)
-    file_handler = RotatingFileHandler(paths.log, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS,
-                                       encoding="utf-8")
+    file_handler = LogFile(paths.log, LOG_MAX_BYTES, LOG_BACKUPS)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(file_handler)
     if not quiet:

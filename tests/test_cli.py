@@ -7,6 +7,7 @@ wait is for an event (a banner line, an exit) with a generous deadline.
 """
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -502,3 +503,40 @@ def test_a_stop_signal_the_moment_the_pid_file_exists_is_handled(tmp_path):
     assert child.returncode == 0
     assert not pid_file.exists()
     assert b"Traceback" not in err
+
+
+# --- the log file --------------------------------------------------------------------------
+
+
+def test_the_log_rotates_by_size_keeping_every_line_in_order(tmp_path):
+    from claude_proxy.serve import LogFile
+    path = tmp_path / "proxy.log"
+    handler = LogFile(path, max_bytes=200, backups=3)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("test-log-rotation")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for number in range(22):
+            logger.warning("line %02d héllo %s", number, "x" * 20)  # 36 bytes in UTF-8: 5 per file
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+    files = [path.with_name(f"proxy.log.{n}") for n in (3, 2, 1)] + [path]
+    assert all(f.stat().st_size <= 200 for f in files)
+    assert not path.with_name("proxy.log.4").exists()  # three backups, the oldest dropped
+    lines = "".join(f.read_text(encoding="utf-8") for f in files).splitlines()
+    assert lines == [f"line {n:02d} héllo {'x' * 20}" for n in range(5, 22)]  # the first file dropped
+
+
+def test_the_log_appends_to_what_an_earlier_run_wrote(tmp_path):
+    from claude_proxy.serve import LogFile
+    path = tmp_path / "proxy.log"
+    path.write_bytes(b"x" * 195 + b"\n")
+    handler = LogFile(path, max_bytes=200, backups=1)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.handle(logging.makeLogRecord({"msg": "new run", "levelno": logging.INFO}))
+    handler.close()
+    assert path.read_text(encoding="utf-8") == "new run\n"  # the earlier 196 bytes counted: rotated
+    assert path.with_name("proxy.log.1").read_bytes() == b"x" * 195 + b"\n"

@@ -84,6 +84,11 @@ class Provider:
         return self.enabled and bool(self.api_key)
 
     @functools.cached_property
+    def header_names(self):
+        """The configured extra headers' names, lowercased: they replace the client's."""
+        return frozenset(name.lower() for name in self.headers)
+
+    @functools.cached_property
     def _url(self):
         return urlsplit(self.base_url)
 
@@ -190,6 +195,13 @@ def load_config(path, environ=None, must_exist=False):
             provider.api_key, provider.key_source = environ[provider.api_key_env], "environment"
         elif dotenv.get(provider.api_key_env):
             provider.api_key, provider.key_source = dotenv[provider.api_key_env], str(env_path)
+        if provider.api_key and not sendable_in_header(provider.api_key):
+            where = "the environment" if provider.key_source == "environment" else env_path
+            config.warnings.append(
+                f"{provider.api_key_env} in {where} has a character an HTTP header cannot carry "
+                f"(a curly quote or a line break pasted with it?); {provider.name} is skipped until "
+                "it is fixed")
+            provider.api_key = provider.key_source = None
     return config
 
 
@@ -315,6 +327,13 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
     headers = entry.get("headers", {})
     if not _string_map(headers):
         fail('"headers" must map header names to string values')
+    else:
+        for header, value in headers.items():
+            if not HEADER_NAME.match(header):
+                fail(f'"headers": {header!r} is not a valid header name')
+            elif not sendable_in_header(value):
+                fail(f'"headers": the value of {header!r} has a line break or a character '
+                     'an HTTP header cannot carry')
     conn_t = _number(entry, "connect_timeout", connect_timeout, where, lambda w, m: fail(m), 0.001)
     read_t = _number(entry, "read_timeout", read_timeout, where, lambda w, m: fail(m), 0.001)
     if not ok:
@@ -358,6 +377,18 @@ def _failover_statuses(value, bad):
 
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+
+
+def sendable_in_header(value):
+    """Can ``value`` go into an HTTP header as it is (Latin-1, no line break, no NUL)?"""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return not any(c in value for c in "\r\n\0")
 
 
 def _string_map(value):

@@ -19,6 +19,7 @@ import http.server
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -40,10 +41,13 @@ log = logging.getLogger("claude_proxy")
 CLIENT_IDLE_TIMEOUT = 300.0     # seconds an idle keep-alive client may hold a thread
 LISTEN_BACKLOG = 1024
 ERROR_BODY_LIMIT = 1024 * 1024  # a failover answer's body is kept for the client up to this
+WHOLE_BODY_LIMIT = 256 * 1024   # a non-stream body up to this is read whole before the commit point
+CHUNKED = object()              # _send_head's framing: Transfer-Encoding: chunked
 DRAIN_LIMIT = 64 * 1024 * 1024  # what is read (and dropped) of an oversized body before closing
 DRAIN_SECONDS = 5.0
 SHUTDOWN_GRACE = 10.0
 PINNED_PREFIX = "/provider/"
+_SENDABLE_TARGET = re.compile(r"[!-~]*\Z")  # printable ASCII: what a request line may carry
 
 
 @dataclasses.dataclass
@@ -209,6 +213,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             return self._send_json(200, {"status": "ok"}, head=True)
         if not self._authorized():
             return None
+        if not _SENDABLE_TARGET.match(api_path):
+            return self._refuse(400, "The request path has characters that cannot be sent on; "
+                                     "percent-encode them.")
         if name is not None and pinned is None:
             names = ", ".join(server.config.provider_names) or "none"
             return self._refuse(404, f"Unknown provider '{name}'. Configured providers: {names}.")
@@ -267,10 +274,12 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _attempt(self, provider, ex):
         """Send the request to ``provider`` and wait for its answer to begin.
 
-        Returns ``(response, first)`` if this provider answers (``first`` is a
-        stream's first event, already read), else the failure to fail over
-        from: an :class:`UpstreamError` or a :class:`FailedAnswer`.  Failures
-        are booked with the policy here.
+        Returns ``(response, first)`` if this provider answers, else the
+        failure to fail over from: an :class:`UpstreamError` or a
+        :class:`FailedAnswer`.  ``first`` is what was read before the commit
+        point: a stream's first event, or a small body whole (up to
+        ``WHOLE_BODY_LIMIT``, so it goes out in one write).  Failures are
+        booked with the policy here.
         """
         policy = self.server.policy
         body = rewrite_model(ex.body, provider)
@@ -281,7 +290,12 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 provider, ex.method, provider.base_path + ex.api_path, headers, body, ex.cancel)
             if response.status in self.server.config.failover_statuses:
                 return self._failover_answer(provider, response, ex)
-            first = read_first_event(response) if is_event_stream(response) else b""
+            if is_event_stream(response):
+                first = read_first_event(response)
+            elif response.content_length is not None and response.content_length <= WHOLE_BODY_LIMIT:
+                first = response.read_all(WHOLE_BODY_LIMIT)  # a cut body is still a failover
+            else:
+                first = b""
         except UpstreamError as exc:
             ex.note(provider, exc.kind)
             if not ex.cancel.is_set():  # a client hang-up is not the provider's fault
@@ -310,27 +324,33 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _answer(self, provider, response, first, ex):
         """Past the commit point: relay ``provider``'s answer to the client and book it."""
         ex.note(provider, response.status)
-        stream = is_event_stream(response)
-        chunked = stream or response.content_length is None
-        if self.request_version == "HTTP/1.0":  # no chunked encoding: the close ends the body
-            chunked = False
-            self.close_connection = True
-        writer = ClientWriter(self.wfile, chunked)
         usage = Usage()
         failure = None
+        json_body = (response.header("content-type") or "").startswith("application/json")
         try:
-            self._send_head(response.status, response.reason, response.headers,
-                            None if chunked else response.content_length)
-            ex.first_byte = time.monotonic()
-            if self.command == "HEAD":
-                response.close()
-            elif stream:
-                failure = relay_stream(response, writer, first, usage, ex.cancel)
+            if response.complete:  # read whole before the commit point (or it has no body)
+                self._send_head(response.status, response.reason, response.headers,
+                                self._whole_body_framing(response, first), first)
+                ex.first_byte = time.monotonic()
+                if json_body:
+                    usage.feed_json(first)
             else:
-                json_body = (response.header("content-type") or "").startswith("application/json")
-                failure = relay_body(response, writer, usage, ex.cancel, json_body)
-                if failure:  # the body cannot be completed: the client must see it end short
+                stream = is_event_stream(response)
+                framing = CHUNKED if stream or response.content_length is None else response.content_length
+                if framing is CHUNKED and self.request_version == "HTTP/1.0":
+                    framing = None  # no chunked encoding there: the close ends the body
                     self.close_connection = True
+                writer = ClientWriter(self.wfile, chunked=framing is CHUNKED)
+                self._send_head(response.status, response.reason, response.headers, framing)
+                ex.first_byte = time.monotonic()
+                if self.command == "HEAD":
+                    response.close()
+                elif stream:
+                    failure = relay_stream(response, writer, first, usage, ex.cancel)
+                else:
+                    failure = relay_body(response, writer, usage, ex.cancel, json_body)
+                    if failure:  # the body cannot be completed: the client must see it end short
+                        self.close_connection = True
         except ClientGone:
             response.close()
             self.close_connection = True
@@ -509,23 +529,35 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     # --- writing responses --------------------------------------------------------
 
-    def _send_head(self, status, reason, headers, content_length, body=b""):
-        """Write the status line and headers (and a small body, in the same write)."""
+    def _whole_body_framing(self, response, body):
+        if self.command == "HEAD":  # the provider's length is the GET body's: pass it on
+            return response.header("content-length")
+        if response.status in (204, 304):  # never a body, never a length (RFC 9110 8.6)
+            return None
+        return len(body)
+
+    def _send_head(self, status, reason, headers, framing, body=b""):
+        """Write the status line and headers, and ``body`` in the same write.
+
+        ``framing`` is the Content-Length, ``CHUNKED``, or None for neither
+        (no body, or one that ends when the connection closes).
+        """
         lines = [f"HTTP/1.1 {status} {reason or ''}".rstrip()]
         for name, value in headers:
             lowered = name.lower()
             if lowered in HOP_BY_HOP or lowered == "content-length":
                 continue
             lines.append(f"{name}: {value}")
-        if content_length is not None:
-            lines.append(f"Content-Length: {content_length}")
-        elif self.request_version != "HTTP/1.0":
+        if framing is CHUNKED:
             lines.append("Transfer-Encoding: chunked")
+        elif framing is not None:
+            lines.append(f"Content-Length: {framing}")
         if self.close_connection:
             lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        lines.append("\r\n")
+        head = "\r\n".join(lines).encode("latin-1", "replace")
         try:
-            self.wfile.write(head + body)
+            self.wfile.write(head + body if body else head)
         except OSError as exc:
             raise ClientGone(str(exc)) from None
 

@@ -492,6 +492,29 @@ def test_a_bad_auth_header_names_the_field(tmp_path, value):
     assert "auth_header" in only_problem(path)
 
 
+@pytest.mark.parametrize("headers, wanted", [
+    ({"X Org": "team"}, "'X Org' is not a valid header name"),
+    ({"X-Org": "team\r\nX-Evil: 1"}, "the value of 'X-Org' has a line break"),
+    ({"X-Org": "équipe \u2019one\u2019"}, "the value of 'X-Org' has a line break or a character"),
+])
+def test_extra_headers_that_http_cannot_carry_are_refused(tmp_path, headers, wanted):
+    path = write_config(tmp_path, {"providers": [provider(headers=headers)]})
+
+    assert wanted in only_problem(path)
+
+
+def test_a_key_with_a_character_a_header_cannot_carry_skips_its_provider(tmp_path):
+    path = write_config(tmp_path, {"providers": [provider()]})
+
+    config = load_config(path, environ={"P1_KEY": "\u201csk-pasted-with-quotes\u201d"})
+
+    [p1] = config.providers
+    assert not p1.usable and p1.api_key is None
+    [warning] = config.warnings
+    assert "P1_KEY in the environment has a character an HTTP header cannot carry" in warning
+    assert "sk-pasted" not in warning
+
+
 @pytest.mark.parametrize("choice", ["x-api-key", "bearer", "both"])
 def test_each_auth_header_choice_is_accepted(tmp_path, choice):
     path = write_config(tmp_path, {"providers": [provider(auth_header=choice)]})

@@ -37,6 +37,59 @@ def test_other_api_endpoints_pass_through(providers, proxy, method, path):
     assert (provider.requests[0].method, provider.requests[0].path) == (method, path)
 
 
+class NoContent:
+    def __call__(self, handler):
+        handler.send_response(204)
+        handler.end_headers()
+
+
+class HeadAnswer:
+    """What a server says to HEAD: the length of the body a GET would get, and no body."""
+
+    def __call__(self, handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", "1234")
+        handler.end_headers()
+
+
+def test_a_204_comes_back_without_a_length_and_the_connection_stays_usable(providers, proxy):
+    provider = providers(NoContent())
+    provider.queue(NoContent(), Reply(200))
+    running = proxy(provider)
+    conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=5)
+    try:
+        conn.request("DELETE", "/v1/files/file_1", headers=running.auth())
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (204, b"")
+        assert response.getheader("content-length") is None
+        assert response.getheader("transfer-encoding") is None
+
+        conn.request("POST", "/v1/messages", body=b"{}", headers=running.auth())
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def test_a_forwarded_head_reports_the_providers_length_without_a_body(providers, proxy):
+    provider = providers(HeadAnswer())
+    running = proxy(provider)
+    sock = socket.create_connection(("127.0.0.1", running.server.port), timeout=5)
+    with sock:
+        sock.sendall(b"HEAD /v1/models HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n\r\n"
+                     b"HEAD /v1/models HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n\r\n"
+                     % (running.token.encode(), running.token.encode()))
+        received = b""
+        while received.count(b"\r\n\r\n") < 2:
+            data = sock.recv(65536)
+            assert data, received
+            received += data
+    first, second, rest = received.split(b"\r\n\r\n", 2)
+    assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200")  # no body between
+    assert b"Content-Length: 1234" in first and rest == b""
+    assert [r.method for r in provider.requests] == ["HEAD", "HEAD"]
+
+
 @pytest.mark.parametrize("path", ["/", "/provider/p1", "/provider/p1/"])
 def test_head_preconnect_is_answered_locally_without_a_token(providers, proxy, path):
     provider = providers(Reply(200))
@@ -169,6 +222,35 @@ def test_configured_extra_headers_are_sent(providers, proxy):
     seen = provider.requests[0].header_list
     assert ("X-Org", "team-1") in seen
     assert [v for k, v in seen if k.lower() == "anthropic-beta"] == ["none"]
+
+
+def test_a_folded_client_header_is_unfolded_and_a_broken_one_dropped(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider)
+    with socket.create_connection(("127.0.0.1", running.server.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n"
+                     b"X-Folded: first\r\n  second\r\nX-Nul: a\x00b\r\nContent-Length: 2\r\n\r\n{}"
+                     % running.token.encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+    seen = provider.requests[0].headers
+    assert seen["x-folded"] == "first second"
+    assert "x-nul" not in seen
+
+
+def test_a_path_that_cannot_be_sent_on_is_a_400_and_no_provider_is_contacted(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider)
+    with socket.create_connection(("127.0.0.1", running.server.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/messages/\xc3\xa9 HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n"
+                     b"Content-Length: 2\r\n\r\n{}" % running.token.encode())
+        answer = sock.recv(65536)
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert provider.requests == []
+    assert running.policy.snapshot()[0]["failures"] == 0
 
 
 def test_provider_response_headers_come_back_except_hop_by_hop(providers, proxy):
@@ -517,3 +599,21 @@ def test_empty_token_file_is_replaced_and_the_proxy_fails_closed(providers, prox
     running = proxy(providers(Reply(200)))
     running.server.token = None  # whatever happens to the token, no token means no entry
     assert request(running.url, "POST", "/v1/messages", b"{}")[0] == 401
+
+
+def test_the_request_head_and_a_small_body_go_to_the_provider_in_one_write(providers):
+    from claude_proxy.upstream import _HTTPConnection
+    provider = providers(Reply(200))
+    conn = _HTTPConnection("127.0.0.1", provider.port, timeout=5)
+    writes = []
+    send = conn.send
+    conn.send = lambda data: (writes.append(bytes(data)), send(data))[1]
+    body = json.dumps({"model": "m", "messages": []}).encode()
+    try:
+        conn.request("POST", "/v1/messages", body=body, headers={"Content-Length": str(len(body))})
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+    assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\n" + body)
+    assert provider.requests[0].body == body

@@ -94,14 +94,14 @@ class FailoverPolicy:
         if pinned is not None:
             return [pinned] if pinned.usable else []
         now = self.clock()
+        ready, cooling = [], []
         with self._lock:
-            usable = [p for p in self.config.providers if p.usable]
-            for p in usable:
-                self._expire(p, now)
-            ready = [p for p in usable if not self._state[p.name].cooling_until]
-            cooling = sorted((p for p in usable if p not in ready),
-                             key=lambda p: self._state[p.name].cooling_until)
-            return ready + cooling
+            for p in self.config.providers:
+                if p.usable:
+                    self._expire(p, now)
+                    (cooling if self._state[p.name].cooling_until else ready).append(p)
+            cooling.sort(key=lambda p: self._state[p.name].cooling_until)
+        return ready + cooling
 
     def cooling_for(self, provider):
         """Seconds left in ``provider``'s cooldown (0 when ready)."""

@@ -40,6 +40,8 @@ _FOLD = re.compile(r"\r?\n[ \t]+")
 
 MAX_IDLE_PER_PROVIDER = 256  # as many as sessions usually stream at once
 IDLE_TTL = 50.0  # seconds; most servers drop idle keep-alive connections after 60 s
+RECENT = 1.0     # seconds; a connection idle for less is reused without a liveness poll
+                 # (if the provider did close it, the stale-connection retry covers it)
 READ_SIZE = 64 * 1024
 
 
@@ -219,7 +221,8 @@ class ProviderPool:
                 if not self._idle:
                     break
                 conn, since = self._idle.pop()
-            if now - since < IDLE_TTL and _looks_alive(conn):
+            idle = now - since
+            if idle < RECENT or (idle < IDLE_TTL and _looks_alive(conn)):
                 return conn, True
             conn.close()
         return self._connect(), False

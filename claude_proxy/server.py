@@ -145,6 +145,9 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         """
         started = time.monotonic()
         with self._active_cond:
+            if self._active and self.grace:
+                log.info("stopping: waiting up to %.0fs for %d request(s) in flight "
+                         "(stop again to end them now)", self.grace, self._active)
             while self._active and time.monotonic() - started < self.grace:
                 self._active_cond.wait(0.2)
             return self._active == 0

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import Reply, closed_port, error_json, request
+from fakes import Reply, Stall, closed_port, error_json, eventually, request
 
 from claude_proxy.config import CONFIG_ENV_VAR
+from claude_proxy.server import SHUTDOWN_GRACE
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY = ROOT / "proxy.py"
@@ -389,6 +390,63 @@ def test_a_signal_stops_it_with_exit_0_and_removes_the_pid_file(tmp_path, daemon
     assert code == 0
     assert not (tmp_path / "proxy.pid").exists()
     assert "Traceback" not in child.stderr
+
+
+def in_flight(url, token):
+    """Start a request in the background; ``.result()`` is its status, or the error it hit."""
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(1)
+
+    def send():
+        try:
+            return request(url, body={"model": "m", "messages": []}, headers={"x-api-key": token},
+                           timeout=DEADLINE)[0]
+        except OSError as exc:
+            return exc
+
+    future = pool.submit(send)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_shutdown_lets_a_request_in_flight_finish(tmp_path, daemon, providers):
+    slow = providers(Reply(200, delay=1.0))
+    config = write_config(tmp_path, [entry("a", slow.url)])
+    child = daemon("--config", str(config), cwd=tmp_path, env=child_env(CPX_KEY_A="sk-a"))
+    url = child.wait_listening()
+    token = token_of(tmp_path)
+    answer = in_flight(url, token)
+    assert eventually(lambda: slow.requests, timeout=DEADLINE)
+
+    assert request(url, "POST", "/shutdown", headers={"x-api-key": token})[0] == 200
+
+    assert answer.result(DEADLINE) == 200
+    assert child.proc.wait(DEADLINE) == 0
+
+
+@pytest.mark.parametrize("how", ["grace=0", "second signal"])
+def test_shutdown_without_grace_does_not_wait_for_requests_in_flight(tmp_path, daemon, providers, how):
+    if how == "second signal" and not POSIX:
+        pytest.skip("POSIX signals")
+    stalled = providers(Stall(60))
+    config = write_config(tmp_path, [entry("a", stalled.url)])
+    child = daemon("--config", str(config), cwd=tmp_path, env=child_env(CPX_KEY_A="sk-a"))
+    url = child.wait_listening()
+    token = token_of(tmp_path)
+    answer = in_flight(url, token)
+    assert stalled.stalled.wait(DEADLINE)
+
+    if how == "grace=0":
+        assert request(url, "POST", "/shutdown?grace=0", headers={"x-api-key": token})[0] == 200
+    else:
+        child.proc.send_signal(signal.SIGTERM)
+        assert child.wait_line(lambda line: "waiting up to 10s for 1 request(s) in flight" in line)
+        assert child.proc.poll() is None  # the first signal waits for the request
+        child.proc.send_signal(signal.SIGTERM)
+
+    assert child.proc.wait(SHUTDOWN_GRACE / 2) == 0  # well before the default grace would end
+    assert "still in flight" in child.stderr
+    assert not isinstance(answer.result(DEADLINE), int)  # the stalled request was cut, not answered
 
 
 @needs_posix

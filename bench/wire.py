@@ -186,7 +186,7 @@ class ResponseParser:
                     self.state = self.DONE
                 else:
                     self.state = self.UNTIL_CLOSE
-            elif state == self.LENGTH:
+            elif state in (self.LENGTH, self.CHUNK_DATA):
                 take = min(self.remaining, len(buf) - pos)
                 if take <= 0:
                     break
@@ -194,7 +194,7 @@ class ResponseParser:
                 pos += take
                 self.remaining -= take
                 if not self.remaining:
-                    self.state = self.DONE
+                    self.state = self.DONE if state == self.LENGTH else self.CHUNK_END
             elif state == self.CHUNK_SIZE:
                 end = buf.find(b"\r\n", pos)
                 if end < 0:
@@ -210,15 +210,6 @@ class ResponseParser:
                     self.state = self.CHUNK_DATA
                 else:
                     self.state = self.TRAILER
-            elif state == self.CHUNK_DATA:
-                take = min(self.remaining, len(buf) - pos)
-                if take <= 0:
-                    break
-                self._payload(buf[pos:pos + take], now)
-                pos += take
-                self.remaining -= take
-                if not self.remaining:
-                    self.state = self.CHUNK_END
             elif state == self.CHUNK_END:
                 if len(buf) - pos < 2:
                     break

@@ -23,7 +23,7 @@ PROXY = ROOT / "proxy.py"
 sys.path.insert(0, str(ROOT))
 
 from claude_proxy import process  # noqa: E402
-from fakes import FakeProvider, request  # noqa: E402
+from fakes import request  # noqa: E402
 from claude_proxy.state import StatePaths, read_pid_file  # noqa: E402
 
 
@@ -116,18 +116,9 @@ def workspace(tmp_path):
 
 
 @pytest.fixture
-def fake():
+def fake(providers):
     """``fake(behaviour=None)``: a fake provider on 127.0.0.1, closed after the test."""
-    made = []
-
-    def make(default=None):
-        provider = FakeProvider(default)
-        made.append(provider)
-        return provider
-
-    yield make
-    for provider in made:
-        provider.close()
+    return providers
 
 
 def health(url):

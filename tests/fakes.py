@@ -153,6 +153,29 @@ class Stream:
             handler.close_connection = True
 
 
+class CutBody:
+    """A 200 JSON answer that stops partway: its framing (a Content-Length, or
+    chunked) promises more than is sent before the connection drops."""
+
+    def __init__(self, chunked=False, reset=False):
+        self.chunked = chunked
+        self.reset = reset
+
+    def __call__(self, handler):
+        part = b'{"id": "msg_cut", "content": ['
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        if self.chunked:
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            handler.wfile.write(b"%x\r\n%b\r\n" % (len(part), part))
+        else:
+            handler.send_header("Content-Length", "500")
+            handler.end_headers()
+            handler.wfile.write(part)
+        abort(handler, rst=self.reset)
+
+
 class Stall:
     """Say nothing for ``seconds`` (or until released); notice if the proxy hangs up meanwhile."""
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from claude_proxy.failover import FailoverPolicy, retry_after_seconds
-from fakes import Hangup, Reply, abort, Reset, Stall, Stream, closed_port, error_json, eventually, message_events
+from fakes import CutBody, Hangup, Reply, Reset, Stall, Stream, closed_port, error_json, eventually, message_events
 
 
 class FakeClock:
@@ -76,18 +76,6 @@ def test_connection_failure_before_the_answer_fails_over(providers, proxy, behav
     assert code == 200
     assert len(second.requests) == 1
     assert running.policy.snapshot()[0]["state"] == "cooling"
-
-
-class CutBody(Reply):
-    """Announce a Content-Length, send part of the body, then drop the connection."""
-
-    def __call__(self, handler):
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", "500")
-        handler.end_headers()
-        handler.wfile.write(b'{"id": "msg_cut", "content": [')
-        abort(handler, rst=False)
 
 
 def test_a_non_stream_body_cut_short_fails_over_before_the_client_sees_a_byte(providers, proxy):

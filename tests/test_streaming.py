@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fakes import OVERLOADED_EVENT, Reply, Stall, Stream, eventually, message_events, sse
+from fakes import OVERLOADED_EVENT, CutBody, Reply, Stall, Stream, eventually, message_events, sse
 
 STREAM_BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
                "messages": [{"role": "user", "content": "hi"}]}
@@ -261,17 +261,7 @@ def test_a_hundred_concurrent_streams_all_arrive_complete(providers, proxy):
 
 
 def test_non_stream_chunked_answer_cut_midway_ends_the_client_connection(providers, proxy):
-    class CutJson(Reply):
-        def __call__(self, handler):
-            handler.send_response(200)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Transfer-Encoding", "chunked")
-            handler.end_headers()
-            handler.wfile.write(b"10\r\n" + b'{"id":"msg_1", "' + b"\r\n")
-            from fakes import abort
-            abort(handler, rst=True)
-
-    running = proxy(providers(CutJson()))
+    running = proxy(providers(CutBody(chunked=True, reset=True)))
     conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=5)
     conn.request("POST", "/v1/messages", body=b"{}", headers=running.auth())
     response = conn.getresponse()

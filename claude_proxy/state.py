@@ -68,25 +68,41 @@ def read_token(path):
 
 
 def load_or_create_token(path):
-    """Return the client token, creating it (owner-only) on first use."""
+    """Return the client token, creating it (owner-only) on first use.
+
+    Two daemons starting at once (two shells' ``claude-fb``) must end up with
+    the same token, the one in the file: the token is written to a file of
+    its own first, then linked into place, which fails if the other won.
+    The file never exists half-written, so an empty one is broken (an
+    interrupted write, a full disk) and is replaced.
+    """
     path = Path(path)
     token = read_token(path)
     if token:
         return token
     path.parent.mkdir(parents=True, exist_ok=True)
     token = "cpx-" + secrets.token_urlsafe(32)
-    if path.exists():
-        # Empty (an interrupted write, a full disk): replace it whole, owner-only.
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        _write_private(tmp, token)
-        os.replace(tmp, path)
-        return token
-    # O_EXCL: if another process created it meanwhile, theirs wins.
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp")
+    _write_private(tmp, token)
     try:
-        _write_private(path, token)
-    except FileExistsError:
-        return read_token(path)
-    return token
+        try:
+            os.link(tmp, path)
+            return token
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links on this file system: create it in place
+            try:
+                _write_private(path, token)
+                return token
+            except FileExistsError:
+                pass
+        theirs = read_token(path)
+        if theirs:
+            return theirs
+        os.replace(tmp, path)
+        return read_token(path) or token
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_private(path, token):

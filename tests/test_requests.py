@@ -601,6 +601,31 @@ def test_empty_token_file_is_replaced_and_the_proxy_fails_closed(providers, prox
     assert request(running.url, "POST", "/v1/messages", b"{}")[0] == 401
 
 
+def test_daemons_creating_the_token_at_once_all_get_the_one_in_the_file(tmp_path):
+    """Two shells' claude-fb start two daemons at once: both must hold the token
+    clients will read from the file (this race lost about one round in four)."""
+    import threading
+    from claude_proxy.state import load_or_create_token
+
+    for round_number in range(40):
+        token_file = tmp_path / f"round{round_number}" / "proxy.token"
+        barrier = threading.Barrier(6)
+        got = []
+
+        def create():
+            barrier.wait()
+            got.append(load_or_create_token(token_file))
+
+        threads = [threading.Thread(target=create) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert got == [token_file.read_text(encoding="utf-8").strip()] * 6
+        assert [f.name for f in token_file.parent.iterdir()] == ["proxy.token"]  # no temporary left
+
+
 def test_the_request_head_and_a_small_body_go_to_the_provider_in_one_write(providers):
     from claude_proxy.upstream import _HTTPConnection
     provider = providers(Reply(200))

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # SSE events end with a blank line; providers use LF, CRLF is tolerated.
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n")
 USAGE_JSON_LIMIT = 8 * 1024 * 1024
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)  # not on Windows, where the socket's timeout bounds it
 FIRST_EVENT_LIMIT = 1024 * 1024
 
 
@@ -330,7 +331,8 @@ class DisconnectWatcher:
                 pass
 
     def close(self):
-        self._closed = True
+        with self._lock:
+            self._closed = True
         self._wakeup.set()
 
     def _run(self):
@@ -340,6 +342,8 @@ class DisconnectWatcher:
                 idle = not self._pending and not self._selector.get_map()
                 self._sleeping = idle
                 self._wakeup.clear()
+                if self._closed:  # close() may have set the event just before the clear
+                    break
             if idle:
                 self._wakeup.wait()
                 continue
@@ -366,7 +370,8 @@ class DisconnectWatcher:
 
     def _check(self, sock, cancel):
         try:
-            data = sock.recv(1, socket.MSG_PEEK)
+            # Never block here: the handler may have read what made it readable.
+            data = sock.recv(1, socket.MSG_PEEK | _DONTWAIT)
         except (BlockingIOError, InterruptedError, socket.timeout):
             return
         except OSError:

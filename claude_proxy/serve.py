@@ -54,6 +54,8 @@ class LogFile(logging.Handler):
             self.handleError(record)
             return False
         with self.lock:
+            if self._file is None:  # closed: a request thread outlived the stop
+                return False
             try:
                 if self._size and self._size + len(line) > self.max_bytes:
                     self._rotate()
@@ -121,7 +123,7 @@ def banner(server):
         elif p.api_key:
             state = f"key from {'environment' if p.key_source == 'environment' else '.env'}"
         else:
-            state = f"NO KEY: set {p.api_key_env} in {config.env_path}; skipped"
+            state = f"NO KEY: {p.missing_key(config.env_path)}; skipped"
         lines.append(f"  {number}. {p.name:<12} {p.base_url}  ({state})")
     if not any(p.usable for p in config.providers):
         lines.append("  no provider is usable yet: requests will get a 503 explaining what is missing")
@@ -167,8 +169,7 @@ def run(config, quiet=False):
         log.warning("%s", warning)
     for p in config.providers:
         if p.enabled and not p.api_key:
-            log.warning("%s: %s is not set (environment or %s); skipped", p.name, p.api_key_env,
-                        config.env_path)
+            log.warning("%s: %s; skipped", p.name, p.missing_key(config.env_path))
     if not quiet:
         print(banner(server), file=sys.stderr, flush=True)
     log.info("started: pid %s on %s, providers %s", os.getpid(), server.url,

@@ -293,7 +293,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 provider, ex.method, provider.base_path + ex.api_path, headers, body, ex.cancel)
             if response.status in self.server.config.failover_statuses:
                 return self._failover_answer(provider, response, ex)
-            if is_event_stream(response):
+            stream = is_event_stream(response)
+            if stream:
                 first = read_first_event(response)
             elif response.content_length is not None and response.content_length <= WHOLE_BODY_LIMIT:
                 first = response.read_all(WHOLE_BODY_LIMIT)  # a cut body is still a failover
@@ -304,7 +305,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             if not ex.cancel.is_set():  # a client hang-up is not the provider's fault
                 policy.record_failure(provider, f"{exc.kind}: {exc.detail}")
             return exc
-        failed = first_event_error(first)
+        failed = stream and first_event_error(first)
         if failed:
             response.close()
             ex.note(provider, f"stream-{failed}")
@@ -329,16 +330,18 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         ex.note(provider, response.status)
         usage = Usage()
         failure = None
+        stream = is_event_stream(response)
         json_body = (response.header("content-type") or "").startswith("application/json")
         try:
             if response.complete:  # read whole before the commit point (or it has no body)
                 self._send_head(response.status, response.reason, response.headers,
                                 self._whole_body_framing(response, first), first)
                 ex.first_byte = time.monotonic()
-                if json_body:
+                if stream:  # a short stream with a Content-Length, all there in one read
+                    usage.feed_events(first)
+                elif json_body:
                     usage.feed_json(first)
             else:
-                stream = is_event_stream(response)
                 framing = CHUNKED if stream or response.content_length is None else response.content_length
                 if framing is CHUNKED and self.request_version == "HTTP/1.0":
                     framing = None  # no chunked encoding there: the close ends the body
@@ -388,6 +391,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         config = self.server.config
         if pinned is not None and not pinned.enabled:
             message = f"Provider '{pinned.name}' is disabled in {config.path}"
+        elif pinned is not None and pinned.key_problem:
+            message = (f"Provider '{pinned.name}' has no usable API key: {pinned.key_problem}; "
+                       "fix it and restart claude-proxy")
         elif pinned is not None:
             message = (f"Provider '{pinned.name}' has no API key: set {pinned.api_key_env} in "
                        f"{config.env_path} or the environment, and restart claude-proxy")

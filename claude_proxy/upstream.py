@@ -56,7 +56,7 @@ def upstream_headers(provider, client_headers, body_length):
     for name, value in client_headers:
         if name.lower() in dropped:
             continue
-        if "\n" in value or "\0" in value:
+        if "\r" in value or "\n" in value or "\0" in value:
             # A folded line (obsolete, RFC 9112 5.2) is unfolded; anything else cannot be sent.
             value = _FOLD.sub(" ", value)
             if "\r" in value or "\n" in value or "\0" in value:
@@ -65,9 +65,10 @@ def upstream_headers(provider, client_headers, body_length):
     headers.extend(provider.headers.items())
     headers.append(("Host", provider.netloc))
     headers.append(("Accept-Encoding", "identity"))
-    if provider.auth_header in ("x-api-key", "both"):
+    # A configured x-api-key or Authorization header is sent instead of the one made from the key.
+    if provider.auth_header in ("x-api-key", "both") and "x-api-key" not in provider.header_names:
         headers.append(("x-api-key", provider.api_key))
-    if provider.auth_header in ("bearer", "both"):
+    if provider.auth_header in ("bearer", "both") and "authorization" not in provider.header_names:
         headers.append(("Authorization", f"Bearer {provider.api_key}"))
     if body_length is not None:
         headers.append(("Content-Length", str(body_length)))
@@ -222,17 +223,26 @@ class ProviderPool:
                     break
                 conn, since = self._idle.pop()
             idle = now - since
-            if idle < RECENT or (idle < IDLE_TTL and _looks_alive(conn)):
+            if conn.sock is not None and (idle < RECENT or (idle < IDLE_TTL and _looks_alive(conn))):
                 return conn, True
             conn.close()
         return self._connect(), False
 
     def release(self, conn):
+        now = time.monotonic()
+        expired = []
         with self._lock:
+            # The oldest are on the left; after a burst they would otherwise
+            # sit there (closed by the provider, a file descriptor each) until popped.
+            while self._idle and now - self._idle[0][1] >= IDLE_TTL:
+                expired.append(self._idle.popleft()[0])
             if len(self._idle) < MAX_IDLE_PER_PROVIDER:
-                self._idle.append((conn, time.monotonic()))
-                return
-        conn.close()
+                self._idle.append((conn, now))
+                conn = None
+        for old in expired:
+            old.close()
+        if conn is not None:
+            conn.close()
 
     def close(self):
         with self._lock:
@@ -391,7 +401,13 @@ class UpstreamResponse:
         self._pool.release(self._conn)
 
     def close(self):
-        """Drop the connection (the answer was not read to its end, or failed)."""
+        """Drop the connection (the answer was not read to its end, or failed).
+
+        A complete answer's connection is back in the pool, perhaps already
+        serving another request: it is no longer this answer's to close.
+        """
+        if self.complete:
+            return
         self._done = True
         self._response.close()
         self._conn.close()

@@ -598,3 +598,40 @@ def test_the_log_appends_to_what_an_earlier_run_wrote(tmp_path):
     handler.close()
     assert path.read_text(encoding="utf-8") == "new run\n"  # the earlier 196 bytes counted: rotated
     assert path.with_name("proxy.log.1").read_bytes() == b"x" * 195 + b"\n"
+
+
+def log_line(handler, text):
+    return handler.handle(logging.makeLogRecord({"msg": text, "levelno": logging.INFO}))
+
+
+def test_the_log_without_backups_starts_over_and_a_closed_log_drops_lines_quietly(tmp_path, capsys):
+    from claude_proxy.serve import LogFile
+    path = tmp_path / "proxy.log"
+    handler = LogFile(path, max_bytes=30, backups=0)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for text in ("first line of twenty", "second line of twenty"):
+        log_line(handler, text)
+    handler.close()
+    assert path.read_text(encoding="utf-8") == "second line of twenty\n"
+    assert list(tmp_path.iterdir()) == [path]
+
+    assert log_line(handler, "after close") is False  # a request thread that outlived the stop
+    assert capsys.readouterr().err == ""
+
+
+def test_the_log_keeps_writing_when_it_cannot_be_rotated(tmp_path, monkeypatch):
+    """On Windows another program holding proxy.log open makes the rename fail."""
+    from claude_proxy import serve
+    path = tmp_path / "proxy.log"
+    handler = serve.LogFile(path, max_bytes=30, backups=2)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def refuse(*args):
+        raise PermissionError("in use by another process")
+
+    monkeypatch.setattr(serve.os, "replace", refuse)
+    for number in range(4):
+        log_line(handler, f"line {number} of twenty bytes")
+    handler.close()
+
+    assert path.read_text(encoding="utf-8").splitlines() == [f"line {n} of twenty bytes" for n in range(4)]

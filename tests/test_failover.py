@@ -381,7 +381,11 @@ def test_stale_pooled_connection_is_retried_once_without_failover(providers, pro
     assert running.policy.snapshot()[0]["failures"] == 0
 
 
-def test_connection_closed_while_idle_in_the_pool_is_not_a_failure(providers, proxy):
+@pytest.mark.parametrize("poll", [False, True], ids=["reused-at-once", "polled-first"])
+def test_connection_closed_while_idle_in_the_pool_is_not_a_failure(providers, proxy, monkeypatch, poll):
+    if poll:  # idle long enough to be polled before reuse: the poll sees the close
+        monkeypatch.setattr("claude_proxy.upstream.RECENT", 0.0)
+
     class ReplyThenClose(Reply):
         def __call__(self, handler):
             super().__call__(handler)

@@ -229,13 +229,14 @@ def test_a_folded_client_header_is_unfolded_and_a_broken_one_dropped(providers, 
     running = proxy(provider)
     with socket.create_connection(("127.0.0.1", running.server.port), timeout=5) as sock:
         sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n"
-                     b"X-Folded: first\r\n  second\r\nX-Nul: a\x00b\r\nContent-Length: 2\r\n\r\n{}"
+                     b"X-Folded: first\r\n  second\r\nX-Nul: a\x00b\r\nX-Cr: a\r X-Injected: 1\r\n"
+                     b"Content-Length: 2\r\n\r\n{}"
                      % running.token.encode())
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
 
     seen = provider.requests[0].headers
     assert seen["x-folded"] == "first second"
-    assert "x-nul" not in seen
+    assert "x-nul" not in seen and "x-cr" not in seen and "x-injected" not in seen
 
 
 def test_a_path_that_cannot_be_sent_on_is_a_400_and_no_provider_is_contacted(providers, proxy):
@@ -251,6 +252,17 @@ def test_a_path_that_cannot_be_sent_on_is_a_400_and_no_provider_is_contacted(pro
     assert json.loads(body)["error"]["type"] == "invalid_request_error"
     assert provider.requests == []
     assert running.policy.snapshot()[0]["failures"] == 0
+
+
+def test_a_configured_authorization_header_is_sent_instead_of_the_one_from_the_key(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider, provider_settings={"p1": {"headers": {"Authorization": "Token custom"}}})
+
+    running.post()
+
+    seen = provider.requests[0].header_list
+    assert [v for k, v in seen if k.lower() == "authorization"] == ["Token custom"]
+    assert [v for k, v in seen if k.lower() == "x-api-key"] == ["secret-key-p1-0"]
 
 
 def test_provider_response_headers_come_back_except_hop_by_hop(providers, proxy):
@@ -626,19 +638,63 @@ def test_daemons_creating_the_token_at_once_all_get_the_one_in_the_file(tmp_path
         assert [f.name for f in token_file.parent.iterdir()] == ["proxy.token"]  # no temporary left
 
 
-def test_the_request_head_and_a_small_body_go_to_the_provider_in_one_write(providers):
-    from claude_proxy.upstream import _HTTPConnection
+def test_the_request_head_and_a_small_body_go_to_the_provider_in_one_write(providers, monkeypatch):
+    from claude_proxy.config import Provider
+    from claude_proxy.upstream import Upstreams, _HTTPConnection, upstream_headers
     provider = providers(Reply(200))
-    conn = _HTTPConnection("127.0.0.1", provider.port, timeout=5)
+    configured = Provider(name="p1", base_url=provider.url + "/base", api_key_env="K", api_key="sk-k")
     writes = []
-    send = conn.send
-    conn.send = lambda data: (writes.append(bytes(data)), send(data))[1]
+    send = _HTTPConnection.send
+    monkeypatch.setattr(_HTTPConnection, "send", lambda conn, data: (writes.append(bytes(data)),
+                                                                      send(conn, data))[1])
     body = json.dumps({"model": "m", "messages": []}).encode()
+    upstreams = Upstreams([configured])
     try:
-        conn.request("POST", "/v1/messages", body=body, headers={"Content-Length": str(len(body))})
-        assert conn.getresponse().status == 200
+        headers = upstream_headers(configured, [("anthropic-version", "2023-06-01")], len(body))
+        answer = upstreams.send(configured, "POST", "/base/v1/messages", headers, body)
+        assert answer.status == 200
+        answer.read_all(1 << 20)
+    finally:
+        upstreams.close()
+
+    assert len(writes) == 1 and writes[0].startswith(b"POST /base/v1/messages HTTP/1.1\r\n")
+    assert writes[0].endswith(b"\r\n\r\n" + body)
+    seen = provider.requests[0]
+    assert seen.body == body and seen.headers["x-api-key"] == "sk-k"
+    assert seen.headers["anthropic-version"] == "2023-06-01"
+
+
+def test_a_client_gone_after_a_complete_answer_leaves_the_pooled_connection_alone(providers, proxy):
+    """The answer was read whole (its connection is back in the pool) when the
+    client turned out to be gone: that connection must not be closed under
+    whichever request uses it next."""
+    import struct
+    provider = providers(Reply(200, delay=0.1))  # too short for the hang-up watcher to act
+    running = proxy(provider, provider_settings={"p1": {"connect_timeout": 0.5}})
+    sock = socket.create_connection(("127.0.0.1", running.server.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n"
+                 b"Content-Length: 2\r\n\r\n{}" % running.token.encode())
+    assert eventually(lambda: provider.requests)
+    sock.close()  # a reset while the provider answers: writing the answer to the client fails
+    assert eventually(lambda: "client cancelled" in running.log_text())
+    provider.default = Reply(200, delay=1.0)  # longer than connect_timeout
+
+    code, _, _ = running.post()
+
+    assert code == 200
+    assert running.policy.snapshot()[0]["failures"] == 0
+
+
+def test_a_body_over_the_whole_body_limit_is_relayed_with_its_length(providers, proxy):
+    from claude_proxy.server import WHOLE_BODY_LIMIT
+    big = json.dumps({"id": "msg_big", "content": [{"type": "text", "text": "x" * WHOLE_BODY_LIMIT}]}).encode()
+    running = proxy(providers(Reply(200, big)))
+    conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=10)
+    try:
+        conn.request("POST", "/v1/messages", body=b"{}", headers=running.auth())
+        response = conn.getresponse()
+        assert response.getheader("content-length") == str(len(big))
+        assert response.read() == big
     finally:
         conn.close()
-
-    assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\n" + body)
-    assert provider.requests[0].body == body

@@ -77,6 +77,21 @@ def test_usage_is_read_from_the_stream(providers, proxy):
     assert eventually(lambda: "in=120 out=33" in running.log_text())
 
 
+def test_usage_is_read_from_a_short_stream_sent_with_a_length(providers, proxy):
+    frames = message_events(input_tokens=77, output_tokens=4)
+    provider = providers(Reply(200, body=b"".join(frames), content_type="text/event-stream"))
+    running = proxy(provider)
+
+    conn, response = open_stream(running)
+    body = response.read()
+    conn.close()
+
+    assert body == b"".join(frames)
+    assert response.getheader("content-length") == str(len(body))
+    assert eventually(lambda: running.policy.snapshot()[0]["tokens"]["input"] == 77)
+    assert running.policy.snapshot()[0]["tokens"]["output"] == 4
+
+
 def test_error_as_first_event_fails_over(providers, proxy):
     good = message_events("from the second")
     first = providers(Stream([OVERLOADED_EVENT]))
@@ -216,6 +231,32 @@ def test_the_watcher_fires_only_the_cancel_of_the_request_still_waiting(watcher)
 
         assert eventually(waiting.is_set, timeout=5)
         assert not finished.is_set()
+
+
+def test_a_late_readiness_of_a_finished_request_touches_neither_it_nor_the_next(watcher):
+    """The selector reported the socket of request A, but A ended (and B began on
+    the same keep-alive connection) before the watcher looked at it."""
+    ours, client = socket.socketpair()
+    with ours, client:
+        finished = watcher.watch(ours)
+        assert eventually(lambda: watcher._selector.get_map(), timeout=5)  # A is in the selector
+        watcher.unwatch(ours)
+        waiting = watcher.watch(ours)
+        client.close()
+
+        watcher._check(ours, finished)  # what the watcher thread does with the stale event
+
+        assert not finished.is_set()
+        assert eventually(waiting.is_set, timeout=5)  # B is still watched, and fires on its own
+
+
+def test_closing_the_watcher_ends_its_thread(watcher):
+    ours, client = socket.socketpair()
+    with ours, client:
+        watcher.watch(ours)
+        watcher.close()
+        watcher._thread.join(5)
+    assert not watcher._thread.is_alive()
 
 
 def test_the_watcher_notices_a_hang_up_soon_after_the_request_began(watcher):

@@ -72,6 +72,7 @@ class Provider:
     api_key_env: str
     api_key: str | None = dataclasses.field(default=None, repr=False)
     key_source: str | None = None  # "environment" or the .env path
+    key_problem: str | None = None  # why a key that is set cannot be used
     enabled: bool = True
     auth_header: str = "both"
     headers: dict = dataclasses.field(default_factory=dict)
@@ -82,6 +83,10 @@ class Provider:
     @property
     def usable(self):
         return self.enabled and bool(self.api_key)
+
+    def missing_key(self, env_path):
+        """Why this provider has no usable key, as a phrase for messages."""
+        return self.key_problem or f"{self.api_key_env} is not set (environment or {env_path})"
 
     @functools.cached_property
     def header_names(self):
@@ -197,10 +202,8 @@ def load_config(path, environ=None, must_exist=False):
             provider.api_key, provider.key_source = dotenv[provider.api_key_env], str(env_path)
         if provider.api_key and not sendable_in_header(provider.api_key):
             where = "the environment" if provider.key_source == "environment" else env_path
-            config.warnings.append(
-                f"{provider.api_key_env} in {where} has a character an HTTP header cannot carry "
-                f"(a curly quote or a line break pasted with it?); {provider.name} is skipped until "
-                "it is fixed")
+            provider.key_problem = (f"{provider.api_key_env} in {where} has a character an HTTP "
+                                    "header cannot carry (a curly quote or a line break pasted with it?)")
             provider.api_key = provider.key_source = None
     return config
 
@@ -310,6 +313,11 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
         fail(f'"base_url" must be an http:// or https:// URL, not {base_url!r}')
     elif urlsplit(base_url).query or urlsplit(base_url).fragment:
         fail(f'"base_url" must not have a query or fragment: {base_url!r}')
+    elif not PRINTABLE_ASCII.match(base_url):
+        fail(f'"base_url" must be printable ASCII without spaces (an international domain name in '
+             f'its xn-- form, other characters percent-encoded): {base_url!r}')
+    elif not _valid_port(base_url):
+        fail(f'"base_url" has a port that is not a number from 1 to 65535: {base_url!r}')
     key_env = entry.get("api_key_env")
     if key_env is None:
         fail('missing "api_key_env" (the name of the variable that holds the key)')
@@ -331,6 +339,8 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
         for header, value in headers.items():
             if not HEADER_NAME.match(header):
                 fail(f'"headers": {header!r} is not a valid header name')
+            elif header.lower() in PROXY_SET_HEADERS:
+                fail(f'"headers": {header!r} is set by the proxy itself and cannot be configured')
             elif not sendable_in_header(value):
                 fail(f'"headers": the value of {header!r} has a line break or a character '
                      'an HTTP header cannot carry')
@@ -382,13 +392,27 @@ def _is_int(value):
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
+PRINTABLE_ASCII = re.compile(r"[!-~]+\Z")
+#: What RFC 9110 allows in a field value: visible characters, spaces, tabs, and Latin-1 text.
+HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
+#: Framing, routing and hop-by-hop headers: the proxy sets these for each connection.
+PROXY_SET_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+    "upgrade", "proxy-connection", "accept-encoding", "expect",
+})
+
+
 def sendable_in_header(value):
-    """Can ``value`` go into an HTTP header as it is (Latin-1, no line break, no NUL)?"""
+    """Can ``value`` go into an HTTP header as it is?"""
+    return bool(HEADER_VALUE.match(value))
+
+
+def _valid_port(url):
     try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
+        port = urlsplit(url).port
+    except ValueError:
         return False
-    return not any(c in value for c in "\r\n\0")
+    return port is None or port > 0
 
 
 def _string_map(value):

@@ -347,8 +347,9 @@ def key_warnings(target):
     names what is missing, and `status` and the shell commands work.
     """
     config = target.config
-    lines = [f"provider {p.name} has no key: set {p.api_key_env} in {config.env_path} "
-             f"(or the environment); it is skipped"
+    lines = [f"provider {p.name} has no key: " + (
+                 f"{p.key_problem}" if p.key_problem else
+                 f"set {p.api_key_env} in {config.env_path} (or the environment)") + "; it is skipped"
              for p in config.providers if p.enabled and not p.api_key]
     if not any(p.usable for p in config.providers):
         why = "has its key" if any(p.enabled for p in config.providers) else "is enabled"
@@ -853,8 +854,7 @@ def check(path, explicit, live=False, environ=None, out=None):
             source = "the environment" if p.key_source == "environment" else p.key_source
             report("ok", f"provider {p.name}: {p.base_url}, key {p.api_key_env} from {source}")
         else:
-            report("warning", f"provider {p.name}: {p.api_key_env} is not set (environment or "
-                              f"{config.env_path}); it will be skipped")
+            report("warning", f"provider {p.name}: {p.missing_key(config.env_path)}; it will be skipped")
     if not any(p.usable for p in config.providers):
         report("problem", "no provider is usable: set at least one provider's key")
     state_problem = state_dir_problem(config.state_dir, config.path)

@@ -492,7 +492,23 @@ def test_a_bad_auth_header_names_the_field(tmp_path, value):
     assert "auth_header" in only_problem(path)
 
 
+@pytest.mark.parametrize("url, wanted", [
+    ("https://例え.jp/anthropic", "printable ASCII"),
+    ("https://api.example.com/an thropic", "printable ASCII"),
+    ("https://api.example.com:99999/anthropic", "port"),
+    ("https://api.example.com:abc/anthropic", "port"),
+])
+def test_a_base_url_that_cannot_be_requested_is_refused(tmp_path, url, wanted):
+    path = write_config(tmp_path, {"providers": [provider(base_url=url)]})
+
+    problem = only_problem(path)
+    assert '"base_url"' in problem and wanted in problem
+
+
 @pytest.mark.parametrize("headers, wanted", [
+    ({"Host": "elsewhere"}, "'Host' is set by the proxy itself"),
+    ({"content-length": "1"}, "'content-length' is set by the proxy itself"),
+    ({"X-Org": "team\x01"}, "the value of 'X-Org' has a line break or a character"),
     ({"X Org": "team"}, "'X Org' is not a valid header name"),
     ({"X-Org": "team\r\nX-Evil: 1"}, "the value of 'X-Org' has a line break"),
     ({"X-Org": "équipe \u2019one\u2019"}, "the value of 'X-Org' has a line break or a character"),
@@ -510,9 +526,9 @@ def test_a_key_with_a_character_a_header_cannot_carry_skips_its_provider(tmp_pat
 
     [p1] = config.providers
     assert not p1.usable and p1.api_key is None
-    [warning] = config.warnings
-    assert "P1_KEY in the environment has a character an HTTP header cannot carry" in warning
-    assert "sk-pasted" not in warning
+    said = p1.missing_key(config.env_path)  # what every message about the missing key says
+    assert said.startswith("P1_KEY in the environment has a character an HTTP header cannot carry")
+    assert "sk-pasted" not in said and "is not set" not in said
 
 
 @pytest.mark.parametrize("choice", ["x-api-key", "bearer", "both"])

@@ -259,6 +259,22 @@ def test_check_warns_about_missing_keys_and_env_typos(workspace, fake, tmp_path)
     assert out.splitlines()[-1] == "check: config is usable (0 problems, 3 warnings)"
 
 
+def test_check_and_start_say_why_a_key_that_is_set_cannot_be_used(workspace, fake, tmp_path):
+    config = workspace.config([("p1", fake().url), ("p2", fake().url)])
+    (tmp_path / ".env").write_text("KEY_P1=secret-one\nKEY_P2=\u201csecret-two\u201d\n", encoding="utf-8")
+    (tmp_path / ".env").chmod(0o600)
+
+    checked = workspace.run("check", config=config).stdout
+    assert ("warning: provider p2: KEY_P2 in " + str(tmp_path / ".env") +
+            " has a character an HTTP header cannot carry") in checked
+    started = workspace.run("start", config=config)
+    assert started.returncode == 0, started.stderr
+    assert "provider p2 has no key: KEY_P2 in" in started.stderr
+    for said in (checked, started.stdout + started.stderr):
+        assert "KEY_P2 is not set" not in said and "set KEY_P2" not in said
+        assert "secret-two" not in said
+
+
 def fake_url(config, index):
     return json.loads(config.read_text())["providers"][index]["base_url"]
 

@@ -163,6 +163,17 @@ function Restore-ClaudeProxySession {
 function Use-ClaudeProxy {
     # Start the proxy if needed, then point this session at it (pinned if -Provider).
     param([string]$Provider)
+    if ($Provider) {
+        # An unknown provider name is an error before anything is started.
+        $known = Invoke-ClaudeProxyCli 'providers' @($Provider)
+        if ($known.ExitCode -eq 127) {
+            return  # no Python: already reported
+        }
+        if ($known.ExitCode -ne 0) {
+            Write-Error (($known.Errors + $known.Output) -join ' ')
+            return
+        }
+    }
     $started = Invoke-ClaudeProxyCli 'start' @('--quiet')
     if ($started.ExitCode -eq 127) {
         return  # no Python: already reported

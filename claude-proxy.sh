@@ -123,6 +123,10 @@ _claude_proxy_restore() {
 _claude_proxy_use() {
     local shell=bash settings
     [ -n "${ZSH_VERSION:-}" ] && shell=zsh
+    # An unknown provider name is an error before anything is started.
+    if [ -n "$1" ]; then
+        _claude_proxy providers "$1" >/dev/null || return
+    fi
     _claude_proxy start --quiet || return
     if [ -n "$1" ]; then
         settings=$(_claude_proxy env --shell "$shell" --provider "$1" --announce) || return

@@ -58,6 +58,8 @@ def build_parser():
     env.set_defaults(func=daemon.cmd_env)
     providers = commands.add_parser("providers", parents=[common],
                                     help="the configured provider names, one per line")
+    providers.add_argument("name", nargs="?", metavar="NAME",
+                           help="check that this provider is configured (exit 2 if not)")
     providers.set_defaults(func=daemon.cmd_providers)
     check = commands.add_parser("check", parents=[common], help="validate the config and .env")
     check.add_argument("--live", action="store_true",

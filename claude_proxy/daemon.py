@@ -674,12 +674,7 @@ def env(target, shell, provider_name=None, announce=False, out=None):
     """Print the session variables for ``shell`` (pinned to a provider if named)."""
     out = out or sys.stdout
     config, paths = target.config, target.paths
-    pinned = None
-    if provider_name:
-        pinned = config.provider(provider_name)
-        if pinned is None:
-            raise UsageError(f"unknown provider \"{provider_name}\"; configured providers: "
-                             f"{', '.join(config.provider_names)}")
+    pinned = known_provider(config, provider_name) if provider_name else None
     current = probe(paths, config)
     if current.running and not same_path(current.status.get("config", ""), config.path):
         current = Probe(None, None, config)  # another config's daemon: describe this config instead
@@ -788,10 +783,22 @@ def _cmd_value(value):
 
 
 def cmd_providers(args):
+    """The configured names; with a NAME, that provider's name as configured (or an error)."""
     target = load_target(args)
+    if args.name:
+        print(known_provider(target.config, args.name).name)
+        return EXIT_OK
     for name in target.config.provider_names:
         print(name)
     return EXIT_OK
+
+
+def known_provider(config, name):
+    provider = config.provider(name)
+    if provider is None:
+        raise UsageError(f"unknown provider \"{name}\"; configured providers: "
+                         f"{', '.join(config.provider_names) or 'none'}")
+    return provider
 
 
 # --- check --------------------------------------------------------------------------

@@ -164,6 +164,16 @@ def test_env_with_an_unknown_provider_lists_the_configured_ones(workspace, fake)
     assert result.stdout == ""
 
 
+def test_providers_with_a_name_checks_it_and_gives_its_configured_spelling(workspace, fake):
+    config = workspace.config([("p1", fake().url), ("Moon", fake().url)])
+    assert workspace.run("providers", config=config).stdout.split() == ["p1", "Moon"]
+    known = workspace.run("providers", "moon", config=config)
+    assert (known.returncode, known.stdout) == (0, "Moon\n")
+    unknown = workspace.run("providers", "nope", config=config)
+    assert_one_line_error(unknown)
+    assert 'unknown provider "nope"; configured providers: p1, Moon' in unknown.stderr
+
+
 def test_env_without_a_token_requirement_gives_a_placeholder(workspace, fake):
     config = workspace.config([("p1", fake().url)], require_token=False)
     out = env_of(workspace, config, "bash")

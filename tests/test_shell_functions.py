@@ -185,7 +185,7 @@ echo "== after"; {SNAPSHOT[shell]}
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_switch_to_an_unknown_provider_changes_nothing(setup, shell):
-    workspace, _, _, _ = setup
+    workspace, config, _, _ = setup
     script = f"""
 export ANTHROPIC_BASE_URL=https://api.example.test
 echo "== before"; {SNAPSHOT[shell]}
@@ -199,6 +199,7 @@ echo "== saved"; echo "${{_CLAUDE_PROXY_SAVED-none}}"
     assert result.stderr.strip() == 'claude-proxy: unknown provider "nope"; configured providers: p1, p2'
     assert parts["after"] == parts["before"]
     assert parts["saved"] == "none"
+    assert workspace.record(config) is None  # and no proxy was started for it
 
 
 def test_usage_mistakes_are_explained(setup):

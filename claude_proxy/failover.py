@@ -135,7 +135,7 @@ class FailoverPolicy:
             state.requests += 1
             if state.cooling_until:
                 state.cooling_until = 0.0
-                log.warning("%s: cooldown cleared (it answered)", provider.name)
+                log.info("%s: cooldown cleared (it answered)", provider.name)
             if usage is not None:
                 state.input_tokens += usage.input_tokens
                 state.output_tokens += usage.output_tokens

@@ -360,8 +360,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         except ClientGone:
             response.close()
             self.close_connection = True
-            log.info("%s -> client cancelled after %.2fs", ex, ex.elapsed())
+            self._book(provider, response, None, usage)  # it answered; the tokens were spent
+            log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
+        self._book(provider, response, failure, usage)
+        log.info("%s -> %s%s ttfb=%.3fs total=%.3fs %s", ex, response.status,
+                 f" ({failure})" if failure else "", ex.first_byte - ex.started, ex.elapsed(), usage)
+
+    def _book(self, provider, response, failure, usage):
         policy = self.server.policy
         if failure:
             policy.record_failure(provider, failure)
@@ -369,8 +375,6 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             policy.record_success(provider, usage)
         else:
             policy.record_answer(provider)
-        log.info("%s -> %s%s ttfb=%.3fs total=%.2fs %s", ex, response.status,
-                 f" ({failure})" if failure else "", ex.first_byte - ex.started, ex.elapsed(), usage)
 
     def _all_failed(self, failures, ex):
         """Every provider failed: give the client the latest real answer (so its
@@ -385,7 +389,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             status = 504 if error.kind == "timeout" else 502
             self._send_error(status, f"No provider could answer ({', '.join(ex.tried)}); "
                                      f"last: {error.provider} {error.kind}: {error.detail}")
-        log.warning("%s -> %s (all failed) total=%.2fs", ex, status, ex.elapsed())
+        outcome = "pinned provider failed" if ex.mode != "fallback" else "all failed"
+        log.warning("%s -> %s (%s) total=%.3fs", ex, status, outcome, ex.elapsed())
 
     def _no_provider(self, pinned, ex):
         config = self.server.config
@@ -471,6 +476,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         ``remaining`` is the announced length, or None for a chunked body."""
         self.close_connection = True
         self._send_error(413, self._too_large_message())
+        log.info("%s %s -> 413 refused: %s", self.command, self.path, self._too_large_message())
         deadline = time.monotonic() + DRAIN_SECONDS
         budget = DRAIN_LIMIT if remaining is None else min(remaining, DRAIN_LIMIT)
         try:
@@ -490,6 +496,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         keep-alive connection stays in step (or 413/400 if the body is bad)."""
         if self._read_body() is not None:
             self._send_error(status, message, extra_headers)
+            log.info("%s %s -> %s refused: %s", self.command, self.path, status, message)
 
     def handle_expect_100(self):
         """Refuse an oversized body before the client sends it."""

@@ -123,6 +123,8 @@ def test_wrong_or_missing_token_is_a_401_in_anthropic_shape(providers, proxy, he
     assert code == 401
     assert json.loads(body)["error"]["type"] == "authentication_error"
     assert provider.requests == []
+    assert eventually(lambda: "POST /v1/messages -> 401 refused: Missing or wrong" in running.log_text())
+    assert "wrong" not in running.log_text().replace("Missing or wrong", "")  # no offered token
 
 
 @pytest.mark.parametrize("style", ["x-api-key", "bearer"])
@@ -353,6 +355,7 @@ def test_oversized_content_length_body_is_a_413_and_no_provider_is_contacted(pro
 
     _assert_413(code, body)
     assert provider.connections == 0
+    assert eventually(lambda: "POST /v1/messages -> 413 refused: " in running.log_text())
 
 
 def test_oversized_chunked_body_is_a_413(providers, proxy):

@@ -190,6 +190,9 @@ def test_client_hanging_up_mid_stream_closes_the_provider_connection(providers, 
     conn.close()
 
     assert provider.client_hung_up.wait(5), "the provider connection must be closed at once"
+    # It answered, and the tokens its message_start announced were spent: they are booked.
+    assert eventually(lambda: running.policy.snapshot()[0]["tokens"]["input"] == 25)
+    assert running.policy.snapshot()[0]["failures"] == 0
     provider.default = Reply(200)
     assert running.post()[0] == 200  # and the proxy goes on serving
     assert eventually(lambda: "client cancelled" in running.log_text())

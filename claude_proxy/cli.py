@@ -9,8 +9,8 @@ import os
 import sys
 
 from . import __version__, daemon
-from .config import is_loopback, load_config, resolve_config_path
-from .errors import ConfigError, ProxyError
+from .config import is_loopback
+from .errors import ConfigError, ProxyError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -68,15 +68,11 @@ def build_parser():
     return parser
 
 
-def load(args):
-    path, explicit = resolve_config_path(args.config)
-    return load_config(path, must_exist=explicit)
-
-
 def cmd_serve(args):
     from .serve import run
 
-    config = load(args)
+    target = daemon.load_target(args)
+    config = target.config
     if args.host:
         config.host = args.host
         if not config.require_token and not is_loopback(config.host):
@@ -84,6 +80,11 @@ def cmd_serve(args):
                               f'set "require_token": true in {config.path}, or drop --host')
     if args.port is not None:
         config.port = args.port
+    current = daemon.probe(target.paths, config)
+    if current.running:  # the background daemon of this state directory: say so, not "port in use"
+        raise UsageError(f"claude-proxy is already running in the background on {current.url} "
+                         f"(pid {current.record['pid']}); use it, or stop it first with "
+                         f"`{daemon.proxy_command(target, 'stop')}`")
     return run(config, quiet=getattr(args, "quiet", False))
 
 

@@ -416,6 +416,21 @@ def test_a_daemon_that_does_not_answer_in_time_is_stopped(workspace, fake):
                       timeout=5)
 
 
+def test_the_foreground_run_says_when_the_daemon_already_runs(workspace, fake):
+    config = workspace.config([("p1", fake().url)])
+    workspace.keys(KEY_P1="secret-p1")
+    assert workspace.run("start", config=config).returncode == 0
+    record = workspace.record(config)
+
+    result = workspace.run("serve", config=config, timeout=30)
+
+    assert_one_line_error(result)
+    assert (f"claude-proxy is already running in the background on {url_of(record)} "
+            f"(pid {record['pid']})") in result.stderr
+    assert "stop --config" in result.stderr
+    assert workspace.record(config) == record  # untouched
+
+
 def test_a_state_dir_that_is_a_file_is_a_plain_error(workspace, fake, tmp_path):
     (tmp_path / "run").write_text("not a folder", encoding="utf-8")
     config = workspace.config([("p1", fake().url)], state_dir="run")

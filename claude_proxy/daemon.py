@@ -607,6 +607,10 @@ def format_duration(seconds):
     return f"{secs}s"
 
 
+def plural(count, noun):
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def describe_provider_state(row):
     state = row.get("state")
     if state == "cooling":
@@ -650,16 +654,28 @@ def format_status(current, target, session, silent=False):
     rows = s.get("providers") or []
     lines.append("  providers, in fallback order:")
     width = max((len(r.get("name", "")) for r in rows), default=0)
+    state_width = max((len(describe_provider_state(r)) for r in rows), default=0)
     for number, row in enumerate(rows, start=1):
         tokens = row.get("tokens") or {}
         lines.append(
-            f"    {number}. {row.get('name', ''):<{width}}  {describe_provider_state(row):<22} "
-            f"{row.get('requests', 0)} requests, {row.get('failures', 0)} failures, tokens "
+            f"    {number}. {row.get('name', ''):<{width}}  {describe_provider_state(row):<{state_width}}  "
+            f"{plural(row.get('requests', 0), 'request')}, {plural(row.get('failures', 0), 'failure')}, tokens "
             f"in {tokens.get('input', 0):,} out {tokens.get('output', 0):,} "
             f"cache read {tokens.get('cache_read', 0):,} write {tokens.get('cache_creation', 0):,}")
         if row.get("last_error"):
             lines.append(f"       last error: {row['last_error']}")
+        if key_set_since_start(target.config, row):
+            lines.append(f"       {row.get('key_env')} is set now, but the proxy reads keys when it "
+                         f"starts: restart it (`{proxy_command(target, 'stop')}`, then claude-fb)")
     return "\n".join(lines)
+
+
+def key_set_since_start(config, row):
+    """The running daemon found no key for this provider, but the config on disk has one now."""
+    if config is None or row.get("state") != "no_key":
+        return False
+    provider = config.provider(row.get("name", ""))
+    return provider is not None and bool(provider.api_key)
 
 
 # --- env --------------------------------------------------------------------------
@@ -732,15 +748,20 @@ def env_summary(config, current, url, pinned):
     if pinned is not None:
         row = next((r for r in rows if r.get("name") == pinned.name), {})
         line = f"claude-proxy: this session is pinned to {pinned.name} ({url})"
-        if row.get("state") == "no_key":
+        if key_set_since_start(config, row):
+            line += (f"; warning: {pinned.name} had no key when the proxy started, so requests will "
+                     f"fail until it is restarted")
+        elif row.get("state") == "no_key":
             line += f"; warning: {pinned.name} has no key ({row.get('key_env')}), so requests will fail"
         elif row.get("state") == "disabled":
             line += f"; warning: {pinned.name} is disabled, so requests will fail"
         return line
     order = " > ".join(r["name"] for r in rows if r.get("state") not in ("no_key", "disabled"))
     line = f"claude-proxy: this session now goes through {url} (fallback order: {order or 'none usable'})"
-    skipped = [f"{r['name']} ({r.get('key_env')} not set)" if r.get("state") == "no_key"
-               else f"{r['name']} (disabled)" for r in rows if r.get("state") in ("no_key", "disabled")]
+    skipped = [f"{r['name']} (disabled)" if r.get("state") == "disabled"
+               else f"{r['name']} (no key when the proxy started; restart it to use {r.get('key_env')})"
+               if key_set_since_start(config, r) else f"{r['name']} ({r.get('key_env')} not set)"
+               for r in rows if r.get("state") in ("no_key", "disabled")]
     if skipped:
         line += "; skipped: " + ", ".join(skipped)
     return line

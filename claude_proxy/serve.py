@@ -107,6 +107,7 @@ def setup_logging(paths, quiet):
     if not quiet:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        console.addFilter(lambda record: getattr(record, "console", True))
         logger.addHandler(console)
 
 
@@ -169,7 +170,8 @@ def run(config, quiet=False):
         log.warning("%s", warning)
     for p in config.providers:
         if p.enabled and not p.api_key:
-            log.warning("%s: %s; skipped", p.name, p.missing_key(config.env_path))
+            log.warning("%s: %s; skipped", p.name, p.missing_key(config.env_path),
+                        extra={"console": False})  # the banner says it on the console
     if not quiet:
         print(banner(server), file=sys.stderr, flush=True)
     log.info("started: pid %s on %s, providers %s", os.getpid(), server.url,

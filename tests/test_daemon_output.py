@@ -47,7 +47,7 @@ def test_status_shows_each_provider_state_and_never_a_key(workspace, fake):
     row = {name: next(line for line in lines if f". {name} " in line)
            for name in ("limited", "good", "keyless", "off")}
     assert "cooling for 9m 5" in row["limited"] or "cooling for 10m 00s" in row["limited"]
-    assert "ready" in row["good"] and "1 requests" in row["good"]
+    assert "ready" in row["good"] and "1 request, 0 failures" in row["good"]
     assert "in 12 out 7 cache read 3" in row["good"]  # the fake's usage
     assert "no key (KEY_KEYLESS)" in row["keyless"]
     assert "disabled" in row["off"]
@@ -209,6 +209,20 @@ def test_env_warns_on_stderr_only_while_the_proxy_is_not_running(workspace, fake
     after = workspace.run("env", "--shell", "bash", config=config)
     assert after.stdout == expected
     assert after.stderr == ""
+
+
+def test_a_key_set_after_the_start_is_pointed_out_with_what_to_do(workspace, fake, tmp_path):
+    config = workspace.config([("p1", fake().url), ("p2", fake().url)])
+    workspace.keys(KEY_P1="secret-p1")
+    assert workspace.run("start", config=config).returncode == 0
+    (tmp_path / ".env").write_text("KEY_P2=secret-p2\n", encoding="utf-8")
+
+    status = workspace.run("status", config=config).stdout
+    assert "no key (KEY_P2)" in status
+    assert "KEY_P2 is set now, but the proxy reads keys when it starts: restart it" in status
+    summary = workspace.run("env", "--announce", config=config).stderr
+    assert "p2 (no key when the proxy started; restart it to use KEY_P2)" in summary
+    assert "KEY_P2 not set" not in summary and "secret-p2" not in status + summary
 
 
 def test_env_announce_summarises_on_stderr_only(workspace, fake):

@@ -92,6 +92,8 @@ def main(argv=None):
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not any(arg in parser.command_choices or arg in ("-h", "--help", "--version") for arg in argv):
+        if argv and not argv[0].startswith("-"):
+            parser.error(f"unknown command {argv[0]!r} (commands: {', '.join(parser.command_choices)})")
         argv.insert(0, "serve")  # `proxy.py --port 9000` means `proxy.py serve --port 9000`
     args = parser.parse_args(argv)
     try:

@@ -636,3 +636,12 @@ def test_the_log_keeps_writing_when_it_cannot_be_rotated(tmp_path, monkeypatch):
     handler.close()
 
     assert path.read_text(encoding="utf-8").splitlines() == [f"line {n} of twenty bytes" for n in range(4)]
+
+
+def test_an_unknown_command_is_named_with_the_ones_there_are(tmp_path):
+    result = run_once("frobnicate", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "unknown command 'frobnicate' (commands: serve, start, stop, status, env, providers, check)" \
+        in result.stderr
+    assert "Traceback" not in result.stderr

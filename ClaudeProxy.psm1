@@ -165,7 +165,7 @@ function Use-ClaudeProxy {
     param([string]$Provider)
     if ($Provider) {
         # An unknown provider name is an error before anything is started.
-        $known = Invoke-ClaudeProxyCli 'providers' @($Provider)
+        $known = Invoke-ClaudeProxyCli 'providers' @('--', $Provider)
         if ($known.ExitCode -eq 127) {
             return  # no Python: already reported
         }

@@ -125,7 +125,7 @@ _claude_proxy_use() {
     [ -n "${ZSH_VERSION:-}" ] && shell=zsh
     # An unknown provider name is an error before anything is started.
     if [ -n "$1" ]; then
-        _claude_proxy providers "$1" >/dev/null || return
+        _claude_proxy providers -- "$1" >/dev/null || return
     fi
     _claude_proxy start --quiet || return
     if [ -n "$1" ]; then

@@ -59,7 +59,7 @@ def build_parser():
     providers = commands.add_parser("providers", parents=[common],
                                     help="the configured provider names, one per line")
     providers.add_argument("name", nargs="?", metavar="NAME",
-                           help="check that this provider is configured (exit 2 if not)")
+                           help="check that this provider is configured (exit 1 if not)")
     providers.set_defaults(func=daemon.cmd_providers)
     check = commands.add_parser("check", parents=[common], help="validate the config and .env")
     check.add_argument("--live", action="store_true",
@@ -81,8 +81,8 @@ def cmd_serve(args):
     if args.port is not None:
         config.port = args.port
     current = daemon.probe(target.paths, config)
-    if current.running:  # the background daemon of this state directory: say so, not "port in use"
-        raise UsageError(f"claude-proxy is already running in the background on {current.url} "
+    if current.running:  # the proxy of this state directory: say so, not "port in use"
+        raise UsageError(f"claude-proxy is already running on {current.url} "
                          f"(pid {current.record['pid']}); use it, or stop it first with "
                          f"`{daemon.proxy_command(target, 'stop')}`")
     return run(config, quiet=getattr(args, "quiet", False))

@@ -306,17 +306,17 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
     if not isinstance(name, str) or not PROVIDER_NAME.match(name):
         fail('"name" is missing or not a simple name (letters, digits, ".", "_", "-")')
     base_url = entry.get("base_url")
+    url = _split_url(base_url) if isinstance(base_url, str) else None
     if base_url is None:
         fail('missing "base_url"')
-    elif not isinstance(base_url, str) or urlsplit(base_url).scheme not in ("http", "https") \
-            or not urlsplit(base_url).hostname:
-        fail(f'"base_url" must be an http:// or https:// URL, not {base_url!r}')
-    elif urlsplit(base_url).query or urlsplit(base_url).fragment:
-        fail(f'"base_url" must not have a query or fragment: {base_url!r}')
-    elif not PRINTABLE_ASCII.match(base_url):
+    elif isinstance(base_url, str) and not PRINTABLE_ASCII.match(base_url):
         fail(f'"base_url" must be printable ASCII without spaces (an international domain name in '
              f'its xn-- form, other characters percent-encoded): {base_url!r}')
-    elif not _valid_port(base_url):
+    elif url is None or url.scheme not in ("http", "https") or not url.hostname:
+        fail(f'"base_url" must be an http:// or https:// URL, not {base_url!r}')
+    elif url.query or url.fragment:
+        fail(f'"base_url" must not have a query or fragment: {base_url!r}')
+    elif not _valid_port(url):
         fail(f'"base_url" has a port that is not a number from 1 to 65535: {base_url!r}')
     key_env = entry.get("api_key_env")
     if key_env is None:
@@ -407,9 +407,18 @@ def sendable_in_header(value):
     return bool(HEADER_VALUE.match(value))
 
 
+def _split_url(text):
+    try:
+        url = urlsplit(text)
+        url.hostname  # noqa: B018 -- parsed lazily; a malformed address raises here
+    except ValueError:
+        return None
+    return url
+
+
 def _valid_port(url):
     try:
-        port = urlsplit(url).port
+        port = url.port
     except ValueError:
         return False
     return port is None or port > 0

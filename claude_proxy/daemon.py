@@ -616,7 +616,7 @@ def describe_provider_state(row):
     if state == "cooling":
         return f"cooling for {format_duration(row.get('cooldown_seconds_left') or 0)}"
     if state == "no_key":
-        return f"no key ({row.get('key_env')})"
+        return f"{'unusable' if row.get('key_problem') else 'no'} key ({row.get('key_env')})"
     return state or "?"
 
 
@@ -664,6 +664,8 @@ def format_status(current, target, session, silent=False):
             f"cache read {tokens.get('cache_read', 0):,} write {tokens.get('cache_creation', 0):,}")
         if row.get("last_error"):
             lines.append(f"       last error: {row['last_error']}")
+        if row.get("key_problem"):
+            lines.append(f"       {row['key_problem']}")
         if key_set_since_start(target.config, row):
             lines.append(f"       {row.get('key_env')} is set now, but the proxy reads keys when it "
                          f"starts: restart it (`{proxy_command(target, 'stop')}`, then claude-fb)")
@@ -752,7 +754,8 @@ def env_summary(config, current, url, pinned):
             line += (f"; warning: {pinned.name} had no key when the proxy started, so requests will "
                      f"fail until it is restarted")
         elif row.get("state") == "no_key":
-            line += f"; warning: {pinned.name} has no key ({row.get('key_env')}), so requests will fail"
+            line += (f"; warning: {pinned.name} has no usable key ({row.get('key_env')}), so requests "
+                     "will fail")
         elif row.get("state") == "disabled":
             line += f"; warning: {pinned.name} is disabled, so requests will fail"
         return line
@@ -760,7 +763,9 @@ def env_summary(config, current, url, pinned):
     line = f"claude-proxy: this session now goes through {url} (fallback order: {order or 'none usable'})"
     skipped = [f"{r['name']} (disabled)" if r.get("state") == "disabled"
                else f"{r['name']} (no key when the proxy started; restart it to use {r.get('key_env')})"
-               if key_set_since_start(config, r) else f"{r['name']} ({r.get('key_env')} not set)"
+               if key_set_since_start(config, r)
+               else f"{r['name']} ({r.get('key_env')} cannot be sent: see `proxy.py check`)"
+               if r.get("key_problem") else f"{r['name']} ({r.get('key_env')} not set)"
                for r in rows if r.get("state") in ("no_key", "disabled")]
     if skipped:
         line += "; skipped: " + ", ".join(skipped)

@@ -169,6 +169,7 @@ class FailoverPolicy:
                     "enabled": p.enabled,
                     "key_set": bool(p.api_key),
                     "key_env": p.api_key_env,
+                    "key_problem": p.key_problem,  # names the variable and file, never the key
                     "state": state,
                     "cooldown_seconds_left": round(max(0.0, s.cooling_until - now), 1)
                     if s.cooling_until else 0.0,

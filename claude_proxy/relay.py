@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 # SSE events end with a blank line; providers use LF, CRLF is tolerated.
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n")
 USAGE_JSON_LIMIT = 8 * 1024 * 1024
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)  # not on Windows, where the socket's timeout bounds it
 FIRST_EVENT_LIMIT = 1024 * 1024
 
 
@@ -200,8 +199,8 @@ def relay_stream(response, writer, first, usage, cancel):
         cut = event_boundary(pending)
         if cut:
             ready, pending = pending[:cut], pending[cut:]
+            usage.feed_events(ready)  # first: tokens announced are spent even if the client left
             writer.write(ready)
-            usage.feed_events(ready)
             finished = finished or b"event: message_stop" in ready or b"event: error" in ready
         try:
             data = response.read1()
@@ -370,9 +369,13 @@ class DisconnectWatcher:
 
     def _check(self, sock, cancel):
         try:
-            # Never block here: the handler may have read what made it readable.
-            data = sock.recv(1, socket.MSG_PEEK | _DONTWAIT)
-        except (BlockingIOError, InterruptedError, socket.timeout):
+            # Never block here: the handler may have read what made it readable
+            # meanwhile, and its socket waits up to its idle timeout.  A duplicate
+            # has a timeout of its own (the file is non-blocking already).
+            with sock.dup() as probe:
+                probe.setblocking(False)
+                data = probe.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""

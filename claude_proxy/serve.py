@@ -162,8 +162,7 @@ def run(config, quiet=False):
         setup_logging(paths, quiet)
     except OSError as exc:
         raise UsageError(f"cannot use the state directory {paths.dir}: {exc.strerror or exc}") from None
-    server = ProxyServer(config, token)
-    server.token_path = paths.token
+    server = ProxyServer(config, token, paths.token if token else None)
     _stop_on_signals(server)  # before the pid file exists: whoever reads it may signal at once
     write_pid_file(paths.pid, host=config.host, port=server.port, config_path=config.path)
     for warning in config.warnings:

@@ -34,6 +34,7 @@ from .relay import (
     Cancel, ClientGone, ClientWriter, DisconnectWatcher, Usage, first_event_error,
     is_event_stream, read_first_event, relay_body, relay_stream,
 )
+from .state import read_token
 from .upstream import HOP_BY_HOP, Upstreams, rewrite_model, upstream_headers
 
 log = logging.getLogger("claude_proxy")
@@ -98,10 +99,12 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG
     allow_reuse_address = reuse_address_allowed(os.name)
 
-    def __init__(self, config, token):
+    def __init__(self, config, token, token_path=None):
         self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         self.config = config
         self.token = token
+        self.token_path = token_path
+        self._token_mtime = None
         self.policy = FailoverPolicy(config)
         self.upstreams = Upstreams(config.providers)
         self.watcher = DisconnectWatcher()
@@ -115,6 +118,34 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         except OSError as exc:
             self.watcher.close()
             raise UsageError(_bind_error(config, exc)) from None
+
+    def token_matches(self, offered):
+        """Is one of the ``offered`` strings the client token?
+
+        On a mismatch the token file is read again if it changed: it is what
+        clients are given, so it wins over the token this server started with.
+        """
+        if self._matches(offered):
+            return True
+        if self.token_path is None:
+            return False
+        try:
+            mtime = os.stat(self.token_path).st_mtime_ns
+        except OSError:
+            return False
+        if mtime == self._token_mtime:
+            return False
+        self._token_mtime = mtime
+        fresh = read_token(self.token_path)
+        if not fresh or fresh == self.token:
+            return False
+        self.token = fresh
+        log.info("the client token changed in %s; using it", self.token_path)
+        return self._matches(offered)
+
+    def _matches(self, offered):
+        expected = (self.token or "").encode()
+        return bool(expected) and any(hmac.compare_digest(v.encode(), expected) for v in offered)
 
     def server_bind(self):
         if os.name == "nt" and hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
@@ -169,6 +200,13 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         super().server_close()
         self.watcher.close()
         self.upstreams.close()
+
+
+def printable(text):
+    """``text`` for a log line: control characters escaped, so a request cannot forge lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _bind_error(config, exc):
@@ -233,12 +271,10 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         """True if the request carries the client token (as x-api-key or bearer)."""
         if not self.server.config.require_token:
             return True
-        token = self.server.token or ""
         scheme, _, credentials = self.headers.get("authorization", "").partition(" ")
         offered = [self.headers.get("x-api-key", ""),
                    credentials.strip() if scheme.lower() == "bearer" else ""]
-        expected = token.encode()
-        if token and any(hmac.compare_digest(value.encode(), expected) for value in offered):
+        if self.server.token_matches(offered):
             return True
         self._refuse(401, "Missing or wrong claude-proxy token. Run `proxy.py env` (or claude-fb) "
                               "to set ANTHROPIC_AUTH_TOKEN for this session.")
@@ -334,13 +370,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         json_body = (response.header("content-type") or "").startswith("application/json")
         try:
             if response.complete:  # read whole before the commit point (or it has no body)
-                self._send_head(response.status, response.reason, response.headers,
-                                self._whole_body_framing(response, first), first)
-                ex.first_byte = time.monotonic()
                 if stream:  # a short stream with a Content-Length, all there in one read
                     usage.feed_events(first)
                 elif json_body:
                     usage.feed_json(first)
+                self._send_head(response.status, response.reason, response.headers,
+                                self._whole_body_framing(response, first), first)
+                ex.first_byte = time.monotonic()
             else:
                 framing = CHUNKED if stream or response.content_length is None else response.content_length
                 if framing is CHUNKED and self.request_version == "HTTP/1.0":
@@ -402,6 +438,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         elif pinned is not None:
             message = (f"Provider '{pinned.name}' has no API key: set {pinned.api_key_env} in "
                        f"{config.env_path} or the environment, and restart claude-proxy")
+        elif any(p.key_problem for p in config.providers if p.enabled):
+            why = "; ".join(p.missing_key(config.env_path) for p in config.providers if p.enabled)
+            message = f"No provider is usable: {why}. Fix that and restart claude-proxy"
         else:
             wanted = ", ".join(p.api_key_env for p in config.providers if p.enabled) or "a provider"
             message = (f"No provider is usable: set {wanted} in {config.env_path} "
@@ -476,7 +515,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         ``remaining`` is the announced length, or None for a chunked body."""
         self.close_connection = True
         self._send_error(413, self._too_large_message())
-        log.info("%s %s -> 413 refused: %s", self.command, self.path, self._too_large_message())
+        log.info("%s %s -> 413 refused: %s", self.command, printable(self.path), self._too_large_message())
         deadline = time.monotonic() + DRAIN_SECONDS
         budget = DRAIN_LIMIT if remaining is None else min(remaining, DRAIN_LIMIT)
         try:
@@ -496,7 +535,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         keep-alive connection stays in step (or 413/400 if the body is bad)."""
         if self._read_body() is not None:
             self._send_error(status, message, extra_headers)
-            log.info("%s %s -> %s refused: %s", self.command, self.path, status, message)
+            log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status, message)
 
     def handle_expect_100(self):
         """Refuse an oversized body before the client sends it."""

@@ -73,8 +73,11 @@ def load_or_create_token(path):
     Two daemons starting at once (two shells' ``claude-fb``) must end up with
     the same token, the one in the file: the token is written to a file of
     its own first, then linked into place, which fails if the other won.
-    The file never exists half-written, so an empty one is broken (an
-    interrupted write, a full disk) and is replaced.
+    Where hard links are not supported it is created in place, and a file
+    found empty is given a moment to fill before it counts as broken (an
+    interrupted write, a full disk) and is replaced.  The server also
+    re-reads the file when a client offers a token it does not know
+    (:meth:`server.ProxyServer.token_matches`), so the file has the last word.
     """
     path = Path(path)
     token = read_token(path)
@@ -83,26 +86,45 @@ def load_or_create_token(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     token = "cpx-" + secrets.token_urlsafe(32)
     tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp")
-    _write_private(tmp, token)
     try:
+        _write_private(tmp, token)
         try:
             os.link(tmp, path)
             return token
         except FileExistsError:
             pass
-        except OSError:  # no hard links on this file system: create it in place
+        except OSError:  # no hard links on this file system
             try:
                 _write_private(path, token)
                 return token
             except FileExistsError:
                 pass
-        theirs = read_token(path)
+        theirs = _read_token_when_written(path)
         if theirs:
             return theirs
         os.replace(tmp, path)
         return read_token(path) or token
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
+
+
+def _read_token_when_written(path, wait=0.5):
+    """The token in ``path``, waiting up to ``wait`` seconds while it is empty
+    (another process may be writing it in place)."""
+    deadline = time.monotonic() + wait
+    while True:
+        token = read_token(path)
+        if token or time.monotonic() >= deadline:
+            return token
+        time.sleep(0.02)
+
+
+def _remove_quietly(path):
+    """Delete ``path`` if it can be; on Windows a reader of its other name may hold it open."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _write_private(path, token):

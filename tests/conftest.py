@@ -28,7 +28,7 @@ class RunningProxy:
         self.paths = StatePaths(self.config.state_dir)
         self.token = load_or_create_token(self.paths.token) if self.config.require_token else None
         setup_logging(self.paths, quiet=True)
-        self.server = ProxyServer(self.config, self.token)
+        self.server = ProxyServer(self.config, self.token, self.paths.token if self.token else None)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
         self.thread.start()

@@ -497,6 +497,8 @@ def test_a_bad_auth_header_names_the_field(tmp_path, value):
     ("https://api.example.com/an thropic", "printable ASCII"),
     ("https://api.example.com:99999/anthropic", "port"),
     ("https://api.example.com:abc/anthropic", "port"),
+    ("https://ex\uff03ample.com/x", "printable ASCII"),
+    ("http://[::1/x", "http:// or https:// URL"),
 ])
 def test_a_base_url_that_cannot_be_requested_is_refused(tmp_path, url, wanted):
     path = write_config(tmp_path, {"providers": [provider(base_url=url)]})

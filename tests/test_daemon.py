@@ -425,7 +425,7 @@ def test_the_foreground_run_says_when_the_daemon_already_runs(workspace, fake):
     result = workspace.run("serve", config=config, timeout=30)
 
     assert_one_line_error(result)
-    assert (f"claude-proxy is already running in the background on {url_of(record)} "
+    assert (f"claude-proxy is already running on {url_of(record)} "
             f"(pid {record['pid']})") in result.stderr
     assert "stop --config" in result.stderr
     assert workspace.record(config) == record  # untouched

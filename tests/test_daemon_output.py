@@ -294,9 +294,13 @@ def test_check_and_start_say_why_a_key_that_is_set_cannot_be_used(workspace, fak
     started = workspace.run("start", config=config)
     assert started.returncode == 0, started.stderr
     assert "provider p2 has no key: KEY_P2 in" in started.stderr
-    for said in (checked, started.stdout + started.stderr):
+    status = workspace.run("status", config=config).stdout
+    assert "unusable key (KEY_P2)" in status and "has a character an HTTP header cannot carry" in status
+    summary = workspace.run("env", "--announce", config=config).stderr
+    assert "p2 (KEY_P2 cannot be sent: see `proxy.py check`)" in summary
+    for said in (checked, started.stdout + started.stderr, status, summary):
         assert "KEY_P2 is not set" not in said and "set KEY_P2" not in said
-        assert "secret-two" not in said
+        assert "KEY_P2 not set" not in said and "secret-two" not in said
 
 
 def fake_url(config, index):

@@ -422,6 +422,18 @@ def test_a_stream_that_fails_over_reaches_the_client_from_the_second(providers, 
     assert body == b"".join(frames)
 
 
+def test_a_key_that_cannot_be_sent_is_named_in_the_503(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider, environ={"KEY_P1": "sk-\u201cquoted\u201d"})
+
+    for prefix in ("", "/provider/p1"):
+        code, _, body = running.post(prefix=prefix)
+        message = json.loads(body)["error"]["message"]
+        assert code == 503 and "KEY_P1 in the environment has a character" in message, message
+        assert "set KEY_P1" not in message and "quoted" not in message
+    assert provider.requests == []
+
+
 def test_pinned_to_a_provider_without_a_key_says_which_variable_to_set(providers, proxy):
     first, second = providers(Reply(200)), providers(Reply(200))
     running = proxy(first, second, names=["minimax", "moonshot"], environ={"KEY_MINIMAX": "k"})

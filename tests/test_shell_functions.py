@@ -190,12 +190,13 @@ def test_switch_to_an_unknown_provider_changes_nothing(setup, shell):
 export ANTHROPIC_BASE_URL=https://api.example.test
 echo "== before"; {SNAPSHOT[shell]}
 echo "== switch"; claude-switch nope; echo "rc=$?"
+echo "== option"; claude-switch --help 2>/dev/null; echo "rc=$?"
 echo "== after"; {SNAPSHOT[shell]}
 echo "== saved"; echo "${{_CLAUDE_PROXY_SAVED-none}}"
 """
     result = run_in(shell, script, workspace.environ)
     parts = sections(result.stdout)
-    assert parts["switch"] == "rc=1"
+    assert parts["switch"] == "rc=1" and parts["option"] == "rc=1"
     assert result.stderr.strip() == 'claude-proxy: unknown provider "nope"; configured providers: p1, p2'
     assert parts["after"] == parts["before"]
     assert parts["saved"] == "none"

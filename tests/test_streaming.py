@@ -253,6 +253,20 @@ def test_a_late_readiness_of_a_finished_request_touches_neither_it_nor_the_next(
         assert eventually(waiting.is_set, timeout=5)  # B is still watched, and fires on its own
 
 
+def test_a_readiness_already_consumed_does_not_block_the_watcher(watcher):
+    """The handler read the pipelined request between the watcher's select and
+    its peek: the client socket (with its idle timeout) has nothing to read."""
+    ours, client = socket.socketpair()
+    with ours, client:
+        ours.settimeout(30)  # as the handler's socket: CLIENT_IDLE_TIMEOUT
+        cancel = watcher.watch(ours)
+        looked = threading.Thread(target=watcher._check, args=(ours, cancel))
+        looked.start()
+        looked.join(10)
+        assert not looked.is_alive(), "the watcher blocked on an empty socket"
+        assert not cancel.is_set()
+
+
 def test_closing_the_watcher_ends_its_thread(watcher):
     ours, client = socket.socketpair()
     with ours, client:

@@ -147,7 +147,9 @@ claude-fb() {
 
 claude-switch() {
     if [ $# -ne 1 ] || [ -z "$1" ]; then
-        echo "usage: claude-switch PROVIDER   (one of: $(_claude_proxy providers 2>/dev/null | tr '\n' ' '))" >&2
+        local names
+        names=$(_claude_proxy providers 2>/dev/null | tr '\n' ' ')
+        echo "usage: claude-switch PROVIDER   (${names:+one of: }${names:-no providers: see python proxy.py check})" >&2
         return 2
     fi
     _claude_proxy_use "$1"

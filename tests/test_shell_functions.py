@@ -211,6 +211,10 @@ def test_usage_mistakes_are_explained(setup):
     assert "usage: claude-switch PROVIDER   (one of: p1 p2 )" in result.stderr
     assert "usage: claude-reset [--keep-running]" in result.stderr
 
+    broken = run_in("bash", "claude-switch", {**workspace.environ,
+                                              "CLAUDE_PROXY_CONFIG": str(workspace.tmp_path / "missing.json")})
+    assert "usage: claude-switch PROVIDER   (no providers: see python proxy.py check)" in broken.stderr
+
 
 def test_bash_completes_provider_names(setup):
     workspace, _, _, _ = setup

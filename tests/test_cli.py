@@ -171,9 +171,9 @@ def test_banner_lists_providers_in_order_with_key_present_or_missing_and_never_a
     config = write_config(tmp_path, [entry("first", "http://127.0.0.1:9/a"),
                                      entry("second", "http://127.0.0.1:9/b"),
                                      entry("third", "http://127.0.0.1:9/c")])
-    (tmp_path / ".env").write_text("CPX_KEY_SECOND=sk-dotenv-secret-2222\n", encoding="utf-8")
+    (tmp_path / ".env").write_text("CPX_KEY_SECOND=fake-dotenv-secret-2222\n", encoding="utf-8")
     child = daemon("--config", str(config), cwd=tmp_path,
-                   env=child_env(CPX_KEY_FIRST="sk-environ-secret-1111"))
+                   env=child_env(CPX_KEY_FIRST="fake-environ-secret-1111"))
 
     url = child.wait_listening()
     assert child.wait_line(lambda line: "third" in line and "CPX_KEY_THIRD" in line)
@@ -189,8 +189,8 @@ def test_banner_lists_providers_in_order_with_key_present_or_missing_and_never_a
     assert "no key" not in second and "key" in second
     assert "no key" in third and "cpx_key_third" in third
     output = child.stdout + child.stderr
-    assert "sk-environ-secret-1111" not in output
-    assert "sk-dotenv-secret-2222" not in output
+    assert "fake-environ-secret-1111" not in output
+    assert "fake-dotenv-secret-2222" not in output
 
 
 def test_a_fresh_clone_without_config_starts_on_the_defaults_and_says_what_is_missing(app_copy, daemon):
@@ -472,12 +472,12 @@ def test_no_secret_reaches_the_log_status_or_console_even_when_requests_fail(tmp
     config = write_config(tmp_path, [
         entry("overloaded", overloaded.url), entry("refusing", f"http://127.0.0.1:{closed_port()}"),
         entry("answering", answering.url), entry("limited", limited.url)])
-    keys = {"CPX_KEY_OVERLOADED": "sk-prov-secret-aaaa", "CPX_KEY_REFUSING": "sk-prov-secret-bbbb",
-            "CPX_KEY_ANSWERING": "sk-prov-secret-cccc", "CPX_KEY_LIMITED": "sk-prov-secret-dddd"}
+    keys = {"CPX_KEY_OVERLOADED": "fake-prov-secret-aaaa", "CPX_KEY_REFUSING": "fake-prov-secret-bbbb",
+            "CPX_KEY_ANSWERING": "fake-prov-secret-cccc", "CPX_KEY_LIMITED": "fake-prov-secret-dddd"}
     child = daemon("--config", str(config), cwd=tmp_path, env=child_env(**keys))
     url = child.wait_listening()
     token = token_of(tmp_path)
-    client_junk = "sk-ant-client-credential-zzzz"
+    client_junk = "fake-client-credential-zzzz"
     body = {"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 
     answers = [
@@ -509,7 +509,7 @@ def test_a_provider_echoing_its_key_in_an_error_does_not_put_it_in_log_or_status
                                                                                    providers):
     """Some providers quote the credential they rejected; the proxy passes the
     body to the client untouched but must not copy the key into its log or status."""
-    key = "sk-prov-echoed-secret-eeee"
+    key = "fake-prov-echoed-secret-eeee"
     echoing = providers(Reply(503, error_json(503, "api_error", f"upstream rejected key {key}")))
     answering = providers()
     config = write_config(tmp_path, [entry("echoing", echoing.url), entry("answering", answering.url)])

@@ -169,7 +169,7 @@ def test_client_credentials_never_reach_the_provider_and_its_key_is_sent(provide
     running = proxy(provider, provider_settings={"p1": {"auth_header": "x-api-key"}})
     headers = {
         "authorization": f"Bearer {running.token}",
-        "x-api-key": "sk-ant-the-users-real-key",
+        "x-api-key": "fake-users-own-anthropic-key",
         "anthropic-version": "2023-06-01",
         "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
         "x-claude-code-session-id": "session-1",
@@ -658,9 +658,9 @@ def test_daemons_creating_the_token_at_once_all_get_the_one_in_the_file(tmp_path
 def test_a_server_whose_token_was_replaced_in_the_file_takes_the_files(providers, proxy):
     running = proxy(providers(Reply(200)))
     old = running.token
-    running.paths.token.write_text("cpx-the-one-clients-now-read\n", encoding="utf-8")
+    running.paths.token.write_text("fake-token-clients-now-read\n", encoding="utf-8")
 
-    assert running.post(headers={"x-api-key": "cpx-the-one-clients-now-read"})[0] == 200
+    assert running.post(headers={"x-api-key": "fake-token-clients-now-read"})[0] == 200
     assert request(running.url, "POST", "/v1/messages", b"{}", {"x-api-key": old})[0] == 401
     assert request(running.url, "POST", "/v1/messages", b"{}", {"x-api-key": "guess"})[0] == 401
 

@@ -390,8 +390,6 @@ def _is_int(value):
 
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
-
-
 PRINTABLE_ASCII = re.compile(r"[!-~]+\Z")
 #: What RFC 9110 allows in a field value: visible characters, spaces, tabs, and Latin-1 text.
 HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")

@@ -761,15 +761,22 @@ def env_summary(config, current, url, pinned):
         return line
     order = " > ".join(r["name"] for r in rows if r.get("state") not in ("no_key", "disabled"))
     line = f"claude-proxy: this session now goes through {url} (fallback order: {order or 'none usable'})"
-    skipped = [f"{r['name']} (disabled)" if r.get("state") == "disabled"
-               else f"{r['name']} (no key when the proxy started; restart it to use {r.get('key_env')})"
-               if key_set_since_start(config, r)
-               else f"{r['name']} ({r.get('key_env')} cannot be sent: see `proxy.py check`)"
-               if r.get("key_problem") else f"{r['name']} ({r.get('key_env')} not set)"
+    skipped = [f"{r['name']} ({why_skipped(config, r)})"
                for r in rows if r.get("state") in ("no_key", "disabled")]
     if skipped:
         line += "; skipped: " + ", ".join(skipped)
     return line
+
+
+def why_skipped(config, row):
+    """Why a provider of the daemon's /status is not in the fallback order, in a few words."""
+    if row.get("state") == "disabled":
+        return "disabled"
+    if key_set_since_start(config, row):
+        return f"no key when the proxy started; restart it to use {row.get('key_env')}"
+    if row.get("key_problem"):
+        return f"{row.get('key_env')} cannot be sent: see `proxy.py check`"
+    return f"{row.get('key_env')} not set"
 
 
 def render_env(variables, shell):

@@ -338,16 +338,13 @@ class DisconnectWatcher:
         while not self._closed:
             with self._lock:
                 self._promote(time.monotonic() - self.INTERVAL)
-                idle = not self._pending and not self._selector.get_map()
-                self._sleeping = idle
+                selecting = bool(self._selector.get_map())
+                self._sleeping = idle = not selecting and not self._pending
                 self._wakeup.clear()
                 if self._closed:  # close() may have set the event just before the clear
                     break
-            if idle:
-                self._wakeup.wait()
-                continue
-            if not self._selector.get_map():
-                self._wakeup.wait(self.INTERVAL)  # only recent ones: none to select on yet
+            if not selecting:  # nothing yet, or only recent ones: wait for work, or for them to age
+                self._wakeup.wait(None if idle else self.INTERVAL)
                 continue
             try:
                 events = self._selector.select(self.INTERVAL)

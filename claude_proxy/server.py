@@ -514,8 +514,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         within a bound, so that it can read the answer instead of a reset.
         ``remaining`` is the announced length, or None for a chunked body."""
         self.close_connection = True
-        self._send_error(413, self._too_large_message())
-        log.info("%s %s -> 413 refused: %s", self.command, printable(self.path), self._too_large_message())
+        message = self._too_large_message()
+        self._send_error(413, message)
+        log.info("%s %s -> 413 refused: %s", self.command, printable(self.path), message)
         deadline = time.monotonic() + DRAIN_SECONDS
         budget = DRAIN_LIMIT if remaining is None else min(remaining, DRAIN_LIMIT)
         try:

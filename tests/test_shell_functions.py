@@ -98,7 +98,9 @@ def test_zsh_parses_it():
 
 
 def test_shellcheck_passes():
-    shellcheck = shutil.which("shellcheck")
+    # Installed beside the interpreter (a venv's bin/), which need not be on PATH.
+    shellcheck = shutil.which("shellcheck", path=os.pathsep.join(
+        [os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     assert shellcheck, "shellcheck is a test dependency: pip install -r tests/requirements.txt"
     result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

@@ -77,7 +77,7 @@ def build_parser():
 
 
 def cmd_serve(args):
-    from .serve import run
+    from .run import run
 
     target = daemon.load_target(args)
     config = target.config

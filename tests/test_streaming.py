@@ -217,7 +217,7 @@ def test_client_hanging_up_while_waiting_for_a_non_stream_answer_stops_the_provi
 
 @pytest.fixture
 def watcher():
-    from claude_proxy.relay import DisconnectWatcher
+    from claude_proxy.cancel import DisconnectWatcher
     made = DisconnectWatcher()
     yield made
     made.close()

@@ -35,16 +35,21 @@ class Cancel:
             self._sock = None
 
     def fire(self):
+        """The client hung up: abort the provider socket, if one is attached.
+
+        The shutdown happens under the lock, so it cannot race :meth:`detach`:
+        once ``detach`` has returned, the socket may be back in the pool
+        serving another request, and nothing here touches it any more.
+        """
         with self._lock:
             self._set = True
-            sock = self._sock
-        if sock is not None:
-            try:
-                # The base-class shutdown works on TLS sockets too, and wakes
-                # the thread blocked reading it; it is closed by that thread.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:  # already closed: nothing left to stop
-                pass
+            if self._sock is not None:
+                try:
+                    # The base-class shutdown works on TLS sockets too, and wakes
+                    # the thread blocked reading it; it is closed by that thread.
+                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+                except OSError:  # already closed: nothing left to stop
+                    pass
 
 
 class DisconnectWatcher:

@@ -26,9 +26,9 @@ from .cancel import Cancel
 from .errors import UpstreamError
 from .failover import describe_error, retry_after_seconds
 from .relay import (
-    ClientGone, Usage, first_event_error, is_event_stream, read_first_event, relay_body,
-    relay_stream,
+    ClientGone, Usage, is_event_stream, read_first_event, relay_body, relay_stream,
 )
+from .sse import first_event_error
 from .upstream import rewrite_model, upstream_headers
 
 log = logging.getLogger("claude_proxy")

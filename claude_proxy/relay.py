@@ -18,13 +18,15 @@ import json
 import logging
 
 from .errors import UpstreamError
+from .sse import EventBuffer, error_frame, event_name_and_data, split_events
 
 log = logging.getLogger(__name__)
 
-# SSE events end with a blank line; providers use LF, CRLF is tolerated.
-_BOUNDARIES = (b"\n\n", b"\r\n\r\n")
 USAGE_JSON_LIMIT = 8 * 1024 * 1024
-FIRST_EVENT_LIMIT = 1024 * 1024
+#: What is held while waiting for an event to end.  Before the commit point a
+#: first event longer than this is the provider's failure; after it, what is
+#: held is relayed as it is (a provider that stopped separating its events).
+MAX_EVENT_BYTES = 1024 * 1024
 
 
 class ClientGone(Exception):
@@ -41,63 +43,20 @@ def read_first_event(response):
     """Read until the first complete SSE event has arrived (or the body ends).
 
     Returns everything read, which may run past that event.  This is the
-    commit point's wait: an error here is still the provider's to fail over from.
+    commit point's wait: an error here is still the provider's to fail over
+    from, and so is a first event that does not end within ``MAX_EVENT_BYTES``.
     """
-    buffer = b""
-    while not event_boundary(buffer) and len(buffer) <= FIRST_EVENT_LIMIT:
+    events = EventBuffer()
+    while not events.has_event():
+        if events.size > MAX_EVENT_BYTES:
+            response.close()
+            raise UpstreamError(response.provider.name, "protocol",
+                                f"no event boundary in the first {MAX_EVENT_BYTES // 1024} KiB of the stream")
         data = response.read1()
         if not data:
             break
-        buffer += data
-    return buffer
-
-
-def event_boundary(buffer):
-    """Index just past the last complete event in ``buffer`` (0 if none)."""
-    end = 0
-    for marker in _BOUNDARIES:
-        at = buffer.rfind(marker)
-        if at >= 0:
-            end = max(end, at + len(marker))
-    return end
-
-
-def split_events(data):
-    """The complete events in ``data`` (which ends at an event boundary)."""
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n")
-    return [event for event in data.split(b"\n\n") if event.strip()]
-
-
-def event_name_and_data(event):
-    """``(event name, data string)`` of one SSE event, per the SSE line rules."""
-    name, data = None, []
-    for line in event.split(b"\n"):
-        if line.startswith(b"event:"):
-            name = line[6:].strip().decode("utf-8", "replace")
-        elif line.startswith(b"data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-    return name, b"\n".join(data).decode("utf-8", "replace")
-
-
-def first_event_error(buffer):
-    """The error type if the stream's first event is ``event: error``, else None."""
-    events = split_events(buffer[: event_boundary(buffer)])
-    if not events:
-        return None
-    name, data = event_name_and_data(events[0])
-    if name != "error":
-        return None
-    try:
-        return json.loads(data)["error"]["type"]
-    except (ValueError, KeyError, TypeError):
-        return "error"
-
-
-def error_frame(error_type, message):
-    body = json.dumps({"type": "error", "error": {"type": error_type, "message": message}})
-    return f"event: error\ndata: {body}\n\n".encode("utf-8")
+        events.feed(data)
+    return events.take_all()
 
 
 class Usage:
@@ -189,12 +148,14 @@ def relay_stream(response, writer, first, usage, cancel):
     failed; in that case an ``event: error`` frame has been written.
     Raises :class:`ClientGone` if the client disconnects.
     """
-    pending = first
+    events = EventBuffer()
+    events.feed(first)
     finished = False  # a message_stop or error event has gone out
     while True:
-        cut = event_boundary(pending)
-        if cut:
-            ready, pending = pending[:cut], pending[cut:]
+        ready = events.take_events()
+        if not ready and events.size > MAX_EVENT_BYTES:
+            ready = events.take_all()  # no boundary in sight: relay what is held, as it is
+        if ready:
             usage.feed_events(ready)  # first: tokens announced are spent even if the client left
             writer.write(ready)
             finished = finished or b"event: message_stop" in ready or b"event: error" in ready
@@ -211,10 +172,10 @@ def relay_stream(response, writer, first, usage, cancel):
             if response.ends_at_close and not finished:
                 # Without framing, a closed connection is all a cut looks like.
                 return _end_with_error(writer, response.provider.name, "closed", "api_error")
-            writer.write(pending)  # a final event without its blank line, as sent
+            writer.write(events.take_all())  # a final event without its blank line, as sent
             writer.end()
             return None
-        pending += data
+        events.feed(data)
 
 
 def _end_with_error(writer, provider, kind, error_type):

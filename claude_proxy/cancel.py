@@ -18,16 +18,17 @@ class Cancel:
     def __init__(self):
         self._lock = threading.Lock()
         self._set = False
+        self.aborted = False  # the proxy is shutting down: this request is being ended
         self._sock = None
 
     def is_set(self):
         return self._set
 
     def attach(self, sock):
-        """Watch ``sock`` from now on; False if the client is already gone."""
+        """Watch ``sock`` from now on; False if the client is already gone (or the proxy going)."""
         with self._lock:
             self._sock = sock
-            return not self._set
+            return not (self._set or self.aborted)
 
     def detach(self):
         """The provider's answer is complete: its socket is no longer ours to abort."""
@@ -43,13 +44,23 @@ class Cancel:
         """
         with self._lock:
             self._set = True
-            if self._sock is not None:
-                try:
-                    # The base-class shutdown works on TLS sockets too, and wakes
-                    # the thread blocked reading it; it is closed by that thread.
-                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
-                except OSError:  # already closed: nothing left to stop
-                    pass
+            self._abort_provider()
+
+    def abort(self):
+        """The proxy is shutting down: stop waiting for the provider (the client is still there)."""
+        with self._lock:
+            self.aborted = True
+            self._abort_provider()
+
+    def _abort_provider(self):
+        """Shut the attached provider socket down (lock held)."""
+        if self._sock is not None:
+            try:
+                # The base-class shutdown works on TLS sockets too, and wakes
+                # the thread blocked reading it; it is closed by that thread.
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+            except OSError:  # already closed: nothing left to stop
+                pass
 
 
 class DisconnectWatcher:
@@ -95,6 +106,14 @@ class DisconnectWatcher:
                 self._selector.unregister(client_sock)
             except (KeyError, ValueError, OSError):
                 pass
+
+    def abort_all(self):
+        """End every watched request's wait for its provider (the proxy is stopping)."""
+        with self._lock:
+            cancels = [cancel for cancel, _ in self._pending.values()]
+            cancels += [key.data for key in self._selector.get_map().values()]
+        for cancel in cancels:
+            cancel.abort()
 
     def close(self):
         with self._lock:

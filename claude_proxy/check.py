@@ -83,8 +83,10 @@ def check(path, explicit, live=False, environ=None, out=None, live_timeout=LIVE_
     if not config.require_token:
         report("ok", "require_token is false: the proxy accepts any key")
     elif not state_problem:
-        report("ok", f"client token: {StatePaths(config.state_dir).token} "
-                     "(created on first start; `proxy.py env` hands it to clients)")
+        token = StatePaths(config.state_dir).token
+        report("ok", f"client token: {token} " + ("(`proxy.py env` hands it to clients)" if token.exists()
+                                                   else "(created on first start; `proxy.py env` "
+                                                        "hands it to clients)"))
 
     if live:
         for p, (kind, message) in zip(config.providers, live_check(config, live_timeout)):

@@ -92,7 +92,7 @@ def cmd_serve(args):
         config.port = args.port
     current = daemon.probe(target.paths, config)
     if current.running:  # the proxy of this state directory: say so, not "port in use"
-        raise UsageError(f"claude-proxy is already running on {current.url} "
+        raise UsageError(f"already running on {current.url} "
                          f"(pid {current.record['pid']}); use it, or stop it first with "
                          f"`{daemon.proxy_command(target, 'stop')}`")
     return run(config, quiet=getattr(args, "quiet", False))

@@ -221,8 +221,11 @@ def _read_json(path):
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        hint = ""
+        if text.lstrip().startswith(("//", "/*")) or re.search(r"^\s*//", text, re.M):
+            hint = ' (JSON has no comments: use a key such as "_comment": "..." instead)'
         raise ConfigError(
-            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{hint}"
         ) from None
 
 
@@ -327,7 +330,9 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
     if key_env is None:
         fail('missing "api_key_env" (the name of the variable that holds the key)')
     elif not isinstance(key_env, str) or not ENV_NAME.match(key_env):
-        fail(f'"api_key_env" must be a variable name like "MOONSHOT_API_KEY", not {key_env!r}')
+        shown = repr(key_env) if not isinstance(key_env, str) or len(key_env) < 12 else repr(mask_key(key_env))
+        fail(f'"api_key_env" must be the name of a variable like "MOONSHOT_API_KEY" that holds the key, '
+             f'not {shown} (a key belongs in .env, not in config.json)')
     enabled = entry.get("enabled", True)
     if not isinstance(enabled, bool):
         fail(f'"enabled" must be true or false, not {enabled!r}')

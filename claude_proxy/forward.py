@@ -122,6 +122,12 @@ class Forwarder:
                 client.close_connection = True
                 log.info("%s -> client cancelled before the answer", ex)
                 return None
+            if ex.cancel.aborted:
+                client.close_connection = True
+                client.send_error_json(503, "claude-proxy is shutting down; try again in a moment.",
+                                       {"x-should-retry": "true"})
+                log.info("%s -> 503 (shutting down before the answer)", ex)
+                return None
             failures.append(outcome)
         return self._all_failed(failures, ex, client)
 
@@ -152,7 +158,7 @@ class Forwarder:
                 first = b""
         except UpstreamError as exc:
             ex.note(provider, exc.kind)
-            if not ex.cancel.is_set():  # a client hang-up is not the provider's fault
+            if not (ex.cancel.is_set() or ex.cancel.aborted):  # a hang-up or a shutdown is not its fault
                 self.policy.record_failure(provider, f"{exc.kind}: {exc.detail}")
             return exc
         failed = first_event_error(first) if stream else None
@@ -213,12 +219,14 @@ class Forwarder:
             self._book(provider, response, None, usage)  # it answered; the tokens were spent
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
-        self._book(provider, response, failure, usage)
+        self._book(provider, response, failure, usage, ex.cancel.aborted)
         log.info("%s -> %s%s ttfb=%.3fs total=%.3fs %s", ex, response.status,
                  f" ({failure})" if failure else "", ex.first_byte - ex.started, ex.elapsed(), usage)
 
-    def _book(self, provider, response, failure, usage):
-        if failure:
+    def _book(self, provider, response, failure, usage, aborted=False):
+        if failure and aborted:  # ended by the proxy's shutdown, not by the provider
+            self.policy.record_answer(provider)
+        elif failure:
             self.policy.record_failure(provider, failure)
         elif 200 <= response.status < 300:
             self.policy.record_success(provider, usage)

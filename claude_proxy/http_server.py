@@ -42,6 +42,7 @@ log = logging.getLogger("claude_proxy")
 CLIENT_IDLE_TIMEOUT = 300.0     # seconds an idle keep-alive client may hold a thread
 LISTEN_BACKLOG = 1024
 SHUTDOWN_GRACE = 10.0
+ABORT_WAIT = 2.0  # seconds requests get to write their ending after the grace period
 PINNED_PREFIX = "/provider/"
 _SENDABLE_TARGET = re.compile(r"[!-~]*\Z")  # printable ASCII: what a request line may carry
 
@@ -130,25 +131,44 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self._active -= 1
             self._active_cond.notify_all()
 
-    def wait_idle(self):
-        """Wait up to ``self.grace`` seconds for in-flight requests; True if none are left.
+    def wait_idle(self, seconds=None):
+        """Wait up to ``seconds`` (default: ``self.grace``) for in-flight requests;
+        True if none are left.
 
         Waits in short slices, so that a second stop signal (grace 0) ends it at once.
         """
         started = time.monotonic()
         with self._active_cond:
-            if self._active and self.grace:
+            if self._active and self.grace and seconds is None:
                 log.info("stopping: waiting up to %.0fs for %d request(s) in flight "
                          "(stop again to end them now)", self.grace, self._active)
-            while self._active and time.monotonic() - started < self.grace:
+            while self._active and time.monotonic() - started < (self.grace if seconds is None else seconds):
                 self._active_cond.wait(0.2)
             return self._active == 0
 
     def stop_soon(self, grace=None):
-        """Stop serving from another thread (``shutdown()`` blocks until the loop exits)."""
+        """Stop serving, from any thread, without blocking it.
+
+        New API requests get a 503 (``x-should-retry: true``) from now on;
+        requests in flight get ``self.grace`` seconds to finish.  Those still
+        running then are ended the way a provider's death is ended: a stream
+        with an ``event: error`` and a clean end, a request still waiting for
+        its provider with a 503.  A second call with ``grace=0`` cuts the wait short.
+        """
         if grace is not None:
             self.grace = grace
-        threading.Thread(target=self.shutdown, name="shutdown", daemon=True).start()
+        if self.stopping:
+            return
+        self.stopping = True
+        threading.Thread(target=self._drain_and_stop, name="shutdown", daemon=True).start()
+
+    def _drain_and_stop(self):
+        if not self.wait_idle():
+            log.warning("stopping with %d request(s) still in flight after %.0fs: ending them",
+                        self._active, self.grace)
+            self.watcher.abort_all()
+            self.wait_idle(ABORT_WAIT)
+        self.shutdown()
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
@@ -214,6 +234,10 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         if name is not None and pinned is None:
             names = ", ".join(server.config.provider_names) or "none"
             return self._refuse(404, f"Unknown provider '{name}'. Configured providers: {names}.")
+        if server.stopping:
+            self.close_connection = True
+            return self._refuse(503, "claude-proxy is shutting down; try again in a moment.",
+                                {"x-should-retry": "true"})
         server.request_started()
         try:
             self._forward(api_path or "/", pinned)

@@ -164,23 +164,33 @@ def relay_stream(response, writer, first, usage, cancel):
         except UpstreamError as exc:
             if cancel.is_set():
                 raise ClientGone("client went away") from None
-            return _end_with_error(writer, exc.provider, exc.kind,
+            if cancel.aborted:
+                return _end_with_error(writer, SHUTTING_DOWN, "shutdown")
+            return _end_with_error(writer, _provider_failed(exc.provider, exc.kind), exc.kind,
                                    "timeout_error" if exc.kind == "timeout" else "api_error")
         if not data:
             if cancel.is_set():
                 raise ClientGone("client went away")
+            if cancel.aborted and not finished:
+                return _end_with_error(writer, SHUTTING_DOWN, "shutdown")
             if response.ends_at_close and not finished:
                 # Without framing, a closed connection is all a cut looks like.
-                return _end_with_error(writer, response.provider.name, "closed", "api_error")
+                return _end_with_error(writer, _provider_failed(response.provider.name, "closed"), "closed")
             writer.write(events.take_all())  # a final event without its blank line, as sent
             writer.end()
             return None
         events.feed(data)
 
 
-def _end_with_error(writer, provider, kind, error_type):
-    writer.write(error_frame(
-        error_type, f"The provider {provider} failed mid-stream ({kind}); the answer is incomplete."))
+SHUTTING_DOWN = "claude-proxy is shutting down; the answer is incomplete."
+
+
+def _provider_failed(provider, kind):
+    return f"The provider {provider} failed mid-stream ({kind}); the answer is incomplete."
+
+
+def _end_with_error(writer, message, kind, error_type="api_error"):
+    writer.write(error_frame(error_type, message))
     writer.end()
     return f"cut mid-stream ({kind})"
 

@@ -47,10 +47,7 @@ def banner(server):
 def _stop_on_signals(server):
     """SIGTERM/SIGINT (SIGBREAK on Windows) stop the server gracefully; a second one at once."""
     def on_signal(signum, frame):
-        if server.stopping:
-            server.grace = 0
-        server.stopping = True
-        server.stop_soon()
+        server.stop_soon(0 if server.stopping else None)
 
     for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
         if hasattr(signal, name):
@@ -88,8 +85,6 @@ def run(config, quiet=False):
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
-        if not server.wait_idle():
-            log.warning("stopping with requests still in flight after %.0fs", server.grace)
         server.server_close()
         remove_pid_file(paths.pid, os.getpid())
         log.info("stopped")

@@ -620,3 +620,25 @@ def test_a_wrong_type_is_a_config_error_never_a_crash(tmp_path, sample):
     problem = only_problem(path)
 
     assert problem.startswith(str(path))
+
+
+def test_a_config_with_comments_hints_at_the_comment_key(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('// my providers\n{"providers": []}\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{path}: invalid JSON at line 1, column 1")
+    assert problem.endswith('(JSON has no comments: use a key such as "_comment": "..." instead)')
+
+
+def test_a_key_pasted_into_api_key_env_is_not_echoed_back(tmp_path):
+    path = tmp_path / "config.json"
+    key = "fake-key-0123456789abcdefWXYZ"
+    path.write_text(json.dumps({"providers": [{"name": "p", "base_url": "https://x.test",
+                                               "api_key_env": key}]}), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    (problem,) = caught.value.problems
+    assert key not in problem
+    assert "'****WXYZ'" in problem and "a key belongs in .env" in problem

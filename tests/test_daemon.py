@@ -425,8 +425,8 @@ def test_the_foreground_run_says_when_the_daemon_already_runs(workspace, fake):
     result = workspace.run("serve", config=config, timeout=30)
 
     assert_one_line_error(result)
-    assert (f"claude-proxy is already running on {url_of(record)} "
-            f"(pid {record['pid']})") in result.stderr
+    assert result.stderr.startswith(f"claude-proxy: already running on {url_of(record)} "
+                                    f"(pid {record['pid']})")  # said once, not "claude-proxy: claude-proxy"
     assert "stop --config" in result.stderr
     assert workspace.record(config) == record  # untouched
 

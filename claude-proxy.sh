@@ -148,7 +148,8 @@ claude-fb() {
 claude-switch() {
     if [ $# -ne 1 ] || [ -z "$1" ]; then
         local names
-        names=$(_claude_proxy providers 2>/dev/null | tr '\n' ' ')
+        names=$(_claude_proxy providers 2>/dev/null)
+        names=${names//$'\n'/ }
         echo "usage: claude-switch PROVIDER   (${names:+one of: }${names:-no providers: see python proxy.py check})" >&2
         return 2
     fi

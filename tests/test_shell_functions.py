@@ -205,16 +205,17 @@ echo "== saved"; echo "${{_CLAUDE_PROXY_SAVED-none}}"
     assert workspace.record(config) is None  # and no proxy was started for it
 
 
-def test_usage_mistakes_are_explained(setup):
+@pytest.mark.parametrize("shell", SHELLS)
+def test_usage_mistakes_are_explained(setup, shell):
     workspace, _, _, _ = setup
-    result = run_in("bash", 'claude-switch; echo "rc=$?"; claude-reset --bogus; echo "rc=$?"; '
-                            'claude-fb extra; echo "rc=$?"', workspace.environ)
+    result = run_in(shell, 'claude-switch; echo "rc=$?"; claude-reset --bogus; echo "rc=$?"; '
+                           'claude-fb extra; echo "rc=$?"', workspace.environ)
     assert result.stdout.splitlines() == ["rc=2", "rc=2", "rc=2"]
-    assert "usage: claude-switch PROVIDER   (one of: p1 p2 )" in result.stderr
+    assert "usage: claude-switch PROVIDER   (one of: p1 p2)\n" in result.stderr
     assert "usage: claude-reset [--keep-running]" in result.stderr
 
-    broken = run_in("bash", "claude-switch", {**workspace.environ,
-                                              "CLAUDE_PROXY_CONFIG": str(workspace.tmp_path / "missing.json")})
+    broken = run_in(shell, "claude-switch", {**workspace.environ,
+                                             "CLAUDE_PROXY_CONFIG": str(workspace.tmp_path / "missing.json")})
     assert "usage: claude-switch PROVIDER   (no providers: see python proxy.py check)" in broken.stderr
 
 
@@ -260,7 +261,7 @@ def test_proxy_py_is_found_beside_the_script_from_any_directory(setup, tmp_path)
     workspace, _, _, _ = setup
     result = subprocess.run(["bash", "--norc", "-c", f'cd /tmp && source "{SCRIPT}" && cd / && claude-switch'],
                             capture_output=True, text=True, env=workspace.environ, timeout=30, cwd=tmp_path)
-    assert "(one of: p1 p2 )" in result.stderr
+    assert "(one of: p1 p2)" in result.stderr
 
 
 # --- Claude Code itself, when installed ------------------------------------------------------

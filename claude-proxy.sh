@@ -15,7 +15,7 @@
 #
 # Everything is decided by `proxy.py` (start, env, status, stop, providers);
 # these functions only remember and restore the session's own variables.
-# Python is $CLAUDE_PROXY_PYTHON, else python3, else python.
+# Python is $CLAUDE_PROXY_PYTHON, else the first of python3 and python that is 3.10+.
 
 # Where this file is, so proxy.py is found wherever the repository is cloned.
 # (bash: BASH_SOURCE; zsh: the %x prompt escape, the file being sourced.)
@@ -34,28 +34,58 @@ case $_claude_proxy_dir in
 esac
 unset _claude_proxy_src
 
+# Print the major.minor of the Python $1; true if it is 3.10 or newer.
+_claude_proxy_python_ok() {
+    "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2]); sys.exit(sys.version_info < (3, 10))' 2>/dev/null
+}
+
+# Find the Python that runs proxy.py into $_claude_proxy_python: $CLAUDE_PROXY_PYTHON
+# if set, else the first of python3 and python that is 3.10 or newer.  The answer
+# is kept for this shell while CLAUDE_PROXY_PYTHON and PATH stay the same and the
+# program is still there, so a change to either is seen at the next command.
+_claude_proxy_find_python() {
+    local key="${CLAUDE_PROXY_PYTHON:-}|$PATH" candidate version tried=
+    if [ -n "${_claude_proxy_python:-}" ] && [ "${_claude_proxy_python_for:-}" = "$key" ] \
+        && command -v "$_claude_proxy_python" >/dev/null 2>&1; then
+        return 0
+    fi
+    _claude_proxy_python=
+    _claude_proxy_python_for=
+    if [ -n "${CLAUDE_PROXY_PYTHON:-}" ]; then
+        if ! command -v "$CLAUDE_PROXY_PYTHON" >/dev/null 2>&1; then
+            echo "claude-proxy: CLAUDE_PROXY_PYTHON is $CLAUDE_PROXY_PYTHON, which is not a program; fix or unset it" >&2
+            return 127
+        fi
+        if ! version=$(_claude_proxy_python_ok "$CLAUDE_PROXY_PYTHON"); then
+            echo "claude-proxy: CLAUDE_PROXY_PYTHON is $CLAUDE_PROXY_PYTHON, which is Python ${version:-of an unknown version}; claude-proxy needs 3.10 or newer: fix or unset it" >&2
+            return 127
+        fi
+        _claude_proxy_python=$CLAUDE_PROXY_PYTHON
+    else
+        for candidate in python3 python; do
+            command -v "$candidate" >/dev/null 2>&1 || continue
+            if version=$(_claude_proxy_python_ok "$candidate"); then
+                _claude_proxy_python=$candidate
+                break
+            fi
+            tried="$tried${tried:+, }$candidate is ${version:-not a working Python}"
+        done
+        if [ -z "$_claude_proxy_python" ]; then
+            echo "claude-proxy: Python 3.10 or newer was not found${tried:+ ($tried)}; install it, or set CLAUDE_PROXY_PYTHON to its path" >&2
+            return 127
+        fi
+    fi
+    _claude_proxy_python_for=$key
+}
+
 # Run proxy.py with the arguments given.
 _claude_proxy() {
-    local python
-    if [ -n "${CLAUDE_PROXY_PYTHON:-}" ]; then
-        python=$CLAUDE_PROXY_PYTHON
-    elif command -v python3 >/dev/null 2>&1; then
-        python=python3
-    elif command -v python >/dev/null 2>&1; then
-        python=python
-    else
-        echo "claude-proxy: Python 3.10 or newer was not found; install it, or set CLAUDE_PROXY_PYTHON to its path" >&2
-        return 127
-    fi
-    if ! command -v "$python" >/dev/null 2>&1; then
-        echo "claude-proxy: CLAUDE_PROXY_PYTHON is $python, which is not a program; fix or unset it" >&2
-        return 127
-    fi
+    _claude_proxy_find_python || return
     if [ ! -f "$_claude_proxy_dir/proxy.py" ]; then
         echo "claude-proxy: proxy.py is not beside claude-proxy.sh in $_claude_proxy_dir; source the file from the repository" >&2
         return 1
     fi
-    "$python" "$_claude_proxy_dir/proxy.py" "$@"
+    "$_claude_proxy_python" "$_claude_proxy_dir/proxy.py" "$@"
 }
 
 # True if the variable named $1 is exported (not just a shell variable).

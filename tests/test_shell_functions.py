@@ -257,6 +257,81 @@ def test_a_missing_python_is_a_clear_one_line_error(setup):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def fake_pythons(folder, **versions):
+    """Programs named like Pythons in ``folder``: ``python3="3.9"`` reports 3.9 and fails the
+    version probe; ``python="real"`` runs this Python.  Each call is logged in ``folder/calls``."""
+    folder.mkdir(exist_ok=True)
+    log = folder / "calls"
+    for name, version in versions.items():
+        run = f'exec "{sys.executable}" "$@"' if version == "real" else f"echo {version}; exit 1"
+        script = folder / name
+        script.write_text(f"""#!/bin/sh
+case "$*" in *version_info*) echo "{name} probed" >> "{log}" ;; *) echo "{name} $*" >> "{log}" ;; esac
+{run}
+""", encoding="utf-8")
+        script.chmod(0o755)
+    return log
+
+
+def without_python_setting(environ, folder):
+    """``environ`` without CLAUDE_PROXY_PYTHON, with ``folder`` first on PATH."""
+    environ = {k: v for k, v in environ.items() if k != "CLAUDE_PROXY_PYTHON"}
+    environ["PATH"] = f"{folder}{os.pathsep}{environ['PATH']}"
+    return environ
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_an_old_python3_is_passed_over_for_a_new_python(setup, tmp_path, shell):
+    workspace, _, _, _ = setup
+    log = fake_pythons(tmp_path / "bin", python3="3.9", python="real")
+    result = run_in(shell, 'claude-switch; echo "rc=$?"',
+                    without_python_setting(workspace.environ, tmp_path / "bin"))
+    assert result.stdout == "rc=2\n"
+    assert result.stderr == "usage: claude-switch PROVIDER   (one of: p1 p2)\n"
+    calls = log.read_text().splitlines()
+    assert calls[:2] == ["python3 probed", "python probed"]
+    assert all(call.startswith("python ") for call in calls[2:]) and calls[2:]  # proxy.py ran on python
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_no_new_enough_python_is_one_line_that_names_CLAUDE_PROXY_PYTHON(setup, tmp_path, shell):
+    workspace, _, _, _ = setup
+    fake_pythons(tmp_path / "bin", python3="3.9", python="2.7")
+    result = run_in(shell, 'claude-fb; echo "rc=$?"', without_python_setting(workspace.environ, tmp_path / "bin"))
+    assert result.stdout == "rc=127\n"
+    assert result.stderr.splitlines() == [
+        "claude-proxy: Python 3.10 or newer was not found (python3 is 3.9, python is 2.7); "
+        "install it, or set CLAUDE_PROXY_PYTHON to its path"]
+
+    environ = {**workspace.environ, "CLAUDE_PROXY_PYTHON": str(tmp_path / "bin" / "python3")}
+    result = run_in(shell, 'claude-fb; echo "rc=$?"', environ)
+    assert result.stdout == "rc=127\n"
+    assert result.stderr.splitlines() == [  # a Python asked for by name is not passed over
+        f"claude-proxy: CLAUDE_PROXY_PYTHON is {tmp_path / 'bin' / 'python3'}, which is Python 3.9; "
+        "claude-proxy needs 3.10 or newer: fix or unset it"]
+    assert workspace.record(setup[1]) is None
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_python_found_is_kept_until_path_or_CLAUDE_PROXY_PYTHON_changes(setup, tmp_path, shell):
+    workspace, _, _, _ = setup
+    log = fake_pythons(tmp_path / "bin", python3="real")
+    script = f"""
+echo "== same"; claude-status >/dev/null; claude-switch 2>/dev/null; claude-status >/dev/null
+grep -c probed "{log}"
+echo "== new PATH"; PATH="{tmp_path}:$PATH"; claude-status >/dev/null
+grep -c probed "{log}"
+echo "== setting"; CLAUDE_PROXY_PYTHON=/nonexistent/python3; claude-status; echo "rc=$?"
+grep -c probed "{log}"
+echo "== unset again"; unset CLAUDE_PROXY_PYTHON; claude-status >/dev/null
+grep -c probed "{log}"
+"""
+    result = run_in(shell, script, without_python_setting(workspace.environ, tmp_path / "bin"))
+    parts = sections(result.stdout)
+    assert parts == {"same": "1", "new PATH": "2", "setting": "rc=127\n2", "unset again": "3"}, result.stderr
+    assert "CLAUDE_PROXY_PYTHON is /nonexistent/python3, which is not a program" in result.stderr
+
+
 def test_proxy_py_is_found_beside_the_script_from_any_directory(setup, tmp_path):
     workspace, _, _, _ = setup
     result = subprocess.run(["bash", "--norc", "-c", f'cd /tmp && source "{SCRIPT}" && cd / && claude-switch'],

@@ -8,11 +8,9 @@ import argparse
 import os
 import sys
 
-from . import __version__, daemon
+from . import __version__, check, daemon, lifecycle, session, status
 from .config import is_loopback
-from .errors import ConfigError, ProxyError, UsageError
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, ProxyError, UsageError
 
 
 def build_parser():
@@ -36,35 +34,45 @@ def build_parser():
 
     # Managing the background daemon (claude_proxy.daemon; the shell modules call these).
     start = commands.add_parser("start", parents=[common], help="start the proxy in the background")
-    start.add_argument("--timeout", type=float, default=daemon.START_TIMEOUT, metavar="SECONDS",
+    start.add_argument("--timeout", type=float, default=lifecycle.START_TIMEOUT, metavar="SECONDS",
                        help="how long to wait for it to answer (default: %(default)g)")
     start.add_argument("--quiet", action="store_true", help="print nothing unless it fails")
-    start.set_defaults(func=daemon.cmd_start)
+    start.set_defaults(func=lifecycle.cmd_start)
     stop = commands.add_parser("stop", parents=[common], help="stop the background proxy")
-    stop.add_argument("--grace", type=float, default=daemon.STOP_GRACE, metavar="SECONDS",
+    stop.add_argument("--grace", type=float, default=lifecycle.STOP_GRACE, metavar="SECONDS",
                       help="time in-flight requests get to finish (default: %(default)g)")
     stop.add_argument("--quiet", action="store_true", help="print nothing unless it fails")
-    stop.set_defaults(func=daemon.cmd_stop)
-    status = commands.add_parser("status", parents=[common],
+    stop.set_defaults(func=lifecycle.cmd_stop)
+    release = commands.add_parser(
+        "release", parents=[common],
+        help="a shell session is done with the proxy: stop it unless other sessions still use it")
+    release.add_argument("--session", type=int, required=True, metavar="PID",
+                         help="the shell's process id, as given to `env --session`")
+    release.add_argument("--keep-running", action="store_true", help="never stop the proxy")
+    release.add_argument("--quiet", action="store_true", help="print nothing unless it fails")
+    release.set_defaults(func=lifecycle.cmd_release)
+    status_ = commands.add_parser("status", parents=[common],
                                  help="is it running, this session's mode, each provider's state")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(func=daemon.cmd_status)
+    status_.add_argument("--json", action="store_true", help="machine-readable output")
+    status_.set_defaults(func=status.cmd_status)
     env = commands.add_parser("env", parents=[common],
                               help="print the variables that point a shell session at the proxy")
-    env.add_argument("--shell", choices=daemon.SHELLS, default=daemon.default_shell(),
+    env.add_argument("--shell", choices=session.SHELLS, default=session.default_shell(),
                      help="output format (default: %(default)s)")
     env.add_argument("--provider", metavar="NAME", help="pin the session to this provider")
     env.add_argument("--announce", action="store_true", help="also print a one-line summary on stderr")
-    env.set_defaults(func=daemon.cmd_env)
+    env.add_argument("--session", type=int, metavar="PID",
+                     help="record this shell (its process id) as one using the proxy (see release)")
+    env.set_defaults(func=session.cmd_env)
     providers = commands.add_parser("providers", parents=[common],
                                     help="the configured provider names, one per line")
     providers.add_argument("name", nargs="?", metavar="NAME",
                            help="check that this provider is configured (exit 1 if not)")
-    providers.set_defaults(func=daemon.cmd_providers)
-    check = commands.add_parser("check", parents=[common], help="validate the config and .env")
-    check.add_argument("--live", action="store_true",
+    providers.set_defaults(func=session.cmd_providers)
+    check_ = commands.add_parser("check", parents=[common], help="validate the config and .env")
+    check_.add_argument("--live", action="store_true",
                        help="also send each provider one tiny request (max_tokens 1)")
-    check.set_defaults(func=daemon.cmd_check)
+    check_.set_defaults(func=check.cmd_check)
     return parser
 
 

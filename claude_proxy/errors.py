@@ -4,6 +4,10 @@ from . import ProxyError
 
 __all__ = ["ConfigError", "ProxyError", "UpstreamError", "UsageError", "error_type"]
 
+#: What every ``proxy.py`` command exits with: 0 ok, 1 failure, 2 bad config
+#: or usage, 3 not running (``status``).
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+
 
 class ConfigError(ProxyError):
     """The configuration cannot be used. Each problem is one line for the user."""

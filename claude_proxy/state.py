@@ -15,6 +15,7 @@ TOKEN_FILE = "proxy.token"
 PID_FILE = "proxy.pid"
 LOG_FILE = "proxy.log"
 OUT_FILE = "proxy.out"
+SESSIONS_DIR = "sessions"
 #: Set by ``proxy.py start`` for the daemon it launches, and copied into the
 #: pid file, so that start knows the record is its own daemon's.
 LAUNCH_ID_ENV = "CLAUDE_PROXY_LAUNCH_ID"
@@ -27,6 +28,7 @@ class StatePaths:
         self.pid = self.dir / PID_FILE
         self.log = self.dir / LOG_FILE
         self.out = self.dir / OUT_FILE  # a detached daemon's stdout and stderr
+        self.sessions = self.dir / SESSIONS_DIR  # one file per shell session using the proxy
 
 
 def state_dir_problem(path, config_path=None):

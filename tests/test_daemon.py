@@ -22,7 +22,7 @@ from daemon_support import (  # noqa: F401  (fake, workspace: fixtures)
 )
 from fakes import Stream, closed_port, request
 
-from claude_proxy import daemon, process
+from claude_proxy import errors, process
 from claude_proxy.state import write_pid_file
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX sessions and signals")
@@ -62,7 +62,7 @@ def test_status_tells_running_from_not_running(workspace, fake):
     config = workspace.config([("p1", fake().url)])
     workspace.keys(KEY_P1="secret-p1")
     stopped = workspace.run("status", config=config)
-    assert stopped.returncode == daemon.EXIT_NOT_RUNNING
+    assert stopped.returncode == errors.EXIT_NOT_RUNNING
     assert "not running" in stopped.stdout
     as_json = json.loads(workspace.run("status", "--json", config=config).stdout)
     assert as_json["running"] is False
@@ -157,7 +157,7 @@ def test_a_pid_file_of_a_process_that_is_gone_is_cleaned_up(workspace, fake):
     fake_record(workspace.state(config).pid, gone.pid, "linux:old:1", closed_port())
 
     status = workspace.run("status", config=config)
-    assert status.returncode == daemon.EXIT_NOT_RUNNING
+    assert status.returncode == errors.EXIT_NOT_RUNNING
     assert "` removes the stale pid file" in status.stdout
     stopped = workspace.run("stop", config=config)
     assert stopped.returncode == 0
@@ -198,7 +198,7 @@ def test_a_live_pid_that_cannot_be_verified_is_left_alone(workspace, fake, bysta
     fake_record(pid_file, bystander.pid, None, closed_port())  # a record without identity
 
     status = workspace.run("status", config=config)
-    assert status.returncode == daemon.EXIT_NOT_RUNNING
+    assert status.returncode == errors.EXIT_NOT_RUNNING
     assert "cannot be verified as the proxy" in status.stdout and str(pid_file) in status.stdout
     assert "removes the stale pid file" not in status.stdout  # stop would refuse: do not promise it
 
@@ -269,7 +269,7 @@ def test_status_of_a_daemon_that_holds_its_port_but_does_not_answer(workspace, f
     url = f"http://127.0.0.1:{hung.port}"
 
     shown = workspace.run("status", config=config)
-    assert shown.returncode == daemon.EXIT_FAILURE
+    assert shown.returncode == errors.EXIT_FAILURE
     first, *rest = shown.stdout.splitlines()
     assert first.startswith(f"claude-proxy is running (pid {hung.pid}) but does not answer on {url}")
     assert any(str(workspace.state(config).log) in line for line in rest), shown.stdout
@@ -289,7 +289,7 @@ def test_status_of_a_pid_file_without_a_port_shows_the_configs_address(workspace
     pid_file = workspace.state(config).pid
     pid_file.write_text(json.dumps({"pid": bystander.pid, "identity": "not-its-identity"}), encoding="utf-8")
     stale = workspace.run("status", config=config)
-    assert stale.returncode == daemon.EXIT_NOT_RUNNING
+    assert stale.returncode == errors.EXIT_NOT_RUNNING
     assert f"does not answer on http://127.0.0.1:{port}\n" in stale.stdout
     assert "None" not in stale.stdout
 
@@ -497,3 +497,76 @@ def test_stop_lets_a_request_in_flight_finish(workspace, fake):
     status, _, body = answer["result"]
     assert status == 200 and b"event: message_stop" in body
     assert workspace.record(config) is None
+
+
+# --- shells that share the proxy ------------------------------------------------------------
+
+
+def shell_stand_in():
+    """A live process standing in for a user's shell session."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+
+
+def test_release_stops_the_proxy_only_when_no_other_shell_uses_it(workspace, fake):
+    config = workspace.config([("p1", fake().url)])
+    workspace.keys(KEY_P1="secret-p1")
+    first, second = shell_stand_in(), shell_stand_in()
+    try:
+        assert workspace.run("start", "--quiet", config=config).returncode == 0
+        for shell in (first, second):
+            registered = workspace.run("env", "--session", shell.pid, config=config)
+            assert registered.returncode == 0, registered.stderr
+        pid = workspace.record(config)["pid"]
+
+        kept = workspace.run("release", "--session", first.pid, config=config)
+        assert kept.returncode == 0, kept.stderr
+        assert kept.stdout.strip() == (f"claude-proxy keeps running for 1 other shell session "
+                                       f"(pid {second.pid}); `proxy.py stop --config {config}` "
+                                       "stops it for them too")
+        assert health(url_of(workspace.record(config)))["pid"] == pid
+
+        second.kill()  # that shell is closed without claude-reset: it no longer counts
+        second.wait(10)
+        stopped = workspace.run("release", "--session", first.pid, config=config)
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"stopped (pid {pid})" in stopped.stdout
+        assert workspace.record(config) is None
+        assert list(workspace.state(config).sessions.glob("*")) == []  # the dead one was cleaned up
+    finally:
+        for shell in (first, second):
+            shell.kill()
+            shell.wait(10)
+
+
+def test_release_with_keep_running_only_forgets_the_shell(workspace, fake):
+    config = workspace.config([("p1", fake().url)])
+    workspace.keys(KEY_P1="secret-p1")
+    shell = shell_stand_in()
+    try:
+        workspace.run("start", "--quiet", config=config)
+        workspace.run("env", "--session", shell.pid, config=config)
+        assert (workspace.state(config).sessions / f"{shell.pid}.json").exists()
+        kept = workspace.run("release", "--session", shell.pid, "--keep-running", config=config)
+        assert kept.returncode == 0 and kept.stdout == ""
+        assert not (workspace.state(config).sessions / f"{shell.pid}.json").exists()
+        assert health(url_of(workspace.record(config))) is not None
+    finally:
+        shell.kill()
+        shell.wait(10)
+
+
+def test_a_reused_session_pid_does_not_count_as_a_live_shell(workspace, fake):
+    config = workspace.config([("p1", fake().url)])
+    workspace.keys(KEY_P1="secret-p1")
+    bystander = shell_stand_in()  # alive, but not the shell that registered under its pid
+    try:
+        workspace.run("start", "--quiet", config=config)
+        sessions = workspace.state(config).sessions
+        sessions.mkdir()
+        (sessions / f"{bystander.pid}.json").write_text(
+            json.dumps({"pid": bystander.pid, "identity": "another process's identity"}), encoding="utf-8")
+        stopped = workspace.run("release", "--session", os.getpid(), config=config)
+        assert "stopped" in stopped.stdout, stopped.stdout
+    finally:
+        bystander.kill()
+        bystander.wait(10)

@@ -19,7 +19,7 @@ from daemon_support import (  # noqa: F401  (fake, workspace: fixtures)
 )
 from fakes import Reply, closed_port, error_json, request
 
-from claude_proxy import daemon
+from claude_proxy import errors, session, status, wording
 from claude_proxy.state import state_dir_problem
 
 
@@ -75,7 +75,7 @@ def test_status_shows_this_sessions_mode(workspace, fake, session_url, expected)
 
 
 def test_session_mode_matches_loopback_names_and_ports():
-    mode = daemon.session_mode
+    mode = status.session_mode
     assert mode("http://localhost:8787/provider/kimi", "http://127.0.0.1:8787")["provider"] == "kimi"
     assert mode("http://127.0.0.1:8788", "http://127.0.0.1:8787")["mode"] == "other"
     assert mode("http://127.0.0.1:8787/v1", "http://127.0.0.1:8787")["mode"] == "other"
@@ -84,9 +84,9 @@ def test_session_mode_matches_loopback_names_and_ports():
 
 
 def test_durations_read_like_a_clock():
-    assert daemon.format_duration(5) == "5s"
-    assert daemon.format_duration(61) == "1m 01s"
-    assert daemon.format_duration(3723) == "1h 02m 03s"
+    assert wording.format_duration(5) == "5s"
+    assert wording.format_duration(61) == "1m 01s"
+    assert wording.format_duration(3723) == "1h 02m 03s"
 
 
 # --- env ------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_env_quoting_survives_hostile_values(shell):
     if not shutil.which(shell):
         pytest.skip(f"{shell} is not installed")
     value = "it's $HOME `id` \"q\" \\ ; & | ‘x’ é"
-    code = daemon.render_env({"ANTHROPIC_BASE_URL": value, "ANTHROPIC_API_KEY": None}, shell)
+    code = session.render_env({"ANTHROPIC_BASE_URL": value, "ANTHROPIC_API_KEY": None}, shell)
     show = "printf '%s' $ANTHROPIC_BASE_URL" if shell == "fish" else 'printf "%s" "$ANTHROPIC_BASE_URL"'
     assert run_shell([shell, "-c"], code + "\n" + show, dict(os.environ, LANG="C.UTF-8")) == value
 
@@ -145,15 +145,15 @@ def test_env_for_powershell_cmd_and_json(workspace, fake):
     data = json.loads(env_of(workspace, config, "json", "--provider", "P1"))
     assert data["variables"] == {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}/provider/p1",
                                  "ANTHROPIC_AUTH_TOKEN": token, "ANTHROPIC_API_KEY": None}
-    assert list(data["variables"]) == list(daemon.SESSION_VARIABLES)
+    assert list(data["variables"]) == list(session.SESSION_VARIABLES)
     assert data["mode"] == "pinned" and data["provider"] == "p1" and data["providers"] == ["p1"]
     assert "pinned to p1" in data["summary"]
 
 
 def test_powershell_and_cmd_quoting():
-    assert daemon._powershell_quote("a'b\u2019c") == "'a''b\u2019\u2019c'"
-    with pytest.raises(daemon.UsageError):
-        daemon.render_env({"X": "100%"}, "cmd")
+    assert session._powershell_quote("a'b\u2019c") == "'a''b\u2019\u2019c'"
+    with pytest.raises(errors.UsageError):
+        session.render_env({"X": "100%"}, "cmd")
 
 
 def test_env_with_an_unknown_provider_lists_the_configured_ones(workspace, fake):
@@ -177,7 +177,7 @@ def test_providers_with_a_name_checks_it_and_gives_its_configured_spelling(works
 def test_env_without_a_token_requirement_gives_a_placeholder(workspace, fake):
     config = workspace.config([("p1", fake().url)], require_token=False)
     out = env_of(workspace, config, "bash")
-    assert f"ANTHROPIC_AUTH_TOKEN={daemon.NO_TOKEN_PLACEHOLDER}" in out
+    assert f"ANTHROPIC_AUTH_TOKEN={session.NO_TOKEN_PLACEHOLDER}" in out
     assert not workspace.state(config).token.exists()
 
 

@@ -19,7 +19,7 @@ from tree_sitter import Language, Parser
 
 from daemon_support import ROOT
 
-from claude_proxy import cli, daemon
+from claude_proxy import cli, daemon, session
 from claude_proxy.config import load_config
 from claude_proxy.state import StatePaths
 
@@ -280,7 +280,7 @@ def test_it_reads_only_fields_that_env_json_has(module, tmp_path):
     config = load_config(config_path, environ={})
     target = daemon.Target(config_path, True, config, StatePaths(tmp_path))
     out = io.StringIO()
-    daemon.env(target, "json", out=out)
+    session.env(target, "json", out=out)
     data = json.loads(out.getvalue())
     use = functions(module)["Use-ClaudeProxy"]
     fields = {text(m.children[-1]) for m in walk(use)

@@ -19,7 +19,7 @@ import pytest
 from daemon_support import ROOT, workspace  # noqa: F401  (workspace: fixture)
 from fakes import MESSAGE, FakeProvider, Reply, Stream, message_events, request
 
-from claude_proxy import daemon
+from claude_proxy import errors, session
 
 SCRIPT = ROOT / "claude-proxy.sh"
 SHELLS = [
@@ -110,7 +110,7 @@ def test_it_saves_exactly_the_variables_env_sets():
     loops = re.findall(r"for name in ([A-Z_ ]+); do", SCRIPT.read_text(encoding="utf-8"))
     assert len(loops) == 2
     for names in loops:
-        assert tuple(names.split()) == daemon.SESSION_VARIABLES
+        assert tuple(names.split()) == session.SESSION_VARIABLES
 
 
 # --- the commands in a real shell ----------------------------------------------------------
@@ -160,7 +160,7 @@ claude-status; echo "rc=$?"
     assert "original key" in parts["after"] and "not exported" in parts["after"]
     assert parts["leftovers"] == "none none"
     assert "not running" in parts["status after"] and parts["status after"].endswith(
-        f"rc={daemon.EXIT_NOT_RUNNING}")
+        f"rc={errors.EXIT_NOT_RUNNING}")
     assert workspace.record(config) is None
 
 

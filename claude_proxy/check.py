@@ -1,0 +1,169 @@
+"""``proxy.py check [--live]``: the config and ``.env`` checked, and each provider tried."""
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+
+from . import __version__
+from .config import env_file_exposed, load_config, read_env_file, resolve_config_path
+from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, UpstreamError
+from .state import StatePaths, state_dir_problem
+
+LIVE_TIMEOUT = 30.0      # for one `check --live` request to a provider
+LIVE_MODEL = "claude-haiku-4-5"  # what `check --live` asks for; the provider's model map applies
+
+
+def cmd_check(args):
+    path, explicit = resolve_config_path(args.config)
+    return check(path, explicit, live=args.live)
+
+
+def check(path, explicit, live=False, environ=None, out=None):
+    """Validate the config and .env, print every finding; 0 unless there is a problem."""
+    out = out or sys.stdout
+    environ = os.environ if environ is None else environ
+    problems, warnings_ = [], []
+
+    def report(kind, message):
+        if kind == "problem":
+            problems.append(message)
+        elif kind == "warning":
+            warnings_.append(message)
+        print(f"{kind}: {message}", file=out, flush=True)
+
+    try:
+        config = load_config(path, environ=environ, must_exist=explicit)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            report("problem", problem)
+        return _check_summary(problems, warnings_, out)
+
+    if config.exists:
+        report("ok", f"config {config.path}")
+    else:
+        report("warning", f"no config at {config.path}: using the built-in defaults "
+                          "(copy config.example.json to config.json to change them)")
+    env_exists = config.env_path.is_file()
+    report("ok" if env_exists else "warning",
+           f".env {config.env_path}" + ("" if env_exists else " does not exist (keys come from "
+                                                               "the environment only)"))
+    if env_exists:
+        try:
+            mode = config.env_path.stat().st_mode
+        except OSError:  # gone meanwhile, or not ours to stat: the read below reports it
+            mode = 0
+        if env_file_exposed(mode):
+            report("warning", f".env {config.env_path} can be read by other users (mode "
+                              f"{mode & 0o777:04o}); run `chmod 600 {shlex.quote(str(config.env_path))}`")
+    for warning in config.warnings:
+        report("warning", warning)
+    dotenv, _ = read_env_file(config.env_path)
+    used = {p.api_key_env for p in config.providers}
+    for name in dotenv:
+        if name not in used and ("KEY" in name or "TOKEN" in name):
+            report("warning", f"{config.env_path}: {name} is not the api_key_env of any provider "
+                              f"(they use {', '.join(sorted(used))}); a typo?")
+    for p in config.providers:
+        if not p.enabled:
+            report("ok", f"provider {p.name}: disabled")
+        elif p.api_key:
+            source = "the environment" if p.key_source == "environment" else p.key_source
+            report("ok", f"provider {p.name}: {p.base_url}, key {p.api_key_env} from {source}")
+        else:
+            report("warning", f"provider {p.name}: {p.missing_key(config.env_path)}; it will be skipped")
+    if not any(p.usable for p in config.providers):
+        report("problem", "no provider is usable: set at least one provider's key")
+    state_problem = state_dir_problem(config.state_dir, config.path)
+    if state_problem:
+        report("problem", state_problem)
+    if not config.require_token:
+        report("ok", "require_token is false: the proxy accepts any key")
+    elif not state_problem:
+        report("ok", f"client token: {StatePaths(config.state_dir).token} "
+                     "(created on first start; `proxy.py env` hands it to clients)")
+
+    if live:
+        for p, (kind, message) in zip(config.providers, live_check(config)):
+            report(kind, f"provider {p.name}: {message}")
+    return _check_summary(problems, warnings_, out)
+
+
+def _check_summary(problems, warnings_, out):
+    def count(n, word):
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    verdict = "config has problems" if problems else "config is usable"
+    print(f"check: {verdict} ({count(len(problems), 'problem')}, "
+          f"{count(len(warnings_), 'warning')})", file=out)
+    return EXIT_FAILURE if problems else EXIT_OK
+
+
+def live_check(config):
+    """One small request to each provider, concurrently; ``(kind, message)`` per provider.
+
+    The request is ``POST /v1/messages`` with ``max_tokens: 1`` and a one-word
+    prompt, for ``claude-haiku-4-5`` through the provider's model map: it
+    proves reachability, the key and the model mapping for a few tokens.
+    """
+    from .upstream import Upstreams
+
+    upstreams = Upstreams(config.providers)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(config.providers))) as pool:
+            return list(pool.map(lambda p: _live_check_one(upstreams, p), config.providers))
+    finally:
+        upstreams.close()
+
+
+def _live_check_one(upstreams, provider):
+    from .upstream import upstream_headers
+
+    if not provider.enabled:
+        return "ok", "skipped (disabled)"
+    if not provider.api_key:
+        return "warning", "skipped (no key)"
+    model = provider.map_model(LIVE_MODEL)
+    body = json.dumps({"model": model, "max_tokens": 1,
+                       "messages": [{"role": "user", "content": "ping"}]}).encode()
+    client_headers = [("anthropic-version", "2023-06-01"), ("content-type", "application/json"),
+                      ("user-agent", f"claude-proxy/{__version__} check")]
+    headers = upstream_headers(provider, client_headers, len(body))
+    timed = dataclasses.replace(provider, read_timeout=min(provider.read_timeout, LIVE_TIMEOUT))
+    started = time.monotonic()
+    try:
+        response = upstreams.send(timed, "POST", provider.base_path + "/v1/messages", headers, body)
+        answer = response.read_all(64 * 1024)
+    except UpstreamError as exc:
+        return "problem", f"unreachable at {provider.base_url}: {exc.kind} ({_scrub(exc.detail, provider)})"
+    ms = (time.monotonic() - started) * 1000
+    detail = _scrub(_error_detail(answer), provider)
+    status = response.status
+    if 200 <= status < 300:
+        return "ok", f"reachable, key accepted, model {model} answered in {ms:.0f} ms"
+    if status in (401, 403):
+        return "problem", f"key rejected ({status}{detail}) after {ms:.0f} ms; check {provider.api_key_env}"
+    if status == 429 or status >= 500:
+        return "warning", (f"reachable, but answering {status}{detail} right now ({ms:.0f} ms); "
+                           "the proxy fails over from it")
+    return "problem", (f"request refused ({status}{detail}) after {ms:.0f} ms; check base_url and "
+                       f"the model map (sent model {model})")
+
+
+def _error_detail(body):
+    try:
+        error = json.loads(body).get("error", {})
+        text = f"{error.get('type', '')}: {error.get('message', '')}".strip(": ")
+    except (ValueError, AttributeError):
+        return ""
+    return f" {text[:200]}" if text else ""
+
+
+def _scrub(text, provider):
+    """Provider messages sometimes quote the key they were sent; never show it."""
+    if provider.api_key and provider.api_key in text:
+        text = text.replace(provider.api_key, "***")
+    return text

@@ -1,0 +1,134 @@
+"""``proxy.py status``: is the daemon running, how this session uses it, each provider."""
+
+import json
+import os
+import sys
+from urllib.parse import urlsplit
+
+from .daemon import load_target, on_address, ownership, probe, proxy_command
+from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
+from .wording import describe_provider_state, format_duration, key_set_since_start, plural
+
+
+def cmd_status(args):
+    target = load_target(args, lenient=True)
+    return status(target, as_json=args.json)
+
+
+def status(target, as_json=False, environ=None, out=None):
+    out = out or sys.stdout
+    environ = os.environ if environ is None else environ
+    current = probe(target.paths, target.config)
+    silent = current.silent
+    if current.running or silent:
+        url = current.url
+    elif target.config is not None and target.config.port:
+        url = target.config.url
+    else:
+        url = None
+    session = session_mode(environ.get("ANTHROPIC_BASE_URL"), url)
+    if as_json:
+        report = {"running": current.running,
+                  "state": "running" if current.running else "not answering" if silent else "not running",
+                  "config": str(target.config_path), "state_dir": str(target.paths.dir),
+                  "log": str(target.paths.log), "session": session}
+        if current.running:
+            report.update(current.status, url=url)
+        elif silent:
+            report.update(pid=current.record["pid"], url=url)
+        print(json.dumps(report, indent=2), file=out)
+    else:
+        print(format_status(current, target, session, silent), file=out)
+    if current.running:
+        return EXIT_OK
+    return EXIT_FAILURE if silent else EXIT_NOT_RUNNING
+
+
+def session_mode(session_url, proxy_url):
+    """How a session with ANTHROPIC_BASE_URL=``session_url`` uses the proxy at ``proxy_url``."""
+    if not session_url:
+        return {"mode": "normal", "provider": None, "base_url": None}
+    mode = {"mode": "other", "provider": None, "base_url": session_url}
+    if not proxy_url:
+        return mode
+    mine, theirs = urlsplit(proxy_url), urlsplit(session_url.strip())
+    try:
+        same_address = (mine.port == theirs.port and theirs.scheme == "http" and (
+            mine.hostname == theirs.hostname
+            or {mine.hostname, theirs.hostname} <= {"127.0.0.1", "localhost", "::1"}))
+    except ValueError:  # a port that is not a number: not our address
+        same_address = False
+    if not same_address:
+        return mode
+    path = theirs.path.rstrip("/")
+    if path == "":
+        return {**mode, "mode": "fallback"}
+    prefix = "/provider/"
+    if path.startswith(prefix) and "/" not in path[len(prefix):]:
+        return {**mode, "mode": "pinned", "provider": path[len(prefix):]}
+    return mode
+
+
+def describe_session(session):
+    if session["mode"] == "normal":
+        return "normal (ANTHROPIC_BASE_URL is not set; not using the proxy)"
+    if session["mode"] == "fallback":
+        return f"fallback through the proxy ({session['base_url']})"
+    if session["mode"] == "pinned":
+        return f"pinned to {session['provider']} ({session['base_url']})"
+    return f"not through this proxy (ANTHROPIC_BASE_URL={session['base_url']})"
+
+
+
+
+def format_status(current, target, session, silent=False):
+    lines = []
+    if silent:
+        # Consistent with `start` and the shell commands: "is running but does not answer".
+        lines.append(f"claude-proxy is running (pid {current.record['pid']}) but does not answer "
+                     f"{on_address(current.url)} (config: {target.config_path})")
+        lines.append(f"  it may be hung; see its log for why: {target.paths.log}")
+        lines.append(f"  `{proxy_command(target, 'stop')}` ends it (by its pid); then start it again "
+                     f"(`{proxy_command(target, 'start')}`, or claude-fb)")
+        lines.append(f"  this session: {describe_session(session)}")
+        return "\n".join(lines)
+    if not current.running:
+        lines.append(f"claude-proxy is not running (config: {target.config_path})")
+        if current.record is not None:
+            lines.append(f"  the pid file names pid {current.record['pid']}, which does not answer "
+                         f"{on_address(current.url)}")
+            if ownership(current.record) == "unknown":
+                lines.append(f"  that pid is alive but cannot be verified as the proxy, so it is left "
+                             f"alone; if it is not the proxy, delete {target.paths.pid}")
+            else:
+                lines.append(f"  `{proxy_command(target, 'stop')}` removes the stale pid file")
+        lines.append(f"  this session: {describe_session(session)}")
+        lines.append(f"  log: {target.paths.log}")
+        return "\n".join(lines)
+    s = current.status
+    lines.append(f"claude-proxy {s.get('version', '?')} is running (pid {s.get('pid')}, "
+                 f"up {format_duration(s.get('uptime_seconds') or 0)})")
+    lines.append(f"  url:      {current.url}")
+    lines.append(f"  config:   {s.get('config')}")
+    lines.append(f"  log:      {target.paths.log}")
+    lines.append(f"  this session: {describe_session(session)}")
+    rows = s.get("providers") or []
+    lines.append("  providers, in fallback order:")
+    width = max((len(r.get("name", "")) for r in rows), default=0)
+    state_width = max((len(describe_provider_state(r)) for r in rows), default=0)
+    for number, row in enumerate(rows, start=1):
+        tokens = row.get("tokens") or {}
+        lines.append(
+            f"    {number}. {row.get('name', ''):<{width}}  {describe_provider_state(row):<{state_width}}  "
+            f"{plural(row.get('requests', 0), 'request')}, {plural(row.get('failures', 0), 'failure')}, tokens "
+            f"in {tokens.get('input', 0):,} out {tokens.get('output', 0):,} "
+            f"cache read {tokens.get('cache_read', 0):,} write {tokens.get('cache_creation', 0):,}")
+        if row.get("last_error"):
+            lines.append(f"       last error: {row['last_error']}")
+        if row.get("key_problem"):
+            lines.append(f"       {row['key_problem']}")
+        if key_set_since_start(target.config, row):
+            lines.append(f"       {row.get('key_env')} is set now, but the proxy reads keys when it "
+                         f"starts: restart it (`{proxy_command(target, 'stop')}`, then claude-fb)")
+    return "\n".join(lines)
+

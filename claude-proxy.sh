@@ -10,8 +10,9 @@
 #     claude-fb                  this session goes through the proxy, with failover
 #     claude-switch moonshot     this session is pinned to one provider (Tab completes)
 #     claude-status              this session's mode and the proxy's state
-#     claude-reset               restore this session's previous ANTHROPIC_* values,
-#                                and stop the proxy (--keep-running leaves it up)
+#     claude-reset               restore this session's previous ANTHROPIC_* values, and
+#                                stop the proxy unless another shell session still uses
+#                                it (--keep-running leaves it up in any case)
 #
 # Everything is decided by `proxy.py` (start, env, status, stop, providers);
 # these functions only remember and restore the session's own variables.
@@ -159,9 +160,9 @@ _claude_proxy_use() {
     fi
     _claude_proxy start --quiet || return
     if [ -n "$1" ]; then
-        settings=$(_claude_proxy env --shell "$shell" --provider "$1" --announce) || return
+        settings=$(_claude_proxy env --shell "$shell" --provider "$1" --session $$ --announce) || return
     else
-        settings=$(_claude_proxy env --shell "$shell" --announce) || return
+        settings=$(_claude_proxy env --shell "$shell" --session $$ --announce) || return
     fi
     _claude_proxy_save
     eval "$settings"
@@ -196,19 +197,19 @@ claude-reset() {
         0) ;;
         1)
             case $1 in
-                --keep-running|-k) keep=1 ;;
+                --keep-running|-k) keep=--keep-running ;;
                 *) echo "usage: claude-reset [--keep-running]" >&2; return 2 ;;
             esac
             ;;
         *) echo "usage: claude-reset [--keep-running]" >&2; return 2 ;;
     esac
-    if _claude_proxy_restore; then
-        echo "claude-reset: this session's ANTHROPIC_* variables are back as they were"
-    else
-        echo "claude-reset: this session was not using the proxy; nothing to restore"
+    if ! _claude_proxy_restore; then
+        echo "claude-reset: this session was not using the proxy; nothing to restore, and the proxy is left as it is"
+        return 0
     fi
-    [ -n "$keep" ] && return 0
-    _claude_proxy stop
+    echo "claude-reset: this session's ANTHROPIC_* variables are back as they were"
+    # Stops the proxy unless another live shell session still uses it.
+    _claude_proxy release --session $$ ${keep:+"$keep"}
 }
 
 # Tab completion of provider names for claude-switch.

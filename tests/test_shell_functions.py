@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from daemon_support import ROOT, workspace  # noqa: F401  (workspace: fixture)
+from daemon_support import ROOT, url_of, workspace  # noqa: F401  (workspace: fixture)
 from fakes import MESSAGE, FakeProvider, Reply, Stream, message_events, request
 
 from claude_proxy import errors, session
@@ -67,10 +67,32 @@ def setup(workspace, tmp_path):
     p2.close()
 
 
-def run_in(shell, script, environ, timeout=60):
+def shell_argv(shell, script):
     argv = {"bash": ["bash", "--norc", "--noprofile", "-c"], "zsh": ["zsh", "-f", "-c"]}[shell]
-    return subprocess.run([*argv, f'source "{SCRIPT}"\n{script}'], capture_output=True, text=True,
+    return [*argv, f'source "{SCRIPT}"\n{script}']
+
+
+def run_in(shell, script, environ, timeout=60):
+    return subprocess.run(shell_argv(shell, script), capture_output=True, text=True,
                           env=environ, timeout=timeout, cwd=str(ROOT.parent))
+
+
+class ShellInBackground:
+    """A shell that runs ``first``, then waits for a line on stdin before it runs ``then``."""
+
+    def __init__(self, argv, environ):
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, env=environ, cwd=str(ROOT.parent))
+        self.ready = self.process.stdout.readline()
+
+    def finish(self, timeout=60):
+        stdout, stderr = self.process.communicate("go\n", timeout=timeout)
+        return self.ready + stdout, stderr
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
 
 
 def sections(stdout):
@@ -174,15 +196,57 @@ echo "== before"; {SNAPSHOT[shell]}
 claude-fb 2>/dev/null && claude-switch p1 2>/dev/null && claude-fb 2>/dev/null || echo failed
 echo "== reset"; claude-reset --keep-running
 echo "== after"; {SNAPSHOT[shell]}
+echo "== sessions"; ls "{workspace.state(config).sessions}"
 """
     result = run_in(shell, script, workspace.environ)
     parts = sections(result.stdout)
     assert "failed" not in result.stdout, result.stderr
     assert parts["after"] == parts["before"]
     assert "stopped" not in parts["reset"]
+    assert parts["sessions"] == ""  # this shell is no longer counted as using it
     record = workspace.record(config)
     status, _, _ = request(f"http://127.0.0.1:{record['port']}", "GET", "/health")
     assert status == 200  # --keep-running left it up for other sessions
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reset_leaves_the_proxy_running_while_another_shell_uses_it(setup, shell):
+    workspace, config, _, _ = setup
+    first = ShellInBackground(shell_argv(shell, 'claude-fb 2>/dev/null; echo "ready rc=$?"; read -r line\n'
+                                                'claude-reset; echo "rc=$?"'), workspace.environ)
+    try:
+        assert first.ready == "ready rc=0\n"
+        second = run_in(shell, 'claude-switch p2 2>/dev/null; claude-reset; echo "rc=$?"', workspace.environ)
+        record = workspace.record(config)
+        lines = second.stdout.splitlines()
+        assert lines[0] == "claude-reset: this session's ANTHROPIC_* variables are back as they were"
+        assert lines[1].startswith(f"claude-proxy keeps running for 1 other shell session (pid {first.process.pid}); ")
+        assert lines[2:] == ["rc=0"], second.stdout + second.stderr
+        assert record is not None and request(url_of(record), "GET", "/health")[0] == 200
+
+        stdout, _ = first.finish()  # the last shell using it
+        assert "claude-proxy stopped" in stdout and stdout.endswith("rc=0\n"), stdout
+        assert workspace.record(config) is None
+    finally:
+        first.kill()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reset_in_a_shell_that_never_used_the_proxy_stops_nothing(setup, shell):
+    workspace, config, _, _ = setup
+    assert workspace.run("start", "--quiet", config=config).returncode == 0
+    script = f"""
+export ANTHROPIC_BASE_URL=https://api.example.test
+echo "== before"; {SNAPSHOT[shell]}
+echo "== reset"; claude-reset; echo "rc=$?"
+echo "== after"; {SNAPSHOT[shell]}
+"""
+    parts = sections(run_in(shell, script, workspace.environ).stdout)
+    assert parts["reset"] == ("claude-reset: this session was not using the proxy; nothing to restore, "
+                              "and the proxy is left as it is\nrc=0")
+    assert parts["after"] == parts["before"]
+    record = workspace.record(config)
+    assert record is not None and request(url_of(record), "GET", "/health")[0] == 200
 
 
 @pytest.mark.parametrize("shell", SHELLS)

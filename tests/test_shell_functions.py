@@ -403,6 +403,26 @@ def test_proxy_py_is_found_beside_the_script_from_any_directory(setup, tmp_path)
     assert "(one of: p1 p2)" in result.stderr
 
 
+def test_the_readme_bash_commands_work_as_written(setup, tmp_path):
+    workspace, config, _, _ = setup
+    readme = ROOT.joinpath("README.md").read_text(encoding="utf-8")
+    block = re.search(r"```bash\n(.*?)```", readme[readme.index("### bash and zsh"):], re.S).group(1)
+    commands = [line for line in block.splitlines() if line.strip() != "claude"]  # Claude Code: not here
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".claude-proxy").symlink_to(ROOT)  # the clone the README assumes
+    environ = {**workspace.environ, "HOME": str(home)}
+    result = subprocess.run(["bash", "--norc", "--noprofile", "-c",
+                             "\n".join([*commands, 'echo "URL=$ANTHROPIC_BASE_URL"'])],
+                            capture_output=True, text=True, env=environ, timeout=60, cwd=str(tmp_path))
+    url = f"http://127.0.0.1:{json.loads(config.read_text())['proxy_port']}"
+    assert result.stdout.splitlines()[-1] == f"URL={url}", result.stdout + result.stderr
+
+    new_session = subprocess.run(["bash", "-i", "-c", "type -t claude-fb claude-switch claude-status claude-reset"],
+                                 capture_output=True, text=True, env=environ, timeout=30, stdin=subprocess.DEVNULL)
+    assert new_session.stdout.split() == ["function"] * 4  # ~/.bashrc loads them in every new bash
+
+
 # --- Claude Code itself, when installed ------------------------------------------------------
 
 CLAUDE = os.environ.get("CLAUDE_CODE_BIN") or shutil.which("claude")

@@ -2,16 +2,28 @@
 
 Standard library only (Python 3.10+). One module per concern:
 
-- ``config``   finds and validates ``config.json`` and reads ``.env``
-- ``state``    the runtime files (token, pid, log) in the state directory
-- ``upstream`` pooled keep-alive connections to the providers
-- ``failover`` which provider to try next, and the cooldowns
-- ``relay``    streams an answer to the client as it arrives
-- ``server``   the HTTP server the clients talk to: routes, bodies, the commit point
-- ``serve``    running it in the foreground: logging, banner, pid file, signals
-- ``daemon``   start/stop/status/env/check of the background proxy
-- ``process``  every platform-specific decision (detaching, pid identity)
-- ``cli``      the ``proxy.py`` command line
+The proxy process
+- ``config``      finds and validates ``config.json`` and reads ``.env``
+- ``run``         the process: banner, pid file, signals, the serve loop
+- ``http_server`` the HTTP server clients talk to: routes, token, status, shutdown
+- ``body``        reading a request body (length or chunked) within the limit
+- ``forward``     the failover loop: try providers until one answers, book the outcome
+- ``failover``    the policy: which provider next, and the cooldowns
+- ``upstream``    pooled keep-alive connections to the providers
+- ``relay``       streams an answer to the client as it arrives
+- ``cancel``      noticing a client hang-up and stopping the provider's work
+- ``logfile``     ``proxy.log``, rotated by size
+- ``state``       the runtime files (token, pid, sessions) in the state directory
+
+The commands that manage it (``proxy.py start`` and friends)
+- ``cli``         the ``proxy.py`` command line
+- ``daemon``      finding the background daemon and talking to it
+- ``lifecycle``   start, stop, release
+- ``status``      the status report
+- ``session``     ``env`` and ``providers``: pointing shell sessions at the proxy
+- ``check``       validating the config, and ``--live`` provider checks
+- ``wording``     durations, counts and provider states worded once
+- ``process``     every platform-specific decision (detaching, pid identity)
 """
 
 __version__ = "0.1.0"

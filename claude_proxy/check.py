@@ -1,11 +1,11 @@
 """``proxy.py check [--live]``: the config and ``.env`` checked, and each provider tried."""
 
-import concurrent.futures
 import dataclasses
 import json
 import os
 import shlex
 import sys
+import threading
 import time
 
 from . import __version__
@@ -19,10 +19,10 @@ LIVE_MODEL = "claude-haiku-4-5"  # what `check --live` asks for; the provider's 
 
 def cmd_check(args):
     path, explicit = resolve_config_path(args.config)
-    return check(path, explicit, live=args.live)
+    return check(path, explicit, live=args.live, live_timeout=args.timeout)
 
 
-def check(path, explicit, live=False, environ=None, out=None):
+def check(path, explicit, live=False, environ=None, out=None, live_timeout=LIVE_TIMEOUT):
     """Validate the config and .env, print every finding; 0 unless there is a problem."""
     out = out or sys.stdout
     environ = os.environ if environ is None else environ
@@ -87,7 +87,7 @@ def check(path, explicit, live=False, environ=None, out=None):
                      "(created on first start; `proxy.py env` hands it to clients)")
 
     if live:
-        for p, (kind, message) in zip(config.providers, live_check(config)):
+        for p, (kind, message) in zip(config.providers, live_check(config, live_timeout)):
             report(kind, f"provider {p.name}: {message}")
     return _check_summary(problems, warnings_, out)
 
@@ -102,21 +102,35 @@ def _check_summary(problems, warnings_, out):
     return EXIT_FAILURE if problems else EXIT_OK
 
 
-def live_check(config):
+def live_check(config, timeout=LIVE_TIMEOUT):
     """One small request to each provider, concurrently; ``(kind, message)`` per provider.
 
     The request is ``POST /v1/messages`` with ``max_tokens: 1`` and a one-word
     prompt, for ``claude-haiku-4-5`` through the provider's model map: it
     proves reachability, the key and the model mapping for a few tokens.
+    The whole check gives up after ``timeout`` seconds, whatever the
+    providers' own connect and read timeouts are: a provider still
+    connecting, silent or trickling by then is reported as not answering.
     """
     from .upstream import Upstreams
 
-    upstreams = Upstreams(config.providers)
-    try:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(config.providers))) as pool:
-            return list(pool.map(lambda p: _live_check_one(upstreams, p), config.providers))
-    finally:
-        upstreams.close()
+    bounded = [dataclasses.replace(p, connect_timeout=min(p.connect_timeout, timeout),
+                                   read_timeout=min(p.read_timeout, timeout)) for p in config.providers]
+    upstreams = Upstreams(bounded)
+    results = [("problem", f"no answer within {timeout:g} seconds (--timeout)")] * len(bounded)
+
+    def run(index, provider):
+        results[index] = _live_check_one(upstreams, provider)
+
+    # Daemon threads: one that is still waiting at the deadline must not hold up the exit.
+    threads = [threading.Thread(target=run, args=item, daemon=True) for item in enumerate(bounded)]
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    upstreams.close()
+    return list(results)
 
 
 def _live_check_one(upstreams, provider):
@@ -132,10 +146,9 @@ def _live_check_one(upstreams, provider):
     client_headers = [("anthropic-version", "2023-06-01"), ("content-type", "application/json"),
                       ("user-agent", f"claude-proxy/{__version__} check")]
     headers = upstream_headers(provider, client_headers, len(body))
-    timed = dataclasses.replace(provider, read_timeout=min(provider.read_timeout, LIVE_TIMEOUT))
     started = time.monotonic()
     try:
-        response = upstreams.send(timed, "POST", provider.base_path + "/v1/messages", headers, body)
+        response = upstreams.send(provider, "POST", provider.base_path + "/v1/messages", headers, body)
         answer = response.read_all(64 * 1024)
     except UpstreamError as exc:
         return "problem", f"unreachable at {provider.base_url}: {exc.kind} ({_scrub(exc.detail, provider)})"

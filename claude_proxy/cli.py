@@ -72,12 +72,14 @@ def build_parser():
     check_ = commands.add_parser("check", parents=[common], help="validate the config and .env")
     check_.add_argument("--live", action="store_true",
                        help="also send each provider one tiny request (max_tokens 1)")
+    check_.add_argument("--timeout", type=float, default=check.LIVE_TIMEOUT, metavar="SECONDS",
+                        help="with --live: give up on the providers after this long (default: %(default)g)")
     check_.set_defaults(func=check.cmd_check)
     return parser
 
 
 def cmd_serve(args):
-    from .serve import run
+    from .run import run
 
     target = daemon.load_target(args)
     config = target.config

@@ -13,6 +13,7 @@ import fnmatch
 import functools
 import ipaddress
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -56,6 +57,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOP_LEVEL_KEYS = {
     "proxy_port", "proxy_host", "providers", "cooldown_minutes", "failover_statuses",
     "max_body_mb", "require_token", "state_dir", "connect_timeout", "read_timeout",
+    "max_cooldown_minutes",
 }
 PROVIDER_KEYS = {
     "name", "base_url", "api_key_env", "models", "enabled", "auth_header", "headers",
@@ -140,6 +142,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8787
     cooldown_seconds: float = 1800.0
+    max_cooldown_seconds: float = 86400.0
     failover_statuses: frozenset = frozenset()
     max_body_bytes: int = 10 * 1024 * 1024
     require_token: bool = True
@@ -247,6 +250,7 @@ def _validate(raw, path, exists, env_path):
         bad("", f'refusing to listen on {host} without a token: set "require_token": true '
                 'or "proxy_host": "127.0.0.1"')
     cooldown = _number(raw, "cooldown_minutes", 30, "", bad, minimum=0)
+    max_cooldown = _number(raw, "max_cooldown_minutes", 1440, "", bad, minimum=0)
     max_body_mb = _number(raw, "max_body_mb", 10, "", bad, minimum=0.001)
     connect_timeout = _number(raw, "connect_timeout", 10, "", bad, minimum=0.001)
     read_timeout = _number(raw, "read_timeout", 300, "", bad, minimum=0.001)
@@ -281,7 +285,8 @@ def _validate(raw, path, exists, env_path):
         raise ConfigError(problems)
     return Config(
         path=path, exists=exists, providers=providers, host=host, port=port,
-        cooldown_seconds=cooldown * 60, failover_statuses=statuses,
+        cooldown_seconds=cooldown * 60, max_cooldown_seconds=max_cooldown * 60,
+        failover_statuses=statuses,
         max_body_bytes=int(max_body_mb * 1024 * 1024), require_token=require_token,
         state_dir=Path(state_dir), env_path=env_path,
     )
@@ -364,7 +369,8 @@ def _unknown_keys(mapping, known, where, bad):
 
 def _number(mapping, key, default, where, bad, minimum):
     value = mapping.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < minimum:
         bad(where, f'"{key}" must be a number of at least {minimum:g}, not {value!r}')
         return default
     return float(value)

@@ -19,6 +19,7 @@ The policy only decides; sockets are the business of ``upstream``.
 import dataclasses
 import email.utils
 import json
+import math
 import logging
 import threading
 import time
@@ -40,30 +41,40 @@ def retry_after_seconds(headers, now=None):
     """The delay a provider asked for, from ``retry-after-ms`` or ``retry-after``.
 
     ``headers`` is a list of ``(name, value)``.  Returns seconds, or None when
-    the provider gave no usable value.  ``retry-after`` may be seconds or an
-    HTTP date (RFC 9110 section 10.2.3).
+    the provider gave no usable value: only a finite, non-negative number
+    counts (``inf``, ``nan``, ``1e400`` and negative values are ignored).
+    ``retry-after`` may be seconds or an HTTP date (RFC 9110 section 10.2.3).
+    The policy caps whatever it gets at ``max_cooldown_minutes``.
     """
     values = {name.lower(): value.strip() for name, value in headers}
-    try:
-        if "retry-after-ms" in values:
-            return max(0.0, float(values["retry-after-ms"]) / 1000)
-    except ValueError:
-        pass
+    milliseconds = _finite(values.get("retry-after-ms"))
+    if milliseconds is not None:
+        return milliseconds / 1000
     value = values.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _finite(value)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # not a date either: no usable value
         return None
     if when is None:
         return None
     now = time.time() if now is None else now
     return max(0.0, when.timestamp() - now)
+
+
+def _finite(text):
+    """``text`` as a finite number >= 0, else None."""
+    if text is None:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 @dataclasses.dataclass
@@ -113,7 +124,10 @@ class FailoverPolicy:
 
     def record_failure(self, provider, reason, retry_after=None):
         """``provider`` failed; start or extend its cooldown."""
-        seconds = self.config.cooldown_seconds if retry_after is None else retry_after
+        if retry_after is None:
+            seconds = self.config.cooldown_seconds
+        else:  # the provider's word, within the user's bound
+            seconds = min(retry_after, self.config.max_cooldown_seconds)
         reason = provider.redact(reason)
         now = self.clock()
         with self._lock:

@@ -16,19 +16,17 @@ cut never leaves half an event in front of the error frame.
 
 import json
 import logging
-import selectors
-import socket
-import threading
-import time
 
 from .errors import UpstreamError
+from .sse import EventBuffer, error_frame, event_name_and_data, split_events
 
 log = logging.getLogger(__name__)
 
-# SSE events end with a blank line; providers use LF, CRLF is tolerated.
-_BOUNDARIES = (b"\n\n", b"\r\n\r\n")
 USAGE_JSON_LIMIT = 8 * 1024 * 1024
-FIRST_EVENT_LIMIT = 1024 * 1024
+#: What is held while waiting for an event to end.  Before the commit point a
+#: first event longer than this is the provider's failure; after it, what is
+#: held is relayed as it is (a provider that stopped separating its events).
+MAX_EVENT_BYTES = 1024 * 1024
 
 
 class ClientGone(Exception):
@@ -45,63 +43,20 @@ def read_first_event(response):
     """Read until the first complete SSE event has arrived (or the body ends).
 
     Returns everything read, which may run past that event.  This is the
-    commit point's wait: an error here is still the provider's to fail over from.
+    commit point's wait: an error here is still the provider's to fail over
+    from, and so is a first event that does not end within ``MAX_EVENT_BYTES``.
     """
-    buffer = b""
-    while not event_boundary(buffer) and len(buffer) <= FIRST_EVENT_LIMIT:
+    events = EventBuffer()
+    while not events.has_event():
+        if events.size > MAX_EVENT_BYTES:
+            response.close()
+            raise UpstreamError(response.provider.name, "protocol",
+                                f"no event boundary in the first {MAX_EVENT_BYTES // 1024} KiB of the stream")
         data = response.read1()
         if not data:
             break
-        buffer += data
-    return buffer
-
-
-def event_boundary(buffer):
-    """Index just past the last complete event in ``buffer`` (0 if none)."""
-    end = 0
-    for marker in _BOUNDARIES:
-        at = buffer.rfind(marker)
-        if at >= 0:
-            end = max(end, at + len(marker))
-    return end
-
-
-def split_events(data):
-    """The complete events in ``data`` (which ends at an event boundary)."""
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n")
-    return [event for event in data.split(b"\n\n") if event.strip()]
-
-
-def event_name_and_data(event):
-    """``(event name, data string)`` of one SSE event, per the SSE line rules."""
-    name, data = None, []
-    for line in event.split(b"\n"):
-        if line.startswith(b"event:"):
-            name = line[6:].strip().decode("utf-8", "replace")
-        elif line.startswith(b"data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-    return name, b"\n".join(data).decode("utf-8", "replace")
-
-
-def first_event_error(buffer):
-    """The error type if the stream's first event is ``event: error``, else None."""
-    events = split_events(buffer[: event_boundary(buffer)])
-    if not events:
-        return None
-    name, data = event_name_and_data(events[0])
-    if name != "error":
-        return None
-    try:
-        return json.loads(data)["error"]["type"]
-    except (ValueError, KeyError, TypeError):
-        return "error"
-
-
-def error_frame(error_type, message):
-    body = json.dumps({"type": "error", "error": {"type": error_type, "message": message}})
-    return f"event: error\ndata: {body}\n\n".encode("utf-8")
+        events.feed(data)
+    return events.take_all()
 
 
 class Usage:
@@ -193,12 +148,14 @@ def relay_stream(response, writer, first, usage, cancel):
     failed; in that case an ``event: error`` frame has been written.
     Raises :class:`ClientGone` if the client disconnects.
     """
-    pending = first
+    events = EventBuffer()
+    events.feed(first)
     finished = False  # a message_stop or error event has gone out
     while True:
-        cut = event_boundary(pending)
-        if cut:
-            ready, pending = pending[:cut], pending[cut:]
+        ready = events.take_events()
+        if not ready and events.size > MAX_EVENT_BYTES:
+            ready = events.take_all()  # no boundary in sight: relay what is held, as it is
+        if ready:
             usage.feed_events(ready)  # first: tokens announced are spent even if the client left
             writer.write(ready)
             finished = finished or b"event: message_stop" in ready or b"event: error" in ready
@@ -215,10 +172,10 @@ def relay_stream(response, writer, first, usage, cancel):
             if response.ends_at_close and not finished:
                 # Without framing, a closed connection is all a cut looks like.
                 return _end_with_error(writer, response.provider.name, "closed", "api_error")
-            writer.write(pending)  # a final event without its blank line, as sent
+            writer.write(events.take_all())  # a final event without its blank line, as sent
             writer.end()
             return None
-        pending += data
+        events.feed(data)
 
 
 def _end_with_error(writer, provider, kind, error_type):
@@ -248,141 +205,3 @@ def relay_body(response, writer, usage, cancel, collect_usage):
     if collect_usage and kept_size < USAGE_JSON_LIMIT:
         usage.feed_json(b"".join(kept))
     return None
-
-
-class Cancel:
-    """Set when the client hangs up; aborts the provider socket it is attached to."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._set = False
-        self._sock = None
-
-    def is_set(self):
-        return self._set
-
-    def attach(self, sock):
-        """Watch ``sock`` from now on; False if the client is already gone."""
-        with self._lock:
-            self._sock = sock
-            return not self._set
-
-    def detach(self):
-        """The provider's answer is complete: its socket is no longer ours to abort."""
-        with self._lock:
-            self._sock = None
-
-    def fire(self):
-        with self._lock:
-            self._set = True
-            sock = self._sock
-        if sock is not None:
-            try:
-                # The base-class shutdown works on TLS sockets too, and wakes
-                # the thread blocked reading it; it is closed by that thread.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:  # already closed: nothing left to stop
-                pass
-
-
-class DisconnectWatcher:
-    """One thread that notices clients hanging up while their answer is pending.
-
-    A client that closes its connection makes its socket readable with EOF.
-    Without this, a cancelled request would only be noticed at the next write,
-    which for a provider that is thinking (or a non-stream answer) can be
-    minutes of tokens generated for nobody.
-
-    Most answers begin within a fraction of a second, so a watched socket is
-    only handed to the selector once it has waited ``INTERVAL``: a quick
-    request costs a dict entry, not two system calls and a thread wake-up.
-    A hang-up is noticed within about two intervals.
-    """
-
-    INTERVAL = 0.2
-
-    def __init__(self):
-        self._selector = selectors.DefaultSelector()
-        self._lock = threading.Lock()
-        self._pending = {}  # socket -> (Cancel, time watched), not yet in the selector
-        self._sleeping = False  # the thread waits for work: wake it on the next watch()
-        self._wakeup = threading.Event()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="disconnect-watcher", daemon=True)
-        self._thread.start()
-
-    def watch(self, client_sock):
-        cancel = Cancel()
-        with self._lock:
-            self._pending[client_sock] = (cancel, time.monotonic())
-            wake, self._sleeping = self._sleeping, False
-        if wake:
-            self._wakeup.set()
-        return cancel
-
-    def unwatch(self, client_sock):
-        with self._lock:
-            if self._pending.pop(client_sock, None) is not None:
-                return
-            try:
-                self._selector.unregister(client_sock)
-            except (KeyError, ValueError, OSError):
-                pass
-
-    def close(self):
-        with self._lock:
-            self._closed = True
-        self._wakeup.set()
-
-    def _run(self):
-        while not self._closed:
-            with self._lock:
-                self._promote(time.monotonic() - self.INTERVAL)
-                selecting = bool(self._selector.get_map())
-                self._sleeping = idle = not selecting and not self._pending
-                self._wakeup.clear()
-                if self._closed:  # close() may have set the event just before the clear
-                    break
-            if not selecting:  # nothing yet, or only recent ones: wait for work, or for them to age
-                self._wakeup.wait(None if idle else self.INTERVAL)
-                continue
-            try:
-                events = self._selector.select(self.INTERVAL)
-            except (OSError, ValueError):  # a socket closed under us; the next round is clean
-                events = []
-            for key, _ in events:
-                self._check(key.fileobj, key.data)
-        self._selector.close()
-
-    def _promote(self, watched_before):
-        """Move the sockets watched before ``watched_before`` into the selector (lock held)."""
-        for sock, (cancel, since) in list(self._pending.items()):
-            if since <= watched_before:
-                del self._pending[sock]
-                try:
-                    self._selector.register(sock, selectors.EVENT_READ, cancel)
-                except (KeyError, ValueError, OSError):  # closed meanwhile
-                    pass
-
-    def _check(self, sock, cancel):
-        try:
-            # Never block here: the handler may have read what made it readable
-            # meanwhile, and its socket waits up to its idle timeout.  A duplicate
-            # has a timeout of its own (the file is non-blocking already).
-            with sock.dup() as probe:
-                probe.setblocking(False)
-                data = probe.recv(1, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        with self._lock:
-            try:
-                if self._selector.get_key(sock).data is not cancel:
-                    return  # unwatched meanwhile: that request is over
-                self._selector.unregister(sock)
-            except (KeyError, ValueError):
-                return
-        if not data:
-            cancel.fire()
-        # Otherwise the client sent more (a pipelined request): not a hang-up.

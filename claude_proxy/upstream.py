@@ -197,12 +197,38 @@ class _OneWrite:
         super()._send_output(message_body, encode_chunked)
 
 
+MAX_INTERIM_HEADER_LINES = 100
+
+
+class _Response(http.client.HTTPResponse):
+    """``http.client``'s response, skipping every interim (1xx) answer.
+
+    ``http.client`` skips only ``100 Continue``; a ``102 Processing`` or
+    ``103 Early Hints`` would be taken as the final answer, and the real one
+    would stay in the socket for the next request on the pooled connection
+    (RFC 9110 section 15.2: a client must be able to parse one or more 1xx
+    responses before the final one).  ``101 Switching Protocols`` is final.
+    """
+
+    def _read_status(self):
+        while True:
+            version, status, reason = super()._read_status()
+            if not 102 <= status < 200:  # 100 is skipped by begin(); 101 and 2xx+ are final
+                return version, status, reason
+            for _ in range(MAX_INTERIM_HEADER_LINES):  # the interim answer's headers, up to its blank line
+                line = self.fp.readline(http.client._MAXLINE + 1)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+            else:
+                raise http.client.HTTPException("too many headers in an interim (1xx) answer")
+
+
 class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
-    pass
+    response_class = _Response
 
 
 class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
-    pass
+    response_class = _Response
 
 
 class ProviderPool:
@@ -392,7 +418,8 @@ class UpstreamResponse:
         """The body is fully read: return the connection to the pool if it may be reused."""
         self._done = self.complete = True
         response = self._response
-        if response.will_close:
+        if response.will_close or self.status < 200:
+            # A 101 hands the connection over to another protocol: never reuse it.
             self._conn.close()
             return
         response.read()  # closes the response object itself; the socket stays open

@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from claude_proxy.config import load_config  # noqa: E402
-from claude_proxy.serve import setup_logging  # noqa: E402
-from claude_proxy.server import ProxyServer  # noqa: E402
+from claude_proxy.logfile import setup_logging  # noqa: E402
+from claude_proxy.http_server import ProxyServer  # noqa: E402
 from claude_proxy.state import StatePaths, load_or_create_token  # noqa: E402
 from fakes import FakeProvider, request  # noqa: E402
 

@@ -23,7 +23,7 @@ import pytest
 from fakes import Reply, Stall, closed_port, error_json, eventually, request
 
 from claude_proxy.config import CONFIG_ENV_VAR
-from claude_proxy.server import SHUTDOWN_GRACE
+from claude_proxy.http_server import SHUTDOWN_GRACE
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY = ROOT / "proxy.py"
@@ -568,7 +568,7 @@ def test_a_stop_signal_the_moment_the_pid_file_exists_is_handled(tmp_path):
 
 
 def test_the_log_rotates_by_size_keeping_every_line_in_order(tmp_path):
-    from claude_proxy.serve import LogFile
+    from claude_proxy.logfile import LogFile
     path = tmp_path / "proxy.log"
     handler = LogFile(path, max_bytes=200, backups=3)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -590,7 +590,7 @@ def test_the_log_rotates_by_size_keeping_every_line_in_order(tmp_path):
 
 
 def test_the_log_appends_to_what_an_earlier_run_wrote(tmp_path):
-    from claude_proxy.serve import LogFile
+    from claude_proxy.logfile import LogFile
     path = tmp_path / "proxy.log"
     path.write_bytes(b"x" * 195 + b"\n")
     handler = LogFile(path, max_bytes=200, backups=1)
@@ -606,7 +606,7 @@ def log_line(handler, text):
 
 
 def test_the_log_without_backups_starts_over_and_a_closed_log_drops_lines_quietly(tmp_path, capsys):
-    from claude_proxy.serve import LogFile
+    from claude_proxy.logfile import LogFile
     path = tmp_path / "proxy.log"
     handler = LogFile(path, max_bytes=30, backups=0)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -622,15 +622,15 @@ def test_the_log_without_backups_starts_over_and_a_closed_log_drops_lines_quietl
 
 def test_the_log_keeps_writing_when_it_cannot_be_rotated(tmp_path, monkeypatch):
     """On Windows another program holding proxy.log open makes the rename fail."""
-    from claude_proxy import serve
+    from claude_proxy import logfile
     path = tmp_path / "proxy.log"
-    handler = serve.LogFile(path, max_bytes=30, backups=2)
+    handler = logfile.LogFile(path, max_bytes=30, backups=2)
     handler.setFormatter(logging.Formatter("%(message)s"))
 
     def refuse(*args):
         raise PermissionError("in use by another process")
 
-    monkeypatch.setattr(serve.os, "replace", refuse)
+    monkeypatch.setattr(logfile.os, "replace", refuse)
     for number in range(4):
         log_line(handler, f"line {number} of twenty bytes")
     handler.close()
@@ -642,6 +642,6 @@ def test_an_unknown_command_is_named_with_the_ones_there_are(tmp_path):
     result = run_once("frobnicate", cwd=tmp_path)
 
     assert result.returncode == 2
-    assert "unknown command 'frobnicate' (commands: serve, start, stop, status, env, providers, check)" \
+    assert "unknown command 'frobnicate' (commands: serve, start, stop, release, status, env, providers, check)" \
         in result.stderr
     assert "Traceback" not in result.stderr

@@ -11,13 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
 from daemon_support import (  # noqa: F401  (fake, workspace: fixtures)
     PROXY, assert_one_line_error, fake, url_of, workspace,
 )
-from fakes import Reply, closed_port, error_json, request
+from fakes import Reply, Stall, Stream, closed_port, error_json, message_events, request
 
 from claude_proxy import errors, session, status, wording
 from claude_proxy.state import state_dir_problem
@@ -401,3 +402,20 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(workspace, fake):
         os.close(write_end)
     assert result.returncode == 1
     assert result.stderr == ""
+
+
+def test_check_live_gives_up_after_its_timeout_whatever_the_providers_timeouts(workspace, fake):
+    silent = fake(Stall(60))
+    trickling = fake(Stream(message_events() * 40, delay=0.3))  # answers, but slowly forever
+    config = workspace.config([
+        {"name": "silent", "base_url": silent.url, "api_key_env": "KEY_SILENT", "read_timeout": 300},
+        {"name": "trickling", "base_url": trickling.url, "api_key_env": "KEY_TRICKLING"}],
+        read_timeout=300, connect_timeout=60)
+    workspace.keys(KEY_SILENT="secret-silent", KEY_TRICKLING="secret-trickling")
+    started = time.monotonic()
+    result = workspace.run("check", "--live", "--timeout", "1.5", config=config)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert elapsed < 15, elapsed  # a process start, then 1.5 s; never the 300 s read_timeout
+    assert "problem: provider silent:" in result.stdout
+    assert "problem: provider trickling: no answer within 1.5 seconds" in result.stdout

@@ -478,14 +478,14 @@ def test_status_reports_providers_without_secrets(providers, proxy):
 
 
 def test_reuse_address_is_never_set_on_windows():
-    from claude_proxy.server import reuse_address_allowed
+    from claude_proxy.http_server import reuse_address_allowed
 
     assert reuse_address_allowed("nt") is False
     assert reuse_address_allowed("posix") is True
 
 
 def test_listen_backlog_and_nagle_settings():
-    from claude_proxy.server import ProxyHandler, ProxyServer
+    from claude_proxy.http_server import ProxyHandler, ProxyServer
 
     assert ProxyServer.request_queue_size >= 512
     assert ProxyHandler.disable_nagle_algorithm is True
@@ -493,7 +493,7 @@ def test_listen_backlog_and_nagle_settings():
 
 
 def test_idle_client_connection_times_out(providers, proxy, monkeypatch):
-    from claude_proxy.server import ProxyHandler
+    from claude_proxy.http_server import ProxyHandler
 
     monkeypatch.setattr(ProxyHandler, "timeout", 0.3)
     running = proxy(providers())
@@ -509,7 +509,7 @@ def test_idle_client_connection_times_out(providers, proxy, monkeypatch):
 
 def test_a_second_proxy_on_the_same_port_is_refused(providers, proxy, tmp_path):
     from claude_proxy.errors import UsageError
-    from claude_proxy.server import ProxyServer
+    from claude_proxy.http_server import ProxyServer
 
     running = proxy(providers())
     running.config.port = running.server.port
@@ -714,7 +714,7 @@ def test_a_client_gone_after_a_complete_answer_leaves_the_pooled_connection_alon
 
 
 def test_a_body_over_the_whole_body_limit_is_relayed_with_its_length(providers, proxy):
-    from claude_proxy.server import WHOLE_BODY_LIMIT
+    from claude_proxy.forward import WHOLE_BODY_LIMIT
     big = json.dumps({"id": "msg_big", "content": [{"type": "text", "text": "x" * WHOLE_BODY_LIMIT}]}).encode()
     running = proxy(providers(Reply(200, big)))
     conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=10)

@@ -217,7 +217,7 @@ def test_client_hanging_up_while_waiting_for_a_non_stream_answer_stops_the_provi
 
 @pytest.fixture
 def watcher():
-    from claude_proxy.relay import DisconnectWatcher
+    from claude_proxy.cancel import DisconnectWatcher
     made = DisconnectWatcher()
     yield made
     made.close()
@@ -380,3 +380,37 @@ def test_http_1_0_client_gets_the_stream_without_chunking(providers, proxy):
     head, _, received = answer.partition(b"\r\n\r\n")
     assert b"transfer-encoding" not in head.lower()
     assert received == b"".join(frames)
+
+
+def test_a_late_hang_up_cannot_touch_a_connection_already_back_in_the_pool(monkeypatch):
+    """Cancel.fire and Cancel.detach are atomic: once detach has returned (the
+    answer is complete and its connection pooled), no shutdown of it is under way."""
+    import socket as socket_module
+    from claude_proxy.cancel import Cancel
+
+    entered, proceed, detached = threading.Event(), threading.Event(), threading.Event()
+    real_shutdown = socket_module.socket.shutdown
+
+    def slow_shutdown(sock, how):
+        entered.set()
+        proceed.wait(5)
+        real_shutdown(sock, how)
+
+    monkeypatch.setattr(socket_module.socket, "shutdown", slow_shutdown)
+    provider_side, other_end = socket_module.socketpair()
+    try:
+        cancel = Cancel()
+        cancel.attach(provider_side)
+        firing = threading.Thread(target=cancel.fire)
+        firing.start()
+        assert entered.wait(5)
+        detaching = threading.Thread(target=lambda: (cancel.detach(), detached.set()))
+        detaching.start()
+        assert not detached.wait(0.3)  # detach waits for the shutdown under way to finish
+        proceed.set()
+        firing.join(5)
+        assert detached.wait(5)
+        detaching.join(5)
+    finally:
+        provider_side.close()
+        other_end.close()

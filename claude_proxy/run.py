@@ -1,115 +1,24 @@
-"""Running the proxy in the foreground: ``proxy.py serve``.
+"""Running the proxy process: ``proxy.py serve``.
 
-Logging (``proxy.log``, rotated by size), the start-up banner, the pid file
-and token, and stopping on a signal or a ``/shutdown`` request.  The
-background daemon (``proxy.py start``) runs exactly this, detached.
+The start-up banner, the log, the pid file and token, and stopping on a
+signal or a ``/shutdown`` request.  The background daemon (``proxy.py
+start``) runs exactly this, detached.  The HTTP server itself is
+:mod:`http_server`.
 """
 
 import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
 from . import __version__
 from .errors import UsageError
-from .server import ProxyServer
+from .http_server import ProxyServer
+from .logfile import setup_logging
 from .state import (StatePaths, load_or_create_token, remove_pid_file, state_dir_problem,
                     write_pid_file)
 
 log = logging.getLogger("claude_proxy")
-
-LOG_MAX_BYTES = 5 * 1024 * 1024
-LOG_BACKUPS = 3
-
-
-class LogFile(logging.Handler):
-    """``proxy.log``: UTF-8 lines, rotated by size into ``proxy.log.1`` .. ``.N``.
-
-    Unlike ``RotatingFileHandler`` it formats each record once, outside its
-    lock, and counts the bytes it wrote instead of asking the file: the log
-    line is on every request's path.  Each line is one unbuffered write, so
-    nothing is lost if the daemon dies and ``tail -f`` sees it at once.
-    """
-
-    def __init__(self, path, max_bytes, backups):
-        super().__init__()
-        self.path = Path(path)
-        self.max_bytes = max_bytes
-        self.backups = backups
-        self._file = None
-        self._size = 0
-        self._open()
-
-    def _open(self):
-        self._file = open(self.path, "ab", buffering=0)
-        self._size = os.fstat(self._file.fileno()).st_size
-
-    def handle(self, record):
-        if not self.filter(record):
-            return False
-        try:
-            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
-        except Exception:
-            self.handleError(record)
-            return False
-        with self.lock:
-            if self._file is None:  # closed: a request thread outlived the stop
-                return False
-            try:
-                if self._size and self._size + len(line) > self.max_bytes:
-                    self._rotate()
-                self._file.write(line)
-                self._size += len(line)
-            except Exception:
-                self.handleError(record)
-        return True
-
-    def emit(self, record):
-        self.handle(record)
-
-    def _rotate(self):
-        self._file.close()
-        try:
-            for number in range(self.backups - 1, 0, -1):
-                older = self.path.with_name(f"{self.path.name}.{number}")
-                if older.exists():
-                    os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
-            if self.backups:
-                os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-            else:
-                self.path.unlink()
-        except OSError:
-            pass  # e.g. another program holds the file open on Windows: keep writing to it
-        self._open()
-        self._size = 0  # a failed rotation is tried again after another max_bytes, not per line
-
-    def close(self):
-        with self.lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-        super().close()
-
-
-def setup_logging(paths, quiet):
-    """Log to ``proxy.log`` (UTF-8, rotated by size) and, unless quiet, to stderr."""
-    logger = logging.getLogger("claude_proxy")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    paths.dir.mkdir(parents=True, exist_ok=True)
-    file_handler = LogFile(paths.log, LOG_MAX_BYTES, LOG_BACKUPS)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(file_handler)
-    if not quiet:
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        console.addFilter(lambda record: getattr(record, "console", True))
-        logger.addHandler(console)
-
 
 def banner(server):
     """The short start-up text: where it listens, the providers in order, what is missing."""

@@ -1,0 +1,93 @@
+"""Reading a client's request body: ``Content-Length`` or chunked, within a limit.
+
+A body over the limit is refused by its announced size, before it is read
+(a chunked one chunk by chunk); :func:`drain` then reads and drops what the
+client is still sending, within a bound, so that it can read the 413
+instead of a reset.
+"""
+
+import time
+
+DRAIN_LIMIT = 64 * 1024 * 1024  # what is read (and dropped) of an oversized body before closing
+DRAIN_SECONDS = 5.0
+
+
+class TooLarge(Exception):
+    """The request body is over the limit; ``remaining`` is its announced length, if any."""
+
+    def __init__(self, remaining):
+        super().__init__(remaining)
+        self.remaining = remaining
+
+
+class MalformedBody(ValueError):
+    """The body's framing cannot be read (a bad length or chunk); the text says how."""
+
+
+def read_body(rfile, headers, limit):
+    """The request body, or None if the client left before sending all of it.
+
+    Raises :class:`TooLarge` or :class:`MalformedBody`.
+    """
+    if is_chunked(headers):
+        return b"".join(_chunks(rfile, limit))
+    length = content_length(headers)
+    if length > limit:
+        raise TooLarge(length)
+    body = rfile.read(length) if length else b""
+    return body if len(body) == length else None
+
+
+def is_chunked(headers):
+    return "chunked" in headers.get("transfer-encoding", "").lower()
+
+
+def content_length(headers):
+    value = headers.get("content-length", "0")
+    if not value.strip().isdigit():
+        raise MalformedBody(f"invalid Content-Length {value!r}")
+    return int(value)
+
+
+def _chunks(rfile, limit):
+    """Decode a chunked body (RFC 9112 section 7.1)."""
+    left = limit
+    while True:
+        line = rfile.readline(1024)
+        if not line.endswith(b"\n"):
+            raise MalformedBody("truncated chunk size line")
+        size_text = line.split(b";", 1)[0].strip()
+        if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+            raise MalformedBody(f"bad chunk size {size_text[:20]!r}")
+        size = int(size_text, 16)
+        if size > left:
+            raise TooLarge(None)
+        if size == 0:
+            while rfile.readline(8192).strip():  # trailers
+                pass
+            return
+        data = rfile.read(size)
+        if len(data) != size or rfile.read(2) != b"\r\n":
+            raise MalformedBody("truncated chunk")
+        left -= size
+        yield data
+
+
+def drain(rfile, sock, remaining):
+    """Read and drop what is left of a refused body, within a bound.
+
+    ``remaining`` is the announced length, or None for a chunked body.
+    """
+    deadline = time.monotonic() + DRAIN_SECONDS
+    budget = DRAIN_LIMIT if remaining is None else min(remaining, DRAIN_LIMIT)
+    try:
+        sock.settimeout(1.0)
+        while budget > 0 and time.monotonic() < deadline:
+            data = rfile.read1(min(budget, 65536))
+            if not data:
+                break
+            budget -= len(data)
+            if remaining is None and data.endswith(b"0\r\n\r\n"):
+                break
+    except OSError:  # the client stopped sending or left: nothing more to drain
+        pass

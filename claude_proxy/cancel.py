@@ -1,0 +1,155 @@
+"""Noticing that a client hung up, and stopping the provider's work for it.
+
+A :class:`Cancel` belongs to one request: it is set when the client's
+connection closes, and aborts the provider socket attached to it, so the
+provider stops generating tokens nobody will read.  One
+:class:`DisconnectWatcher` thread watches every request's client socket.
+"""
+
+import selectors
+import socket
+import threading
+import time
+
+
+class Cancel:
+    """Set when the client hangs up; aborts the provider socket it is attached to."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._set = False
+        self._sock = None
+
+    def is_set(self):
+        return self._set
+
+    def attach(self, sock):
+        """Watch ``sock`` from now on; False if the client is already gone."""
+        with self._lock:
+            self._sock = sock
+            return not self._set
+
+    def detach(self):
+        """The provider's answer is complete: its socket is no longer ours to abort."""
+        with self._lock:
+            self._sock = None
+
+    def fire(self):
+        """The client hung up: abort the provider socket, if one is attached.
+
+        The shutdown happens under the lock, so it cannot race :meth:`detach`:
+        once ``detach`` has returned, the socket may be back in the pool
+        serving another request, and nothing here touches it any more.
+        """
+        with self._lock:
+            self._set = True
+            if self._sock is not None:
+                try:
+                    # The base-class shutdown works on TLS sockets too, and wakes
+                    # the thread blocked reading it; it is closed by that thread.
+                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+                except OSError:  # already closed: nothing left to stop
+                    pass
+
+
+class DisconnectWatcher:
+    """One thread that notices clients hanging up while their answer is pending.
+
+    A client that closes its connection makes its socket readable with EOF.
+    Without this, a cancelled request would only be noticed at the next write,
+    which for a provider that is thinking (or a non-stream answer) can be
+    minutes of tokens generated for nobody.
+
+    Most answers begin within a fraction of a second, so a watched socket is
+    only handed to the selector once it has waited ``INTERVAL``: a quick
+    request costs a dict entry, not two system calls and a thread wake-up.
+    A hang-up is noticed within about two intervals.
+    """
+
+    INTERVAL = 0.2
+
+    def __init__(self):
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._pending = {}  # socket -> (Cancel, time watched), not yet in the selector
+        self._sleeping = False  # the thread waits for work: wake it on the next watch()
+        self._wakeup = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="disconnect-watcher", daemon=True)
+        self._thread.start()
+
+    def watch(self, client_sock):
+        cancel = Cancel()
+        with self._lock:
+            self._pending[client_sock] = (cancel, time.monotonic())
+            wake, self._sleeping = self._sleeping, False
+        if wake:
+            self._wakeup.set()
+        return cancel
+
+    def unwatch(self, client_sock):
+        with self._lock:
+            if self._pending.pop(client_sock, None) is not None:
+                return
+            try:
+                self._selector.unregister(client_sock)
+            except (KeyError, ValueError, OSError):
+                pass
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+        self._wakeup.set()
+
+    def _run(self):
+        while not self._closed:
+            with self._lock:
+                self._promote(time.monotonic() - self.INTERVAL)
+                selecting = bool(self._selector.get_map())
+                self._sleeping = idle = not selecting and not self._pending
+                self._wakeup.clear()
+                if self._closed:  # close() may have set the event just before the clear
+                    break
+            if not selecting:  # nothing yet, or only recent ones: wait for work, or for them to age
+                self._wakeup.wait(None if idle else self.INTERVAL)
+                continue
+            try:
+                events = self._selector.select(self.INTERVAL)
+            except (OSError, ValueError):  # a socket closed under us; the next round is clean
+                events = []
+            for key, _ in events:
+                self._check(key.fileobj, key.data)
+        self._selector.close()
+
+    def _promote(self, watched_before):
+        """Move the sockets watched before ``watched_before`` into the selector (lock held)."""
+        for sock, (cancel, since) in list(self._pending.items()):
+            if since <= watched_before:
+                del self._pending[sock]
+                try:
+                    self._selector.register(sock, selectors.EVENT_READ, cancel)
+                except (KeyError, ValueError, OSError):  # closed meanwhile
+                    pass
+
+    def _check(self, sock, cancel):
+        try:
+            # Never block here: the handler may have read what made it readable
+            # meanwhile, and its socket waits up to its idle timeout.  A duplicate
+            # has a timeout of its own (the file is non-blocking already).
+            with sock.dup() as probe:
+                probe.setblocking(False)
+                data = probe.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        with self._lock:
+            try:
+                if self._selector.get_key(sock).data is not cancel:
+                    return  # unwatched meanwhile: that request is over
+                self._selector.unregister(sock)
+            except (KeyError, ValueError):
+                return
+        if not data:
+            cancel.fire()
+        # Otherwise the client sent more (a pipelined request): not a hang-up.

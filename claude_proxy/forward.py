@@ -1,0 +1,268 @@
+"""Forwarding one request: try the planned providers until one answers, relay
+that answer, and book the outcome.
+
+The commit point: nothing reaches the client until a provider has answered
+with something that is not a failover trigger (for a stream, its first
+event; for a small non-stream answer, all of it).  Up to then every failure
+is the provider's and the next one is tried; after it the provider is never
+switched (see :mod:`relay` for how a stream that dies is ended).
+
+:func:`classify` is the one place that decides what a provider's answer
+means: ``ANSWERED`` (relay it), ``FAIL_OVER`` (book the failure, try the
+next) or, for an answer that is neither a success nor a failover trigger
+(400, 401, 404, ...), ``PASS_BACK``: relayed to the client unchanged,
+byte for byte, since another provider would refuse the same request.
+
+The client side is anything with the few methods of :class:`ClientSide`
+(the HTTP handler in :mod:`server`, or a recorder in the tests), so the
+policy can be exercised without an HTTP handler.
+"""
+
+import dataclasses
+import logging
+import time
+
+from .cancel import Cancel
+from .errors import UpstreamError
+from .failover import describe_error, retry_after_seconds
+from .relay import (
+    ClientGone, Usage, is_event_stream, read_first_event, relay_body, relay_stream,
+)
+from .sse import first_event_error
+from .upstream import rewrite_model, upstream_headers
+
+log = logging.getLogger("claude_proxy")
+
+ERROR_BODY_LIMIT = 1024 * 1024  # a failover answer's body is kept for the client up to this
+WHOLE_BODY_LIMIT = 256 * 1024   # a non-stream body up to this is read whole before the commit point
+CHUNKED = object()              # a framing: Transfer-Encoding: chunked
+
+ANSWERED, FAIL_OVER, PASS_BACK = "answered", "fail over", "pass back"
+
+
+class ClientSide:
+    """What forwarding needs of the client's connection (the handler implements it)."""
+
+    http10 = False           # an HTTP/1.0 client: no chunked encoding
+    close_connection = False
+
+    def send_head(self, status, reason, headers, framing, body=b""):
+        """Write the status line, headers and ``body`` in one write.  ``framing``:
+        a Content-Length, ``CHUNKED``, or None (no body, or one that ends at close)."""
+        raise NotImplementedError
+
+    def send_error_json(self, status, message, extra_headers=None):
+        """An error of the proxy's own, in Anthropic's shape."""
+        raise NotImplementedError
+
+    def body_writer(self, chunked):
+        """A :class:`relay.ClientWriter` for the response body."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class Exchange:
+    """One client request on its way through the providers; prints as its log line's start."""
+
+    method: str
+    path: str       # as the client sent it
+    api_path: str   # what is appended to each provider's base URL
+    mode: str       # "fallback", or the pinned provider's name
+    body: bytes
+    client_headers: list
+    started: float
+    cancel: Cancel = None
+    first_byte: float = None
+    tried: list = dataclasses.field(default_factory=list)
+
+    def note(self, provider, outcome):
+        self.tried.append(f"{provider.name}={outcome}")
+
+    def elapsed(self):
+        return time.monotonic() - self.started
+
+    def __str__(self):
+        return f"{self.method} {self.path} {self.mode} {' '.join(self.tried)}".rstrip()
+
+
+@dataclasses.dataclass
+class FailedAnswer:
+    """A provider's failover answer (429, 5xx, an error as first event), kept whole."""
+
+    status: int
+    reason: str
+    headers: list
+    body: bytes
+
+
+def classify(status, failover_statuses, stream_error=None):
+    """What a provider's answer means for the request: ANSWERED, FAIL_OVER or PASS_BACK."""
+    if status in failover_statuses or stream_error:
+        return FAIL_OVER
+    return ANSWERED if 200 <= status < 300 else PASS_BACK
+
+
+class Forwarder:
+    """The failover loop for every request of one server."""
+
+    def __init__(self, config, policy, upstreams):
+        self.config = config
+        self.policy = policy
+        self.upstreams = upstreams
+
+    def forward(self, ex, plan, client):
+        """Try ``plan``'s providers in order until one answers, and relay that answer;
+        if none does, send the last failure.  ``ex.cancel`` must be set."""
+        failures = []
+        for provider in plan:
+            outcome = self._attempt(provider, ex)
+            if isinstance(outcome, tuple):
+                return self._answer(provider, *outcome, ex, client)
+            if ex.cancel.is_set():
+                client.close_connection = True
+                log.info("%s -> client cancelled before the answer", ex)
+                return None
+            failures.append(outcome)
+        return self._all_failed(failures, ex, client)
+
+    def _attempt(self, provider, ex):
+        """Send the request to ``provider`` and wait for its answer to begin.
+
+        Returns ``(response, first)`` if this provider answers, else the
+        failure to fail over from: an :class:`UpstreamError` or a
+        :class:`FailedAnswer`.  ``first`` is what was read before the commit
+        point: a stream's first event, or a small body whole (up to
+        ``WHOLE_BODY_LIMIT``, so it goes out in one write).  Failures are
+        booked with the policy here.
+        """
+        body = rewrite_model(ex.body, provider)
+        length = len(body) if body or ex.method in ("POST", "PUT", "PATCH") else None
+        headers = upstream_headers(provider, ex.client_headers, length)
+        try:
+            response = self.upstreams.send(
+                provider, ex.method, provider.base_path + ex.api_path, headers, body, ex.cancel)
+            if classify(response.status, self.config.failover_statuses) is FAIL_OVER:
+                return self._failover_answer(provider, response, ex)
+            stream = is_event_stream(response)
+            if stream:
+                first = read_first_event(response)
+            elif response.content_length is not None and response.content_length <= WHOLE_BODY_LIMIT:
+                first = response.read_all(WHOLE_BODY_LIMIT)  # a cut body is still a failover
+            else:
+                first = b""
+        except UpstreamError as exc:
+            ex.note(provider, exc.kind)
+            if not ex.cancel.is_set():  # a client hang-up is not the provider's fault
+                self.policy.record_failure(provider, f"{exc.kind}: {exc.detail}")
+            return exc
+        failed = first_event_error(first) if stream else None
+        if classify(response.status, self.config.failover_statuses, failed) is FAIL_OVER:
+            response.close()
+            ex.note(provider, f"stream-{failed}")
+            self.policy.record_failure(provider, f"stream began with {failed}")
+            return FailedAnswer(response.status, response.reason, response.headers, first)
+        return response, first
+
+    def _failover_answer(self, provider, response, ex):
+        """Keep a 429/5xx answer whole, in case it is the last one (the client then gets it)."""
+        try:
+            body = response.read_all(ERROR_BODY_LIMIT)
+        except UpstreamError as exc:  # its status is what matters; the body is a courtesy
+            log.debug("%s: error body unreadable: %s", provider.name, exc)
+            body = b""
+        ex.note(provider, response.status)
+        self.policy.record_failure(provider, describe_error(response.status, body),
+                                   retry_after_seconds(response.headers))
+        return FailedAnswer(response.status, response.reason, response.headers, body)
+
+    def _answer(self, provider, response, first, ex, client):
+        """Past the commit point: relay ``provider``'s answer to the client and book it."""
+        ex.note(provider, response.status)
+        usage = Usage()
+        failure = None
+        stream = is_event_stream(response)
+        json_body = (response.header("content-type") or "").startswith("application/json")
+        try:
+            if response.complete:  # read whole before the commit point (or it has no body)
+                if stream:  # a short stream with a Content-Length, all there in one read
+                    usage.feed_events(first)
+                elif json_body:
+                    usage.feed_json(first)
+                client.send_head(response.status, response.reason, response.headers,
+                                 _whole_body_framing(ex.method, response, first), first)
+                ex.first_byte = time.monotonic()
+            else:
+                framing = CHUNKED if stream or response.content_length is None else response.content_length
+                if framing is CHUNKED and client.http10:
+                    framing = None  # no chunked encoding there: the close ends the body
+                    client.close_connection = True
+                writer = client.body_writer(chunked=framing is CHUNKED)
+                client.send_head(response.status, response.reason, response.headers, framing)
+                ex.first_byte = time.monotonic()
+                if ex.method == "HEAD":
+                    response.close()
+                elif stream:
+                    failure = relay_stream(response, writer, first, usage, ex.cancel)
+                else:
+                    failure = relay_body(response, writer, usage, ex.cancel, json_body)
+                    if failure:  # the body cannot be completed: the client must see it end short
+                        client.close_connection = True
+        except ClientGone:
+            response.close()
+            client.close_connection = True
+            self._book(provider, response, None, usage)  # it answered; the tokens were spent
+            log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
+            return
+        self._book(provider, response, failure, usage)
+        log.info("%s -> %s%s ttfb=%.3fs total=%.3fs %s", ex, response.status,
+                 f" ({failure})" if failure else "", ex.first_byte - ex.started, ex.elapsed(), usage)
+
+    def _book(self, provider, response, failure, usage):
+        if failure:
+            self.policy.record_failure(provider, failure)
+        elif 200 <= response.status < 300:
+            self.policy.record_success(provider, usage)
+        else:
+            self.policy.record_answer(provider)
+
+    def _all_failed(self, failures, ex, client):
+        """Every provider failed: give the client the latest real answer (so its
+        own retry logic sees the 429/529 and its retry-after), else our own error."""
+        answers = [f for f in failures if isinstance(f, FailedAnswer)]
+        if answers:
+            last = answers[-1]
+            status = last.status
+            client.send_head(last.status, last.reason, last.headers, len(last.body), last.body)
+        else:
+            error = failures[-1]
+            status = 504 if error.kind == "timeout" else 502
+            client.send_error_json(status, f"No provider could answer ({', '.join(ex.tried)}); "
+                                           f"last: {error.provider} {error.kind}: {error.detail}")
+        outcome = "pinned provider failed" if ex.mode != "fallback" else "all failed"
+        log.warning("%s -> %s (%s) total=%.3fs", ex, status, outcome, ex.elapsed())
+
+
+def _whole_body_framing(method, response, body):
+    if method == "HEAD":  # the provider's length is the GET body's: pass it on
+        return response.header("content-length")
+    if response.status in (204, 304):  # never a body, never a length (RFC 9110 8.6)
+        return None
+    return len(body)
+
+
+def no_provider_message(config, pinned):
+    """Why no provider can take a request (the 503's message), naming what to fix."""
+    if pinned is not None and not pinned.enabled:
+        return f"Provider '{pinned.name}' is disabled in {config.path}"
+    if pinned is not None and pinned.key_problem:
+        return (f"Provider '{pinned.name}' has no usable API key: {pinned.key_problem}; "
+                "fix it and restart claude-proxy")
+    if pinned is not None:
+        return (f"Provider '{pinned.name}' has no API key: set {pinned.api_key_env} in "
+                f"{config.env_path} or the environment, and restart claude-proxy")
+    if any(p.key_problem for p in config.providers if p.enabled):
+        why = "; ".join(p.missing_key(config.env_path) for p in config.providers if p.enabled)
+        return f"No provider is usable: {why}. Fix that and restart claude-proxy"
+    wanted = ", ".join(p.api_key_env for p in config.providers if p.enabled) or "a provider"
+    return (f"No provider is usable: set {wanted} in {config.env_path} "
+            f"(or enable one in {config.path}) and restart claude-proxy")

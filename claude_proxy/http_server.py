@@ -1,0 +1,397 @@
+"""The HTTP server clients talk to.
+
+Routes:
+
+- ``GET /health``                  liveness, no token
+- ``GET /status``                  JSON state of the daemon and providers (token)
+- ``POST /shutdown``               stop after in-flight requests, bounded (token)
+- ``HEAD /``, ``HEAD /provider/X`` a client's connectivity check, answered here
+- ``/provider/NAME/...``           pinned mode: that provider only
+- anything else                    fallback mode: forwarded under each provider's base URL
+
+Every error the proxy itself produces is JSON in Anthropic's error shape;
+provider answers, errors included, are passed through byte for byte.
+"""
+
+import hmac
+import http.server
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from urllib.parse import parse_qs
+
+from . import __version__
+from .body import MalformedBody, TooLarge, drain, content_length, read_body
+from .cancel import DisconnectWatcher
+from .config import http_url
+from .errors import UsageError, error_type
+from .failover import FailoverPolicy
+from .forward import CHUNKED, ClientSide, Exchange, Forwarder, no_provider_message
+from .logfile import printable
+from .relay import ClientGone, ClientWriter
+from .state import read_token
+from .upstream import HOP_BY_HOP, Upstreams
+
+log = logging.getLogger("claude_proxy")
+
+CLIENT_IDLE_TIMEOUT = 300.0     # seconds an idle keep-alive client may hold a thread
+LISTEN_BACKLOG = 1024
+SHUTDOWN_GRACE = 10.0
+PINNED_PREFIX = "/provider/"
+_SENDABLE_TARGET = re.compile(r"[!-~]*\Z")  # printable ASCII: what a request line may carry
+
+
+def reuse_address_allowed(os_name):
+    """SO_REUSEADDR lets a restarted daemon rebind at once on POSIX; on Windows it
+    would let a second daemon bind the same port silently, so it is never set there."""
+    return os_name != "nt"
+
+
+class ProxyServer(http.server.ThreadingHTTPServer):
+    """The listening server; holds what every request shares."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+    allow_reuse_address = reuse_address_allowed(os.name)
+
+    def __init__(self, config, token, token_path=None):
+        self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        self.config = config
+        self.token = token
+        self.token_path = token_path
+        self._token_mtime = None
+        self.policy = FailoverPolicy(config)
+        self.upstreams = Upstreams(config.providers)
+        self.forwarder = Forwarder(config, self.policy, self.upstreams)
+        self.watcher = DisconnectWatcher()
+        self.started = time.time()
+        self._active = 0
+        self._active_cond = threading.Condition()
+        self.grace = SHUTDOWN_GRACE
+        self.stopping = False
+        try:
+            super().__init__((config.host, config.port), ProxyHandler)
+        except OSError as exc:
+            self.watcher.close()
+            raise UsageError(_bind_error(config, exc)) from None
+
+    def token_matches(self, offered):
+        """Is one of the ``offered`` strings the client token?
+
+        On a mismatch the token file is read again if it changed: it is what
+        clients are given, so it wins over the token this server started with.
+        """
+        if self._matches(offered):
+            return True
+        if self.token_path is None:
+            return False
+        try:
+            mtime = os.stat(self.token_path).st_mtime_ns
+        except OSError:
+            return False
+        if mtime == self._token_mtime:
+            return False
+        self._token_mtime = mtime
+        fresh = read_token(self.token_path)
+        if not fresh or fresh == self.token:
+            return False
+        self.token = fresh
+        log.info("the client token changed in %s; using it", self.token_path)
+        return self._matches(offered)
+
+    def _matches(self, offered):
+        expected = (self.token or "").encode()
+        return bool(expected) and any(hmac.compare_digest(v.encode(), expected) for v in offered)
+
+    def server_bind(self):
+        if os.name == "nt" and hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        super().server_bind()
+
+    @property
+    def port(self):
+        return self.server_address[1]
+
+    @property
+    def url(self):
+        return http_url(self.config.host, self.port)
+
+    def request_started(self):
+        with self._active_cond:
+            self._active += 1
+
+    def request_finished(self):
+        with self._active_cond:
+            self._active -= 1
+            self._active_cond.notify_all()
+
+    def wait_idle(self):
+        """Wait up to ``self.grace`` seconds for in-flight requests; True if none are left.
+
+        Waits in short slices, so that a second stop signal (grace 0) ends it at once.
+        """
+        started = time.monotonic()
+        with self._active_cond:
+            if self._active and self.grace:
+                log.info("stopping: waiting up to %.0fs for %d request(s) in flight "
+                         "(stop again to end them now)", self.grace, self._active)
+            while self._active and time.monotonic() - started < self.grace:
+                self._active_cond.wait(0.2)
+            return self._active == 0
+
+    def stop_soon(self, grace=None):
+        """Stop serving from another thread (``shutdown()`` blocks until the loop exits)."""
+        if grace is not None:
+            self.grace = grace
+        threading.Thread(target=self.shutdown, name="shutdown", daemon=True).start()
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (OSError, ClientGone)):  # routine: the client went away
+            log.debug("connection from %s ended: %s", client_address[0], exc)
+        else:
+            log.exception("internal error while serving %s", client_address[0])
+
+    def server_close(self):
+        super().server_close()
+        self.watcher.close()
+        self.upstreams.close()
+
+
+def _bind_error(config, exc):
+    if getattr(exc, "errno", None) in (98, 48, 10048, 10013) or isinstance(exc, PermissionError):
+        return (f"port {config.port} on {config.host} is already in use (another claude-proxy "
+                f"or another program); stop it, or set \"proxy_port\" in {config.path}")
+    return f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+
+
+class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else each keep-alive response waits ~40 ms for an ACK
+    timeout = CLIENT_IDLE_TIMEOUT
+    server_version = f"claude-proxy/{__version__}"
+    sys_version = ""
+
+    # --- routing ------------------------------------------------------------
+
+    def do_GET(self):
+        self._route()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_GET
+
+    def _route(self):
+        path, _, query = self.path.partition("?")
+        server = self.server
+        if path == "/health" and self.command in ("GET", "HEAD"):
+            return self._send_json(200, {"status": "ok", "version": __version__, "pid": os.getpid()})
+        if path == "/status" and self.command == "GET":
+            if self._authorized():
+                self._send_json(200, self._status())
+            return None
+        if path == "/shutdown" and self.command == "POST":
+            if self._authorized():
+                self._shutdown(query)
+            return None
+        pinned = name = None
+        api_path = self.path
+        if path.startswith(PINNED_PREFIX):
+            name, slash, rest = path[len(PINNED_PREFIX):].partition("/")
+            pinned = server.config.provider(name)
+            api_path = slash + rest + (f"?{query}" if query else "")
+            path = slash + rest
+        if self.command == "HEAD" and path in ("", "/") and (name is None or pinned is not None):
+            return self._send_json(200, {"status": "ok"}, head=True)
+        if not self._authorized():
+            return None
+        if not _SENDABLE_TARGET.match(api_path):
+            return self._refuse(400, "The request path has characters that cannot be sent on; "
+                                     "percent-encode them.")
+        if name is not None and pinned is None:
+            names = ", ".join(server.config.provider_names) or "none"
+            return self._refuse(404, f"Unknown provider '{name}'. Configured providers: {names}.")
+        server.request_started()
+        try:
+            self._forward(api_path or "/", pinned)
+        finally:
+            server.request_finished()
+        return None
+
+    def _authorized(self):
+        """True if the request carries the client token (as x-api-key or bearer)."""
+        if not self.server.config.require_token:
+            return True
+        scheme, _, credentials = self.headers.get("authorization", "").partition(" ")
+        offered = [self.headers.get("x-api-key", ""),
+                   credentials.strip() if scheme.lower() == "bearer" else ""]
+        if self.server.token_matches(offered):
+            return True
+        self._refuse(401, "Missing or wrong claude-proxy token. Run `proxy.py env` (or claude-fb) "
+                              "to set ANTHROPIC_AUTH_TOKEN for this session.")
+        return False
+
+    # --- the proxy ------------------------------------------------------------
+
+    def _forward(self, api_path, pinned):
+        """Read the body, plan the providers, and hand the request to the forwarder."""
+        started = time.monotonic()
+        body = self._read_body()
+        if body is None:
+            return None
+        ex = Exchange(self.command, self.path, api_path, pinned.name if pinned else "fallback",
+                      body, list(self.headers.items()), started)
+        plan = self.server.policy.plan(pinned)
+        if not plan:
+            self.send_error_json(503, no_provider_message(self.server.config, pinned),
+                                 {"x-should-retry": "false"})
+            log.warning("%s -> 503 (no usable provider)", ex)
+            return None
+        ex.cancel = self.server.watcher.watch(self.connection)
+        try:
+            return self.server.forwarder.forward(ex, plan, self)
+        finally:
+            self.server.watcher.unwatch(self.connection)
+
+    # --- request bodies -------------------------------------------------------
+
+    def _read_body(self):
+        """The request body, or None after answering 413/400 for it (or when the client left)."""
+        try:
+            body = read_body(self.rfile, self.headers, self.server.config.max_body_bytes)
+        except TooLarge as exc:
+            self._too_large(exc.remaining)
+            return None
+        except MalformedBody as exc:
+            self.close_connection = True
+            self.send_error_json(400, f"Malformed request body: {exc}.")
+            return None
+        if body is None:  # the client left mid-body: nothing to forward
+            self.close_connection = True
+        return body
+
+    def _too_large_message(self):
+        return (f"Request body is larger than the proxy's limit of "
+                f"{self.server.config.max_body_bytes / 1024 / 1024:g} MB (max_body_mb in the config).")
+
+    def _too_large(self, remaining):
+        """Answer 413, then read (and drop) what the client is still sending,
+        within a bound, so that it can read the answer instead of a reset.
+        ``remaining`` is the announced length, or None for a chunked body."""
+        self.close_connection = True
+        message = self._too_large_message()
+        self.send_error_json(413, message)
+        log.info("%s %s -> 413 refused: %s", self.command, printable(self.path), message)
+        drain(self.rfile, self.connection, remaining)
+
+    def _refuse(self, status, message, extra_headers=None):
+        """Answer early with an error, after reading the request's body, so the
+        keep-alive connection stays in step (or 413/400 if the body is bad)."""
+        if self._read_body() is not None:
+            self.send_error_json(status, message, extra_headers)
+            log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status, message)
+
+    def handle_expect_100(self):
+        """Refuse an oversized body before the client sends it."""
+        try:
+            length = content_length(self.headers)
+        except MalformedBody:  # refused when the body is read
+            length = 0
+        if length > self.server.config.max_body_bytes:
+            self.close_connection = True
+            self.send_error_json(413, self._too_large_message())
+            return False
+        return super().handle_expect_100()
+
+    # --- management endpoints ---------------------------------------------------
+
+    def _status(self):
+        server = self.server
+        config = server.config
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.time() - server.started, 1),
+            "listen": server.url,
+            "config": str(config.path),
+            "config_exists": config.exists,
+            "state_dir": str(config.state_dir),
+            "require_token": config.require_token,
+            "providers": server.policy.snapshot(),
+        }
+
+    def _shutdown(self, query):
+        grace = None
+        values = parse_qs(query).get("grace")
+        if values:
+            try:
+                grace = max(0.0, float(values[0]))
+            except ValueError:
+                return self._refuse(400, "grace must be a number of seconds")
+        if self._read_body() is None:
+            return None
+        self.close_connection = True
+        self._send_json(200, {"status": "stopping"})
+        log.info("shutdown requested")
+        self.server.stop_soon(grace)
+        return None
+
+    # --- writing responses --------------------------------------------------------
+
+    @property
+    def http10(self):
+        return self.request_version == "HTTP/1.0"
+
+    def body_writer(self, chunked):
+        return ClientWriter(self.wfile, chunked=chunked)
+
+    def send_head(self, status, reason, headers, framing, body=b""):
+        """Write the status line and headers, and ``body`` in the same write.
+
+        ``framing`` is the Content-Length, ``CHUNKED``, or None for neither
+        (no body, or one that ends when the connection closes).
+        """
+        lines = [f"HTTP/1.1 {status} {reason or ''}".rstrip()]
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered in HOP_BY_HOP or lowered == "content-length":
+                continue
+            lines.append(f"{name}: {value}")
+        if framing is CHUNKED:
+            lines.append("Transfer-Encoding: chunked")
+        elif framing is not None:
+            lines.append(f"Content-Length: {framing}")
+        if self.close_connection:
+            lines.append("Connection: close")
+        lines.append("\r\n")
+        head = "\r\n".join(lines).encode("latin-1", "replace")
+        try:
+            self.wfile.write(head + body if body else head)
+        except OSError as exc:
+            raise ClientGone(str(exc)) from None
+
+    def _send_json(self, status, payload, extra_headers=None, head=False):
+        body = json.dumps(payload).encode()
+        headers = [("Content-Type", "application/json")]
+        headers.extend((extra_headers or {}).items())
+        reason = self.responses.get(status, ("",))[0]
+        with_body = not head and self.command != "HEAD"
+        self.send_head(status, reason, headers, len(body), body if with_body else b"")
+
+    def send_error_json(self, status, message, extra_headers=None):
+        payload = {"type": "error", "error": {"type": error_type(status), "message": message}}
+        self._send_json(status, payload, extra_headers)
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own errors (malformed request line, ...), in Anthropic's shape."""
+        self.close_connection = True
+        try:
+            self.send_error_json(code, message or self.responses.get(code, ("Error",))[0])
+        except (OSError, ClientGone):  # the client is already gone
+            pass
+
+    def log_message(self, format, *args):
+        log.debug("%s - " + format, self.address_string(), *args)

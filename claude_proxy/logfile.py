@@ -1,0 +1,108 @@
+"""The log: ``proxy.log`` in the state directory, rotated by size, and the console.
+
+Everything that came from outside (paths, provider error text) goes into a
+line through :func:`printable`, so nobody can forge a log line.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+LOG_MAX_BYTES = 5 * 1024 * 1024
+LOG_BACKUPS = 3
+
+
+class LogFile(logging.Handler):
+    """``proxy.log``: UTF-8 lines, rotated by size into ``proxy.log.1`` .. ``.N``.
+
+    Unlike ``RotatingFileHandler`` it formats each record once, outside its
+    lock, and counts the bytes it wrote instead of asking the file: the log
+    line is on every request's path.  Each line is one unbuffered write, so
+    nothing is lost if the daemon dies and ``tail -f`` sees it at once.
+    """
+
+    def __init__(self, path, max_bytes, backups):
+        super().__init__()
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._file = None
+        self._size = 0
+        self._open()
+
+    def _open(self):
+        self._file = open(self.path, "ab", buffering=0)
+        self._size = os.fstat(self._file.fileno()).st_size
+
+    def handle(self, record):
+        if not self.filter(record):
+            return False
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        except Exception:
+            self.handleError(record)
+            return False
+        with self.lock:
+            if self._file is None:  # closed: a request thread outlived the stop
+                return False
+            try:
+                if self._size and self._size + len(line) > self.max_bytes:
+                    self._rotate()
+                self._file.write(line)
+                self._size += len(line)
+            except Exception:
+                self.handleError(record)
+        return True
+
+    def emit(self, record):
+        self.handle(record)
+
+    def _rotate(self):
+        self._file.close()
+        try:
+            for number in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{number}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
+            if self.backups:
+                os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+            else:
+                self.path.unlink()
+        except OSError:
+            pass  # e.g. another program holds the file open on Windows: keep writing to it
+        self._open()
+        self._size = 0  # a failed rotation is tried again after another max_bytes, not per line
+
+    def close(self):
+        with self.lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+        super().close()
+
+
+def setup_logging(paths, quiet):
+    """Log to ``proxy.log`` (UTF-8, rotated by size) and, unless quiet, to stderr."""
+    logger = logging.getLogger("claude_proxy")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    file_handler = LogFile(paths.log, LOG_MAX_BYTES, LOG_BACKUPS)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(file_handler)
+    if not quiet:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        console.addFilter(lambda record: getattr(record, "console", True))
+        logger.addHandler(console)
+
+
+def printable(text):
+    """``text`` for a log line: control characters escaped, so a request cannot forge lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)

@@ -10,12 +10,13 @@
 #     claude-fb                  this session goes through the proxy, with failover
 #     claude-switch moonshot     this session is pinned to one provider (Tab completes)
 #     claude-status              this session's mode and the proxy's state
-#     claude-reset               restore this session's previous ANTHROPIC_* values,
-#                                and stop the proxy (--keep-running leaves it up)
+#     claude-reset               restore this session's previous ANTHROPIC_* values, and
+#                                stop the proxy unless another shell session still uses
+#                                it (--keep-running leaves it up in any case)
 #
 # Everything is decided by `proxy.py` (start, env, status, stop, providers);
 # these functions only remember and restore the session's own variables.
-# Python is $CLAUDE_PROXY_PYTHON, else python3, else python.
+# Python is $CLAUDE_PROXY_PYTHON, else the first of python3 and python that is 3.10+.
 
 # Where this file is, so proxy.py is found wherever the repository is cloned.
 # (bash: BASH_SOURCE; zsh: the %x prompt escape, the file being sourced.)
@@ -34,28 +35,58 @@ case $_claude_proxy_dir in
 esac
 unset _claude_proxy_src
 
+# Print the major.minor of the Python $1; true if it is 3.10 or newer.
+_claude_proxy_python_ok() {
+    "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2]); sys.exit(sys.version_info < (3, 10))' 2>/dev/null
+}
+
+# Find the Python that runs proxy.py into $_claude_proxy_python: $CLAUDE_PROXY_PYTHON
+# if set, else the first of python3 and python that is 3.10 or newer.  The answer
+# is kept for this shell while CLAUDE_PROXY_PYTHON and PATH stay the same and the
+# program is still there, so a change to either is seen at the next command.
+_claude_proxy_find_python() {
+    local key="${CLAUDE_PROXY_PYTHON:-}|$PATH" candidate version tried=
+    if [ -n "${_claude_proxy_python:-}" ] && [ "${_claude_proxy_python_for:-}" = "$key" ] \
+        && command -v "$_claude_proxy_python" >/dev/null 2>&1; then
+        return 0
+    fi
+    _claude_proxy_python=
+    _claude_proxy_python_for=
+    if [ -n "${CLAUDE_PROXY_PYTHON:-}" ]; then
+        if ! command -v "$CLAUDE_PROXY_PYTHON" >/dev/null 2>&1; then
+            echo "claude-proxy: CLAUDE_PROXY_PYTHON is $CLAUDE_PROXY_PYTHON, which is not a program; fix or unset it" >&2
+            return 127
+        fi
+        if ! version=$(_claude_proxy_python_ok "$CLAUDE_PROXY_PYTHON"); then
+            echo "claude-proxy: CLAUDE_PROXY_PYTHON is $CLAUDE_PROXY_PYTHON, which is Python ${version:-of an unknown version}; claude-proxy needs 3.10 or newer: fix or unset it" >&2
+            return 127
+        fi
+        _claude_proxy_python=$CLAUDE_PROXY_PYTHON
+    else
+        for candidate in python3 python; do
+            command -v "$candidate" >/dev/null 2>&1 || continue
+            if version=$(_claude_proxy_python_ok "$candidate"); then
+                _claude_proxy_python=$candidate
+                break
+            fi
+            tried="$tried${tried:+, }$candidate is ${version:-not a working Python}"
+        done
+        if [ -z "$_claude_proxy_python" ]; then
+            echo "claude-proxy: Python 3.10 or newer was not found${tried:+ ($tried)}; install it, or set CLAUDE_PROXY_PYTHON to its path" >&2
+            return 127
+        fi
+    fi
+    _claude_proxy_python_for=$key
+}
+
 # Run proxy.py with the arguments given.
 _claude_proxy() {
-    local python
-    if [ -n "${CLAUDE_PROXY_PYTHON:-}" ]; then
-        python=$CLAUDE_PROXY_PYTHON
-    elif command -v python3 >/dev/null 2>&1; then
-        python=python3
-    elif command -v python >/dev/null 2>&1; then
-        python=python
-    else
-        echo "claude-proxy: Python 3.10 or newer was not found; install it, or set CLAUDE_PROXY_PYTHON to its path" >&2
-        return 127
-    fi
-    if ! command -v "$python" >/dev/null 2>&1; then
-        echo "claude-proxy: CLAUDE_PROXY_PYTHON is $python, which is not a program; fix or unset it" >&2
-        return 127
-    fi
+    _claude_proxy_find_python || return
     if [ ! -f "$_claude_proxy_dir/proxy.py" ]; then
         echo "claude-proxy: proxy.py is not beside claude-proxy.sh in $_claude_proxy_dir; source the file from the repository" >&2
         return 1
     fi
-    "$python" "$_claude_proxy_dir/proxy.py" "$@"
+    "$_claude_proxy_python" "$_claude_proxy_dir/proxy.py" "$@"
 }
 
 # True if the variable named $1 is exported (not just a shell variable).
@@ -129,9 +160,9 @@ _claude_proxy_use() {
     fi
     _claude_proxy start --quiet || return
     if [ -n "$1" ]; then
-        settings=$(_claude_proxy env --shell "$shell" --provider "$1" --announce) || return
+        settings=$(_claude_proxy env --shell "$shell" --provider "$1" --session $$ --announce) || return
     else
-        settings=$(_claude_proxy env --shell "$shell" --announce) || return
+        settings=$(_claude_proxy env --shell "$shell" --session $$ --announce) || return
     fi
     _claude_proxy_save
     eval "$settings"
@@ -148,7 +179,8 @@ claude-fb() {
 claude-switch() {
     if [ $# -ne 1 ] || [ -z "$1" ]; then
         local names
-        names=$(_claude_proxy providers 2>/dev/null | tr '\n' ' ')
+        names=$(_claude_proxy providers 2>/dev/null)
+        names=${names//$'\n'/ }
         echo "usage: claude-switch PROVIDER   (${names:+one of: }${names:-no providers: see python proxy.py check})" >&2
         return 2
     fi
@@ -165,19 +197,19 @@ claude-reset() {
         0) ;;
         1)
             case $1 in
-                --keep-running|-k) keep=1 ;;
+                --keep-running|-k) keep=--keep-running ;;
                 *) echo "usage: claude-reset [--keep-running]" >&2; return 2 ;;
             esac
             ;;
         *) echo "usage: claude-reset [--keep-running]" >&2; return 2 ;;
     esac
-    if _claude_proxy_restore; then
-        echo "claude-reset: this session's ANTHROPIC_* variables are back as they were"
-    else
-        echo "claude-reset: this session was not using the proxy; nothing to restore"
+    if ! _claude_proxy_restore; then
+        echo "claude-reset: this session was not using the proxy; nothing to restore, and the proxy is left as it is"
+        return 0
     fi
-    [ -n "$keep" ] && return 0
-    _claude_proxy stop
+    echo "claude-reset: this session's ANTHROPIC_* variables are back as they were"
+    # Stops the proxy unless another live shell session still uses it.
+    _claude_proxy release --session $$ ${keep:+"$keep"}
 }
 
 # Tab completion of provider names for claude-switch.

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from daemon_support import ROOT, workspace  # noqa: F401  (workspace: fixture)
+from daemon_support import ROOT, url_of, workspace  # noqa: F401  (workspace: fixture)
 from fakes import MESSAGE, FakeProvider, Reply, Stream, message_events, request
 
 from claude_proxy import errors, session
@@ -67,10 +67,32 @@ def setup(workspace, tmp_path):
     p2.close()
 
 
-def run_in(shell, script, environ, timeout=60):
+def shell_argv(shell, script):
     argv = {"bash": ["bash", "--norc", "--noprofile", "-c"], "zsh": ["zsh", "-f", "-c"]}[shell]
-    return subprocess.run([*argv, f'source "{SCRIPT}"\n{script}'], capture_output=True, text=True,
+    return [*argv, f'source "{SCRIPT}"\n{script}']
+
+
+def run_in(shell, script, environ, timeout=60):
+    return subprocess.run(shell_argv(shell, script), capture_output=True, text=True,
                           env=environ, timeout=timeout, cwd=str(ROOT.parent))
+
+
+class ShellInBackground:
+    """A shell that runs ``first``, then waits for a line on stdin before it runs ``then``."""
+
+    def __init__(self, argv, environ):
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, env=environ, cwd=str(ROOT.parent))
+        self.ready = self.process.stdout.readline()
+
+    def finish(self, timeout=60):
+        stdout, stderr = self.process.communicate("go\n", timeout=timeout)
+        return self.ready + stdout, stderr
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
 
 
 def sections(stdout):
@@ -174,15 +196,57 @@ echo "== before"; {SNAPSHOT[shell]}
 claude-fb 2>/dev/null && claude-switch p1 2>/dev/null && claude-fb 2>/dev/null || echo failed
 echo "== reset"; claude-reset --keep-running
 echo "== after"; {SNAPSHOT[shell]}
+echo "== sessions"; ls "{workspace.state(config).sessions}"
 """
     result = run_in(shell, script, workspace.environ)
     parts = sections(result.stdout)
     assert "failed" not in result.stdout, result.stderr
     assert parts["after"] == parts["before"]
     assert "stopped" not in parts["reset"]
+    assert parts["sessions"] == ""  # this shell is no longer counted as using it
     record = workspace.record(config)
     status, _, _ = request(f"http://127.0.0.1:{record['port']}", "GET", "/health")
     assert status == 200  # --keep-running left it up for other sessions
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reset_leaves_the_proxy_running_while_another_shell_uses_it(setup, shell):
+    workspace, config, _, _ = setup
+    first = ShellInBackground(shell_argv(shell, 'claude-fb 2>/dev/null; echo "ready rc=$?"; read -r line\n'
+                                                'claude-reset; echo "rc=$?"'), workspace.environ)
+    try:
+        assert first.ready == "ready rc=0\n"
+        second = run_in(shell, 'claude-switch p2 2>/dev/null; claude-reset; echo "rc=$?"', workspace.environ)
+        record = workspace.record(config)
+        lines = second.stdout.splitlines()
+        assert lines[0] == "claude-reset: this session's ANTHROPIC_* variables are back as they were"
+        assert lines[1].startswith(f"claude-proxy keeps running for 1 other shell session (pid {first.process.pid}); ")
+        assert lines[2:] == ["rc=0"], second.stdout + second.stderr
+        assert record is not None and request(url_of(record), "GET", "/health")[0] == 200
+
+        stdout, _ = first.finish()  # the last shell using it
+        assert "claude-proxy stopped" in stdout and stdout.endswith("rc=0\n"), stdout
+        assert workspace.record(config) is None
+    finally:
+        first.kill()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reset_in_a_shell_that_never_used_the_proxy_stops_nothing(setup, shell):
+    workspace, config, _, _ = setup
+    assert workspace.run("start", "--quiet", config=config).returncode == 0
+    script = f"""
+export ANTHROPIC_BASE_URL=https://api.example.test
+echo "== before"; {SNAPSHOT[shell]}
+echo "== reset"; claude-reset; echo "rc=$?"
+echo "== after"; {SNAPSHOT[shell]}
+"""
+    parts = sections(run_in(shell, script, workspace.environ).stdout)
+    assert parts["reset"] == ("claude-reset: this session was not using the proxy; nothing to restore, "
+                              "and the proxy is left as it is\nrc=0")
+    assert parts["after"] == parts["before"]
+    record = workspace.record(config)
+    assert record is not None and request(url_of(record), "GET", "/health")[0] == 200
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -205,16 +269,17 @@ echo "== saved"; echo "${{_CLAUDE_PROXY_SAVED-none}}"
     assert workspace.record(config) is None  # and no proxy was started for it
 
 
-def test_usage_mistakes_are_explained(setup):
+@pytest.mark.parametrize("shell", SHELLS)
+def test_usage_mistakes_are_explained(setup, shell):
     workspace, _, _, _ = setup
-    result = run_in("bash", 'claude-switch; echo "rc=$?"; claude-reset --bogus; echo "rc=$?"; '
-                            'claude-fb extra; echo "rc=$?"', workspace.environ)
+    result = run_in(shell, 'claude-switch; echo "rc=$?"; claude-reset --bogus; echo "rc=$?"; '
+                           'claude-fb extra; echo "rc=$?"', workspace.environ)
     assert result.stdout.splitlines() == ["rc=2", "rc=2", "rc=2"]
-    assert "usage: claude-switch PROVIDER   (one of: p1 p2 )" in result.stderr
+    assert "usage: claude-switch PROVIDER   (one of: p1 p2)\n" in result.stderr
     assert "usage: claude-reset [--keep-running]" in result.stderr
 
-    broken = run_in("bash", "claude-switch", {**workspace.environ,
-                                              "CLAUDE_PROXY_CONFIG": str(workspace.tmp_path / "missing.json")})
+    broken = run_in(shell, "claude-switch", {**workspace.environ,
+                                             "CLAUDE_PROXY_CONFIG": str(workspace.tmp_path / "missing.json")})
     assert "usage: claude-switch PROVIDER   (no providers: see python proxy.py check)" in broken.stderr
 
 
@@ -256,11 +321,106 @@ def test_a_missing_python_is_a_clear_one_line_error(setup):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def fake_pythons(folder, **versions):
+    """Programs named like Pythons in ``folder``: ``python3="3.9"`` reports 3.9 and fails the
+    version probe; ``python="real"`` runs this Python.  Each call is logged in ``folder/calls``."""
+    folder.mkdir(exist_ok=True)
+    log = folder / "calls"
+    for name, version in versions.items():
+        run = f'exec "{sys.executable}" "$@"' if version == "real" else f"echo {version}; exit 1"
+        script = folder / name
+        script.write_text(f"""#!/bin/sh
+case "$*" in *version_info*) echo "{name} probed" >> "{log}" ;; *) echo "{name} $*" >> "{log}" ;; esac
+{run}
+""", encoding="utf-8")
+        script.chmod(0o755)
+    return log
+
+
+def without_python_setting(environ, folder):
+    """``environ`` without CLAUDE_PROXY_PYTHON, with ``folder`` first on PATH."""
+    environ = {k: v for k, v in environ.items() if k != "CLAUDE_PROXY_PYTHON"}
+    environ["PATH"] = f"{folder}{os.pathsep}{environ['PATH']}"
+    return environ
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_an_old_python3_is_passed_over_for_a_new_python(setup, tmp_path, shell):
+    workspace, _, _, _ = setup
+    log = fake_pythons(tmp_path / "bin", python3="3.9", python="real")
+    result = run_in(shell, 'claude-switch; echo "rc=$?"',
+                    without_python_setting(workspace.environ, tmp_path / "bin"))
+    assert result.stdout == "rc=2\n"
+    assert result.stderr == "usage: claude-switch PROVIDER   (one of: p1 p2)\n"
+    calls = log.read_text().splitlines()
+    assert calls[:2] == ["python3 probed", "python probed"]
+    assert all(call.startswith("python ") for call in calls[2:]) and calls[2:]  # proxy.py ran on python
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_no_new_enough_python_is_one_line_that_names_CLAUDE_PROXY_PYTHON(setup, tmp_path, shell):
+    workspace, _, _, _ = setup
+    fake_pythons(tmp_path / "bin", python3="3.9", python="2.7")
+    result = run_in(shell, 'claude-fb; echo "rc=$?"', without_python_setting(workspace.environ, tmp_path / "bin"))
+    assert result.stdout == "rc=127\n"
+    assert result.stderr.splitlines() == [
+        "claude-proxy: Python 3.10 or newer was not found (python3 is 3.9, python is 2.7); "
+        "install it, or set CLAUDE_PROXY_PYTHON to its path"]
+
+    environ = {**workspace.environ, "CLAUDE_PROXY_PYTHON": str(tmp_path / "bin" / "python3")}
+    result = run_in(shell, 'claude-fb; echo "rc=$?"', environ)
+    assert result.stdout == "rc=127\n"
+    assert result.stderr.splitlines() == [  # a Python asked for by name is not passed over
+        f"claude-proxy: CLAUDE_PROXY_PYTHON is {tmp_path / 'bin' / 'python3'}, which is Python 3.9; "
+        "claude-proxy needs 3.10 or newer: fix or unset it"]
+    assert workspace.record(setup[1]) is None
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_python_found_is_kept_until_path_or_CLAUDE_PROXY_PYTHON_changes(setup, tmp_path, shell):
+    workspace, _, _, _ = setup
+    log = fake_pythons(tmp_path / "bin", python3="real")
+    script = f"""
+echo "== same"; claude-status >/dev/null; claude-switch 2>/dev/null; claude-status >/dev/null
+grep -c probed "{log}"
+echo "== new PATH"; PATH="{tmp_path}:$PATH"; claude-status >/dev/null
+grep -c probed "{log}"
+echo "== setting"; CLAUDE_PROXY_PYTHON=/nonexistent/python3; claude-status; echo "rc=$?"
+grep -c probed "{log}"
+echo "== unset again"; unset CLAUDE_PROXY_PYTHON; claude-status >/dev/null
+grep -c probed "{log}"
+"""
+    result = run_in(shell, script, without_python_setting(workspace.environ, tmp_path / "bin"))
+    parts = sections(result.stdout)
+    assert parts == {"same": "1", "new PATH": "2", "setting": "rc=127\n2", "unset again": "3"}, result.stderr
+    assert "CLAUDE_PROXY_PYTHON is /nonexistent/python3, which is not a program" in result.stderr
+
+
 def test_proxy_py_is_found_beside_the_script_from_any_directory(setup, tmp_path):
     workspace, _, _, _ = setup
     result = subprocess.run(["bash", "--norc", "-c", f'cd /tmp && source "{SCRIPT}" && cd / && claude-switch'],
                             capture_output=True, text=True, env=workspace.environ, timeout=30, cwd=tmp_path)
-    assert "(one of: p1 p2 )" in result.stderr
+    assert "(one of: p1 p2)" in result.stderr
+
+
+def test_the_readme_bash_commands_work_as_written(setup, tmp_path):
+    workspace, config, _, _ = setup
+    readme = ROOT.joinpath("README.md").read_text(encoding="utf-8")
+    block = re.search(r"```bash\n(.*?)```", readme[readme.index("### bash and zsh"):], re.S).group(1)
+    commands = [line for line in block.splitlines() if line.strip() != "claude"]  # Claude Code: not here
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".claude-proxy").symlink_to(ROOT)  # the clone the README assumes
+    environ = {**workspace.environ, "HOME": str(home)}
+    result = subprocess.run(["bash", "--norc", "--noprofile", "-c",
+                             "\n".join([*commands, 'echo "URL=$ANTHROPIC_BASE_URL"'])],
+                            capture_output=True, text=True, env=environ, timeout=60, cwd=str(tmp_path))
+    url = f"http://127.0.0.1:{json.loads(config.read_text())['proxy_port']}"
+    assert result.stdout.splitlines()[-1] == f"URL={url}", result.stdout + result.stderr
+
+    new_session = subprocess.run(["bash", "-i", "-c", "type -t claude-fb claude-switch claude-status claude-reset"],
+                                 capture_output=True, text=True, env=environ, timeout=30, stdin=subprocess.DEVNULL)
+    assert new_session.stdout.split() == ["function"] * 4  # ~/.bashrc loads them in every new bash
 
 
 # --- Claude Code itself, when installed ------------------------------------------------------

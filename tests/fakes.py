@@ -356,3 +356,87 @@ def eventually(predicate, timeout=5.0):
             return True
         time.sleep(0.01)
     return bool(predicate())
+
+
+# --- a fake steered over HTTP (for tests in another process, e.g. Pester) -----------------
+
+
+class _ControlHandler(_Handler):
+    """``_Handler`` plus ``/_fake/...`` control requests, which are not recorded."""
+
+    def _serve(self):
+        if not self.path.startswith("/_fake/"):
+            return super()._serve()
+        provider = self.server.provider
+        length = int(self.headers.get("content-length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+        if self.command == "POST" and self.path == "/_fake/mode":
+            if body.get("mode") not in provider.MODES:
+                return Reply(400, error_json(400, "invalid_request_error",
+                                             f"mode must be one of {provider.MODES}"))(self)
+            provider.mode = body["mode"]
+        elif self.command == "POST" and self.path == "/_fake/reset":
+            provider.reset()
+        elif not (self.command == "GET" and self.path == "/_fake/count"):
+            return Reply(404, error_json(404, "not_found_error", f"no control {self.path}"))(self)
+        return Reply(200, {"mode": provider.mode, "requests": provider.count()})(self)
+
+    do_GET = do_POST = _serve
+
+
+class ControlledFakeProvider(FakeProvider):
+    """A fake provider that another process steers and reads over HTTP.
+
+    ``POST /_fake/mode`` with ``{"mode": "ok"}`` answers every request (a
+    stream when the request asks for one), ``{"mode": "overloaded"}`` answers
+    529; ``GET /_fake/count`` says how many requests it received;
+    ``POST /_fake/reset`` forgets them and goes back to "ok".  Each answer is
+    ``{"mode": ..., "requests": N}``.  Answers say ``hello from NAME``.
+    """
+
+    MODES = ("ok", "overloaded")
+
+    def __init__(self, name):
+        self.name = name
+        self.mode = "ok"
+        super().__init__()
+        self._server.RequestHandlerClass = _ControlHandler
+
+    def count(self):
+        with self._lock:
+            return len(self.requests)
+
+    def reset(self):
+        with self._lock:
+            self.requests.clear()
+        self.mode = "ok"
+
+    def next_behaviour(self):
+        if self.mode == "overloaded":
+            return Reply(529, error_json(529, "overloaded_error", f"{self.name} is overloaded"))
+        with self._lock:
+            wants_stream = bool(self.requests) and _asks_for_stream(self.requests[-1])
+        text = f"hello from {self.name}"
+        if wants_stream:
+            return Stream(message_events(text=text))
+        return Reply(body={**MESSAGE, "content": [{"type": "text", "text": text}]})
+
+
+def _asks_for_stream(recorded):
+    try:
+        return bool(recorded.json().get("stream"))
+    except (ValueError, AttributeError):  # not a JSON object: answer plainly
+        return False
+
+
+if __name__ == "__main__":
+    # `python tests/fakes.py alpha beta`: controlled fakes of those names for a
+    # test run in another process (tests/ClaudeProxy.Tests.ps1 run by hand);
+    # prints {"alpha": URL, ...} on one line, serves until stdin closes.
+    import sys
+
+    fakes = {name: ControlledFakeProvider(name) for name in sys.argv[1:]}
+    print(json.dumps({name: fake.url for name, fake in fakes.items()}), flush=True)
+    sys.stdin.read()
+    for fake in fakes.values():
+        fake.close()

@@ -8,114 +8,166 @@ macOS, Linux) and Windows PowerShell 5.1.
     claude-switch -Provider X    this session is pinned to one provider (Tab completes)
     claude-status                this session's mode and the proxy's state
     claude-reset                 restore this session's previous ANTHROPIC_* values,
-                                 and stop the proxy (-KeepRunning leaves it up)
+                                 and stop the proxy unless another session uses it
+                                 (-KeepRunning leaves it up)
 
-Everything is decided by proxy.py (start, env, status, stop, providers);
+Everything is decided by proxy.py (start, env, status, release, providers);
 this module only finds Python, remembers the session's own variables and
-puts them back.
+puts them back.  It keeps to Windows PowerShell 5.1's language
+(tests/ClaudeProxy.Tests.ps1 checks that).
 #>
 
 Set-StrictMode -Version Latest
 
 $script:ProxyScript = Join-Path -Path $PSScriptRoot -ChildPath 'proxy.py'
-$script:Python = $null          # @{ Path = ...; Arguments = @(...) } once found
+# The one platform decision.  $IsWindows does not exist in Windows PowerShell 5.1
+# (and is an error there under StrictMode); this works in both.
+$script:OnWindows = [System.Environment]::OSVersion.Platform -eq [System.PlatformID]::Win32NT
+$script:Python = $null            # @{ Path; Arguments; Key } once found
 $script:SavedEnvironment = $null  # name -> previous value ($null: it was not set)
+# What goes wrong for the user is passed up as a one-line Problem and written
+# once, with Write-Error, by the command the user ran: never thrown (a caught
+# throw would still land in the caller's -ErrorVariable).
+$script:ErrorId = 'ClaudeProxy'
+
+function Test-ClaudeProxyPython {
+    # True if the command is Python 3.10 or newer.  Judged by what it prints,
+    # never by $LASTEXITCODE: a command that fails to start leaves that at the
+    # user's previous command's value.  The Windows Store's python.exe stub
+    # prints nothing of the kind.
+    param([Parameter(Mandatory)][string]$Path, [string[]]$Arguments = @())
+    $ErrorActionPreference = 'Continue'  # 5.1: a stderr line is not a terminating error
+    $probe = @($Arguments) + @('-c', "import sys; print('python-ok' if sys.version_info >= (3, 10) else 'python-too-old')")
+    try {
+        $answer = @(& $Path @probe 2>$null)
+    }
+    catch {
+        return $false  # it could not be run at all
+    }
+    return ($answer -contains 'python-ok')
+}
 
 function Find-ClaudeProxyPython {
-    # $env:CLAUDE_PROXY_PYTHON, else the py launcher on Windows, else python3, else python.
-    # A candidate counts only if it really is Python 3.10+ (the Windows Store's
-    # python.exe stub is not).
-    [CmdletBinding()]
-    param()
-    if ($null -ne $script:Python) {
+    # $env:CLAUDE_PROXY_PYTHON, else the py launcher on Windows, else python3,
+    # else python: the first that is Python 3.10+ (an old python3 does not hide
+    # a new python).  Remembered until CLAUDE_PROXY_PYTHON or PATH change.
+    # Returns @{ Path; Arguments }, or @{ Problem } saying what to do.
+    $key = "$env:CLAUDE_PROXY_PYTHON|$env:PATH"
+    if ($null -ne $script:Python -and $script:Python.Key -eq $key) {
         return $script:Python
     }
     $candidates = @()
     if ($env:CLAUDE_PROXY_PYTHON) {
-        $candidates += , @{ Path = $env:CLAUDE_PROXY_PYTHON; Arguments = @() }
+        $candidates += , @{ Name = $env:CLAUDE_PROXY_PYTHON; Arguments = @() }
     }
     else {
-        $onWindows = [System.Environment]::OSVersion.Platform -eq [System.PlatformID]::Win32NT
-        if ($onWindows) {
-            $candidates += , @{ Path = 'py'; Arguments = @('-3') }
+        if ($script:OnWindows) {
+            $candidates += , @{ Name = 'py'; Arguments = @('-3') }
         }
-        $candidates += , @{ Path = 'python3'; Arguments = @() }
-        $candidates += , @{ Path = 'python'; Arguments = @() }
+        $candidates += , @{ Name = 'python3'; Arguments = @() }
+        $candidates += , @{ Name = 'python'; Arguments = @() }
     }
     foreach ($candidate in $candidates) {
-        if (-not (Get-Command -Name $candidate.Path -CommandType Application -ErrorAction SilentlyContinue)) {
-            continue
-        }
-        $probe = @($candidate.Arguments) + @('-c', 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)')
-        # Windows PowerShell 5.1 turns a redirected stderr line into a terminating
-        # error under $ErrorActionPreference = 'Stop'; the probe's stderr is not ours to fail on.
-        $preference = $ErrorActionPreference
-        $ErrorActionPreference = 'Continue'
-        & $candidate.Path @probe 2>$null | Out-Null
-        $ErrorActionPreference = $preference
-        if ($LASTEXITCODE -eq 0) {
-            $script:Python = $candidate
-            return $candidate
+        $found = @(Get-Command -Name $candidate.Name -CommandType Application -ErrorAction Ignore)
+        foreach ($application in $found) {
+            if (Test-ClaudeProxyPython -Path $application.Path -Arguments $candidate.Arguments) {
+                $script:Python = @{ Path = $application.Path; Arguments = $candidate.Arguments; Key = $key; Problem = $null }
+                return $script:Python
+            }
         }
     }
     if ($env:CLAUDE_PROXY_PYTHON) {
-        Write-Error "Could not run Python 3.10+ as [$env:CLAUDE_PROXY_PYTHON] (CLAUDE_PROXY_PYTHON); fix or remove that variable."
+        return @{ Problem = "CLAUDE_PROXY_PYTHON [$env:CLAUDE_PROXY_PYTHON] is not a Python 3.10 or newer that runs; point it at one, or remove it to use python3 or python from PATH" }
     }
-    else {
-        Write-Error 'Could not find Python 3.10 or newer (tried py -3, python3, python); install it, or set $env:CLAUDE_PROXY_PYTHON to its path.'
+    $tried = ($candidates | ForEach-Object { (@($_.Name) + $_.Arguments) -join ' ' }) -join ', '
+    return @{ Problem = "Python 3.10 or newer was not found (tried $tried); install it (python.org, or your package manager), or set `$env:CLAUDE_PROXY_PYTHON to its path" }
+}
+
+function Set-ClaudeProxyConsoleEncoding {
+    # Sets [Console]::OutputEncoding (how PowerShell decodes what Python writes)
+    # and returns the previous one; $null where there is no console to set.
+    param([Parameter(Mandatory)][System.Text.Encoding]$Encoding)
+    try {
+        $previous = [Console]::OutputEncoding
+        [Console]::OutputEncoding = $Encoding
+        return $previous
     }
-    return $null
+    catch {
+        return $null  # no console (a service, the ISE): nothing to decode with
+    }
 }
 
 function Invoke-ClaudeProxyCli {
-    # Run proxy.py with a subcommand and its options.  Returns an object with
-    # ExitCode, Output (stdout lines) and Errors (stderr lines); with
-    # -PassThru the output goes straight to the caller instead.
-    [CmdletBinding()]
+    # Run proxy.py with a subcommand and its options.  Returns ExitCode, Output
+    # (stdout lines), Errors (stderr lines) and Problem: $null, or why it could
+    # not be run at all (then ExitCode is $null).  Python writes UTF-8 and PowerShell
+    # reads UTF-8 for the call, whatever the console's code page; both are put
+    # back afterwards.
     param(
         [Parameter(Mandatory, Position = 0)]
         [string]$Command,
 
         [Parameter(Position = 1)]
-        [string[]]$Options = @(),
-
-        [switch]$PassThru
+        [string[]]$Options = @()
     )
     $python = Find-ClaudeProxyPython
-    $failed = $null
-    if ($null -eq $python) {
-        $failed = [pscustomobject]@{ ExitCode = 127; Output = @(); Errors = @() }  # already reported
+    $problem = $python.Problem
+    if ($null -eq $problem -and -not (Test-Path -LiteralPath $script:ProxyScript)) {
+        $problem = "proxy.py is not beside the module [$script:ProxyScript]; import ClaudeProxy from the claude-proxy folder"
     }
-    elseif (-not (Test-Path -LiteralPath $script:ProxyScript)) {
-        Write-Error "Could not find proxy.py beside the module [$script:ProxyScript]; import ClaudeProxy from the repository folder."
-        $failed = [pscustomobject]@{ ExitCode = 1; Output = @(); Errors = @() }
-    }
-    if ($null -ne $failed) {
-        if (-not $PassThru) {
-            return $failed
-        }
-        return
+    if ($null -ne $problem) {
+        return [pscustomobject]@{ ExitCode = $null; Output = @(); Errors = @(); Problem = $problem }
     }
     $arguments = @($python.Arguments) + @($script:ProxyScript, $Command) + @($Options)
-    if ($PassThru) {
-        & $python.Path @arguments
-        return
-    }
     # Windows PowerShell 5.1 turns redirected stderr lines into error records,
-    # and with $ErrorActionPreference = 'Stop' into a terminating error.
+    # and with $ErrorActionPreference = 'Stop' into a terminating error; 7.4
+    # can do the same for a non-zero exit.  Both are answers to read here.
     $ErrorActionPreference = 'Continue'
-    $lines = @(& $python.Path @arguments 2>&1)
-    $code = $LASTEXITCODE
+    $PSNativeCommandUseErrorActionPreference = $false
+    $ioEncoding = $env:PYTHONIOENCODING
+    $consoleEncoding = Set-ClaudeProxyConsoleEncoding -Encoding (New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false)
+    try {
+        $env:PYTHONIOENCODING = 'utf-8'
+        $lines = @(& $python.Path @arguments 2>&1)
+        $code = $LASTEXITCODE
+    }
+    finally {
+        if ($null -eq $ioEncoding) {
+            Remove-Item -LiteralPath 'Env:PYTHONIOENCODING' -ErrorAction Ignore
+        }
+        else {
+            $env:PYTHONIOENCODING = $ioEncoding
+        }
+        if ($null -ne $consoleEncoding) {
+            $null = Set-ClaudeProxyConsoleEncoding -Encoding $consoleEncoding
+        }
+    }
     [pscustomobject]@{
         ExitCode = $code
         Output   = @($lines | Where-Object { $_ -isnot [System.Management.Automation.ErrorRecord] } | ForEach-Object { "$_" })
         Errors   = @($lines | Where-Object { $_ -is [System.Management.Automation.ErrorRecord] } | ForEach-Object { "$_" })
+        Problem  = $null
     }
+}
+
+function Get-ClaudeProxyReason {
+    # What went wrong, as one line: the Problem, or what proxy.py said without
+    # its "claude-proxy: " prefixes.
+    param([Parameter(Mandatory)]$Result)
+    if ($null -ne $Result.Problem) {
+        return $Result.Problem
+    }
+    $said = @($Result.Errors) + @($Result.Output) | Where-Object { $_ -and $_.Trim() } |
+        ForEach-Object { ($_.Trim() -replace '^claude-proxy: ', '') }
+    if (-not $said) {
+        return "proxy.py exited with code $($Result.ExitCode)"
+    }
+    return (@($said) -join '; ')
 }
 
 function Get-ClaudeProxyProviderName {
     # The configured provider names (for tab completion); nothing on any error.
-    $result = Invoke-ClaudeProxyCli 'providers' -ErrorAction SilentlyContinue
+    $result = Invoke-ClaudeProxyCli 'providers'
     if ($result.ExitCode -eq 0) {
         $result.Output | Where-Object { $_ }
     }
@@ -130,7 +182,7 @@ function Save-ClaudeProxySession {
     }
     $saved = @{}
     foreach ($variable in $Name) {
-        $item = Get-Item -LiteralPath "Env:$variable" -ErrorAction SilentlyContinue
+        $item = Get-Item -LiteralPath "Env:$variable" -ErrorAction Ignore
         if ($null -ne $item) {
             $saved[$variable] = $item.Value
         }
@@ -150,7 +202,7 @@ function Restore-ClaudeProxySession {
     foreach ($variable in $script:SavedEnvironment.Keys) {
         $value = $script:SavedEnvironment[$variable]
         if ($null -eq $value) {
-            Remove-Item -LiteralPath "Env:$variable" -ErrorAction SilentlyContinue
+            Remove-Item -LiteralPath "Env:$variable" -ErrorAction Ignore
         }
         else {
             Set-Item -LiteralPath "Env:$variable" -Value $value
@@ -162,49 +214,48 @@ function Restore-ClaudeProxySession {
 
 function Use-ClaudeProxy {
     # Start the proxy if needed, then point this session at it (pinned if -Provider).
+    # Returns $null, or the problem (one line) that stopped it before anything changed.
     param([string]$Provider)
     if ($Provider) {
         # An unknown provider name is an error before anything is started.
         $known = Invoke-ClaudeProxyCli 'providers' @('--', $Provider)
-        if ($known.ExitCode -eq 127) {
-            return  # no Python: already reported
-        }
         if ($known.ExitCode -ne 0) {
-            Write-Error (($known.Errors + $known.Output) -join ' ')
-            return
+            return (Get-ClaudeProxyReason $known)
         }
     }
     $started = Invoke-ClaudeProxyCli 'start' @('--quiet')
-    if ($started.ExitCode -eq 127) {
-        return  # no Python: already reported
-    }
     if ($started.ExitCode -ne 0) {
-        $reason = ($started.Errors + $started.Output) -join ' '
-        Write-Error "Could not start claude-proxy [$reason]"
-        return
+        if ($null -ne $started.Problem) {
+            return $started.Problem
+        }
+        return "could not start claude-proxy: $(Get-ClaudeProxyReason $started)"
     }
-    $options = @('--shell', 'json')
+    # The session registers by its process id, so that claude-reset in another
+    # session does not stop the proxy under this one.
+    $options = @('--shell', 'json', '--session', "$PID")
     if ($Provider) {
         $options += @('--provider', $Provider)
     }
     $result = Invoke-ClaudeProxyCli 'env' $options
     if ($result.ExitCode -ne 0) {
-        $reason = ($result.Errors + $result.Output) -join ' '
-        Write-Error "Could not point this session at claude-proxy [$reason]"
-        return
+        return "could not point this session at claude-proxy: $(Get-ClaudeProxyReason $result)"
     }
     $settings = ($result.Output -join "`n") | ConvertFrom-Json
     $names = @($settings.variables.PSObject.Properties | ForEach-Object { $_.Name })
     Save-ClaudeProxySession -Name $names
     foreach ($property in $settings.variables.PSObject.Properties) {
         if ($null -eq $property.Value) {
-            Remove-Item -LiteralPath "Env:$($property.Name)" -ErrorAction SilentlyContinue
+            Remove-Item -LiteralPath "Env:$($property.Name)" -ErrorAction Ignore
         }
         else {
             Set-Item -LiteralPath "Env:$($property.Name)" -Value $property.Value
         }
     }
+    foreach ($line in $result.Errors) {
+        Write-Warning ($line -replace '^claude-proxy: (warning: )?', '')
+    }
     Write-Host $settings.summary
+    return $null
 }
 
 function Enable-ClaudeProxy {
@@ -216,9 +267,14 @@ function Enable-ClaudeProxy {
     Starts the proxy in the background if it is not running (proxy.py start),
     remembers this session's ANTHROPIC_BASE_URL, ANTHROPIC_AUTH_TOKEN and
     ANTHROPIC_API_KEY, then sets them from proxy.py env: the proxy's address
-    and its client token, with ANTHROPIC_API_KEY removed.  Requests then go to
-    the configured providers in order, moving on when one is rate-limited,
-    overloaded or down.  claude-reset puts the previous values back.
+    and its client token, with ANTHROPIC_API_KEY removed.  Prints one line
+    with the providers' fallback order.  Requests then go to the configured
+    providers in order, moving on when one is rate-limited, overloaded or
+    down.  claude-reset puts the previous values back.
+
+    Python 3.10 or newer runs the proxy: $env:CLAUDE_PROXY_PYTHON if set,
+    else py -3 (Windows), python3 or python, the first that is 3.10+.  The
+    config is $env:CLAUDE_PROXY_CONFIG, else config.json beside the module.
 
     .EXAMPLE
     claude-fb
@@ -228,7 +284,10 @@ function Enable-ClaudeProxy {
     #>
     [CmdletBinding()]
     param()
-    Use-ClaudeProxy
+    $problem = Use-ClaudeProxy
+    if ($null -ne $problem) {
+        Write-Error -Message $problem -ErrorId $script:ErrorId -Category NotSpecified
+    }
 }
 
 function Switch-ClaudeProvider {
@@ -240,6 +299,8 @@ function Switch-ClaudeProvider {
     Like claude-fb, but every request of this session goes to the named
     provider only, with no failover.  Other sessions are not affected.  Use
     claude-fb to go back to failover, claude-reset to stop using the proxy.
+    An unknown name is an error that lists the configured names; nothing is
+    started and the session's variables stay as they were.
 
     .PARAMETER Provider
     The provider's name as in config.json (case does not matter).  Tab
@@ -253,14 +314,14 @@ function Switch-ClaudeProvider {
     #>
     [CmdletBinding()]
     param(
+        # Tab completion: Register-ArgumentCompleter below.
         [Parameter(Mandatory, Position = 0)]
-        [ArgumentCompleter({
-                param($commandName, $parameterName, $wordToComplete, $commandAst, $fakeBoundParameters)
-                Get-ClaudeProxyProviderName | Where-Object { $_ -like "$wordToComplete*" }
-            })]
         [string]$Provider
     )
-    Use-ClaudeProxy -Provider $Provider
+    $problem = Use-ClaudeProxy -Provider $Provider
+    if ($null -ne $problem) {
+        Write-Error -Message $problem -ErrorId $script:ErrorId -Category NotSpecified
+    }
 }
 
 function Get-ClaudeProxyStatus {
@@ -272,9 +333,10 @@ function Get-ClaudeProxyStatus {
     Prints whether the proxy is running (pid, uptime, address, log file), how
     this session uses it (normal, fallback, or pinned to a provider), and each
     provider in order: ready, cooling for how long, no key or disabled, with
-    its last error, request count and tokens.  $LASTEXITCODE is 0 when the
-    proxy is running, 3 when it is not, and 1 when its process is alive but
-    does not answer (see its log, then claude-reset or proxy.py stop).
+    its last error, request count and tokens.  When the proxy is not running
+    it says so and how to start it.  $LASTEXITCODE is 0 when the proxy is
+    running, 3 when it is not, and 1 when its process is alive but does not
+    answer (see its log, then proxy.py stop).
 
     .PARAMETER Json
     Print the status as JSON, for scripts.
@@ -293,22 +355,42 @@ function Get-ClaudeProxyStatus {
     if ($Json) {
         $options += '--json'
     }
-    Invoke-ClaudeProxyCli 'status' $options -PassThru
+    $result = Invoke-ClaudeProxyCli 'status' $options
+    if ($null -ne $result.Problem) {
+        Write-Error -Message $result.Problem -ErrorId $script:ErrorId -Category NotSpecified
+        return
+    }
+    $result.Output
+    if ($result.ExitCode -eq 3 -and -not $Json) {
+        '  start it with claude-fb (failover) or claude-switch -Provider NAME (one provider)'
+    }
+    if ($result.ExitCode -notin 0, 1, 3) {
+        Write-Error -Message (Get-ClaudeProxyReason $result) -ErrorId $script:ErrorId -Category NotSpecified
+    }
+    else {
+        foreach ($line in $result.Errors) {
+            Write-Warning ($line -replace '^claude-proxy: (warning: )?', '')
+        }
+    }
 }
 
 function Reset-ClaudeProxy {
     <#
     .SYNOPSIS
-    Puts this session back as it was before claude-fb, and stops the proxy (alias: claude-reset).
+    Puts this session back as it was before claude-fb, and stops the proxy if no other session uses it (alias: claude-reset).
 
     .DESCRIPTION
     Restores ANTHROPIC_BASE_URL, ANTHROPIC_AUTH_TOKEN and ANTHROPIC_API_KEY to
     exactly what this session had before the first claude-fb or claude-switch:
-    a variable that was not set is removed again.  Then stops the proxy
-    (proxy.py stop), letting requests in flight finish for a few seconds.
+    a variable that was not set is removed again.  Then the session stops
+    using the proxy (proxy.py release), which stops the proxy, letting
+    requests in flight finish for a few seconds, unless another live shell
+    session still uses it.  In a session that never used the proxy,
+    claude-reset changes nothing and stops nothing (proxy.py stop stops it
+    regardless of sessions).
 
     .PARAMETER KeepRunning
-    Leave the proxy running, for other sessions that use it.
+    Leave the proxy running even if no other session uses it.
 
     .EXAMPLE
     claude-reset
@@ -320,14 +402,22 @@ function Reset-ClaudeProxy {
     param(
         [switch]$KeepRunning
     )
-    if (Restore-ClaudeProxySession) {
-        Write-Host "claude-reset: this session's ANTHROPIC_* variables are back as they were"
+    if (-not (Restore-ClaudeProxySession)) {
+        Write-Host 'claude-reset: this session was not using the proxy; nothing to restore, nothing stopped'
+        return
     }
-    else {
-        Write-Host 'claude-reset: this session was not using the proxy; nothing to restore'
+    Write-Host "claude-reset: this session's ANTHROPIC_* variables are back as they were"
+    $options = @('--session', "$PID")
+    if ($KeepRunning) {
+        $options += '--keep-running'
     }
-    if (-not $KeepRunning) {
-        Invoke-ClaudeProxyCli 'stop' -PassThru
+    $result = Invoke-ClaudeProxyCli 'release' $options
+    if ($result.ExitCode -ne 0) {
+        Write-Error -Message "could not stop claude-proxy: $(Get-ClaudeProxyReason $result)" -ErrorId $script:ErrorId -Category NotSpecified
+        return
+    }
+    foreach ($line in @($result.Output) + @($result.Errors)) {
+        Write-Host $line
     }
 }
 
@@ -336,9 +426,25 @@ Set-Alias -Name claude-switch -Value Switch-ClaudeProvider
 Set-Alias -Name claude-status -Value Get-ClaudeProxyStatus
 Set-Alias -Name claude-reset -Value Reset-ClaudeProxy
 
-# Removing the module gives the session its variables back (the proxy keeps running).
+# Tab completion of -Provider.  Registered here, at module scope, so the script
+# block runs in the module's scope and can call the private
+# Get-ClaudeProxyProviderName (an [ArgumentCompleter()] script block on the
+# parameter runs outside it, where that function does not exist).
+Register-ArgumentCompleter -CommandName 'Switch-ClaudeProvider', 'claude-switch' -ParameterName 'Provider' -ScriptBlock {
+    param($commandName, $parameterName, $wordToComplete, $commandAst, $fakeBoundParameters)
+    Get-ClaudeProxyProviderName | Where-Object { $_ -like "$wordToComplete*" } | ForEach-Object {
+        New-Object -TypeName System.Management.Automation.CompletionResult -ArgumentList $_, $_, 'ParameterValue', $_
+    }
+}
+
+# Removing the module gives the session its variables back; the proxy keeps
+# running, without this session among its users.
 $ExecutionContext.SessionState.Module.OnRemove = {
-    $null = Restore-ClaudeProxySession
+    if (Restore-ClaudeProxySession) {
+        # Without Python this says so in its result; the proxy forgets a
+        # session whose shell has ended anyway.
+        $null = Invoke-ClaudeProxyCli 'release' @('--session', "$PID", '--keep-running')
+    }
 }
 
 Export-ModuleMember -Function Enable-ClaudeProxy, Switch-ClaudeProvider, Get-ClaudeProxyStatus, Reset-ClaudeProxy -Alias claude-fb, claude-switch, claude-status, claude-reset

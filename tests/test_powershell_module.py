@@ -1,8 +1,9 @@
 """ClaudeProxy.psm1 and ClaudeProxy.psd1, checked with a real PowerShell parser.
 
-PowerShell does not run on the CI machine, so the module is kept thin (every
-decision is a proxy.py subcommand, tested in test_daemon.py) and checked
-statically here with tree-sitter-pwsh: it parses without an error node, the
+The module runs for real in tests/ClaudeProxy.Tests.ps1 (Pester, through
+test_powershell_pester.py, where pwsh is installed); it is kept thin (every
+decision is a proxy.py subcommand) and checked statically here with
+tree-sitter-pwsh, with no PowerShell needed: it parses without an error node, the
 four commands are approved-verb functions with the four aliases, exported
 by both the module and its manifest, with comment-based help, and every
 proxy.py subcommand and option it uses exists in cli.build_parser().
@@ -218,11 +219,36 @@ def test_switch_and_reset_take_their_parameters(module):
     assert list(parameters("Reset-ClaudeProxy")) == ["KeepRunning"]
     provider = parameters("Switch-ClaudeProvider")["Provider"]
     attributes = [text(a) for a in walk(provider) if a.type == "attribute_name"]
-    assert "Parameter" in attributes and "ArgumentCompleter" in attributes
-    completer = next(a for a in walk(provider) if a.type == "attribute" and "ArgumentCompleter" in text(a))
-    assert commands(completer, "Get-ClaudeProxyProviderName")
+    assert "Parameter" in attributes
     keep = parameters("Reset-ClaudeProxy")["KeepRunning"]
     assert "[switch]" in text(keep)
+
+
+def test_provider_completion_is_registered_at_module_scope(module):
+    # An [ArgumentCompleter()] script block runs outside the module's scope,
+    # where the private Get-ClaudeProxyProviderName does not exist.
+    attributes = [text(a) for a in walk(module) if a.type == "attribute_name"]
+    assert "ArgumentCompleter" not in attributes
+    (register,) = commands(module, "Register-ArgumentCompleter")
+    assert not any(n.type == "function_statement" for n in ancestors(register))
+    named = {}
+    current = None
+    for node in arguments(register):
+        if node.type == "command_parameter":
+            current = text(node).lower()
+            named[current] = []
+        elif current is not None:
+            named[current] += [unquote(t) for t in walk(node) if t.type == "string_literal"]
+            named[current] += [text(t) for t in walk(node) if t.type == "generic_token"]
+    assert sorted(named["-commandname"]) == ["Switch-ClaudeProvider", "claude-switch"]
+    assert named["-parametername"] == ["Provider"]
+    assert commands(register, "Get-ClaudeProxyProviderName")
+
+
+def ancestors(node):
+    while node.parent is not None:
+        node = node.parent
+        yield node
 
 
 # --- it only calls proxy.py, with commands and options that exist ------------------------------
@@ -246,7 +272,7 @@ def test_every_subcommand_and_option_it_uses_exists(module):
     choices = subparsers()
     calls = proxy_calls(module)
     used = {sub for _, sub, _ in calls}
-    assert used == {"start", "env", "status", "stop", "providers"}
+    assert used == {"start", "env", "status", "release", "providers"}
     for function, sub, _ in calls:
         assert sub in choices, f"{function} calls `proxy.py {sub}`, which does not exist"
     by_function = {}
@@ -270,7 +296,8 @@ def test_python_is_looked_for_in_the_documented_order(module):
     finder = text(functions(module)["Find-ClaudeProxyPython"])
     positions = [finder.index(s) for s in ("$env:CLAUDE_PROXY_PYTHON", "'py'", "'-3'", "'python3'", "'python'")]
     assert positions == sorted(positions)
-    assert "sys.version_info >= (3, 10)" in finder
+    assert "Test-ClaudeProxyPython" in finder
+    assert "sys.version_info >= (3, 10)" in text(functions(module)["Test-ClaudeProxyPython"])
 
 
 def test_it_reads_only_fields_that_env_json_has(module, tmp_path):

@@ -57,7 +57,7 @@ BeforeAll {
             if ($null -eq $command) {
                 continue
             }
-            $arguments = @($candidate | Select-Object -Skip 1) + @('-c', 'import sys; print(sys.executable if sys.version_info >= (3, 10) else '')')
+            $arguments = @($candidate | Select-Object -Skip 1) + @('-c', 'import sys; sys.version_info >= (3, 10) and print(sys.executable)')
             $found = & $command.Path @arguments 2>$null
             if ($found) {
                 return "$found".Trim()
@@ -642,6 +642,30 @@ Describe 'ClaudeProxy' {
             finally {
                 $listener.Stop()
             }
+        }
+    }
+
+    Context 'The README''s PowerShell commands' {
+        # Run as written, in a new session whose home holds the clone as
+        # ~/.claude-proxy (on Windows, ~ does not follow HOME: not run there).
+        It 'Import-Module ~/.claude-proxy/ClaudeProxy.psd1, claude-fb; and the profile line loads the commands' -Skip:([System.Environment]::OSVersion.Platform -eq 'Win32NT') {
+            $env:CLAUDE_PROXY_CONFIG = New-TestConfig -Folder 'readme'
+            $readme = Get-Content -LiteralPath (Join-Path -Path (Split-Path -Path $PSScriptRoot) -ChildPath 'README.md') -Raw
+            $section = $readme.Substring($readme.IndexOf('### PowerShell ('))
+            $blocks = [regex]::Matches($section, '(?s)```powershell\r?\n(.*?)```')
+            $quickStart = @($blocks[0].Groups[1].Value -split '\r?\n' | Where-Object { $_.Trim() -and $_.Trim() -ne 'claude' })
+            $profileLine = $blocks[1].Groups[1].Value.Trim()
+            $quickStart[0] | Should -Be 'Import-Module ~/.claude-proxy/ClaudeProxy.psd1'
+            $home2 = Join-Path -Path $script:TestRoot -ChildPath ('home-' + [guid]::NewGuid().ToString('N').Substring(0, 6))
+            $null = New-Item -ItemType Directory -Path $home2
+            $null = New-Item -ItemType SymbolicLink -Path (Join-Path -Path $home2 -ChildPath '.claude-proxy') -Target (Split-Path -Path $PSScriptRoot)
+            $env:HOME = $home2
+            $command = ($quickStart -join "`n") + "`n" + '"URL=$env:ANTHROPIC_BASE_URL"' + "`n" +
+                'New-Item -ItemType File -Path $PROFILE -Force | Out-Null' + "`n" + $profileLine
+            $output = @(& $script:Shell -NoProfile -NonInteractive -OutputFormat Text -EncodedCommand (ConvertTo-EncodedCommand $command) 2>&1 | ForEach-Object { "$_" })
+            $output | Should -Contain "URL=$((Get-TestDaemon -Config $env:CLAUDE_PROXY_CONFIG).url)"
+            $loaded = & $script:Shell -NonInteractive -OutputFormat Text -Command '(Get-Command -Name claude-fb).ResolvedCommandName' 2>&1
+            "$loaded" | Should -Be 'Enable-ClaudeProxy'
         }
     }
 

@@ -126,7 +126,11 @@ def render_env(variables, shell):
         if shell in ("bash", "zsh"):
             lines.append(f"unset {name}" if value is None else f"export {name}={shlex.quote(value)}")
         elif shell == "fish":
-            lines.append(f"set -e {name}" if value is None else f"set -gx {name} {_fish_quote(value)}")
+            # Only the session's (global) variable: a bare `set -e` would erase a universal
+            # variable for every fish session, for good.  A universal one stays, hidden by
+            # an empty global for this session.
+            lines.append(f"set -e -g {name}; set -q -U {name}; and set -gx {name} ''" if value is None
+                         else f"set -gx {name} {_fish_quote(value)}")
         elif shell == "powershell":
             lines.append(f"Remove-Item Env:{name} -ErrorAction SilentlyContinue" if value is None
                          else f"$env:{name} = {_powershell_quote(value)}")

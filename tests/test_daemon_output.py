@@ -204,7 +204,7 @@ def test_env_warns_on_stderr_only_while_the_proxy_is_not_running(workspace, fake
     assert before.stdout == expected
     assert before.stderr.splitlines() == [
         "claude-proxy: warning: the proxy is not running, so these settings lead nowhere yet; "
-        f"start it with `proxy.py start --config {config}`"]
+        f"start it with `{sys.executable} {PROXY} start --config {config}`"]
 
     assert workspace.run("start", config=config).returncode == 0
     after = workspace.run("env", "--shell", "bash", config=config)
@@ -419,3 +419,18 @@ def test_check_live_gives_up_after_its_timeout_whatever_the_providers_timeouts(w
     assert elapsed < 15, elapsed  # a process start, then 1.5 s; never the 300 s read_timeout
     assert "problem: provider silent:" in result.stdout
     assert "problem: provider trickling: no answer within 1.5 seconds" in result.stdout
+
+
+@pytest.mark.skipif(not shutil.which("fish"), reason="fish is not installed")
+def test_env_for_fish_never_erases_a_universal_variable(tmp_path):
+    code = session.render_env({"ANTHROPIC_API_KEY": None}, "fish")
+    # A home of its own (no config.fish), where fish keeps its universal variables.
+    environ = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"),
+                   XDG_DATA_HOME=str(tmp_path / "data"))
+    environ.pop("ANTHROPIC_API_KEY", None)
+    run_shell(["fish", "-c"], "set -Ux ANTHROPIC_API_KEY universal-key", environ)
+    seen = run_shell(["fish", "-c"],
+                     code + "\nprintf '[%s]\\n' \"$ANTHROPIC_API_KEY\"; env | grep -c '^ANTHROPIC_API_KEY=.' || true",
+                     environ)
+    assert seen.splitlines() == ["[]", "0"]  # hidden from this session and the programs it runs
+    assert run_shell(["fish", "-c"], "printf '%s' $ANTHROPIC_API_KEY", environ) == "universal-key"

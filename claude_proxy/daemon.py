@@ -23,17 +23,17 @@ import dataclasses
 import http.client
 import json
 import os
-import shlex
 import socket
 import sys
 from pathlib import Path
 
 from . import process
-from .config import load_config, resolve_config_path
+from .config import APP_DIR, load_config, resolve_config_path
 from .errors import ConfigError, UsageError
 from .state import StatePaths, read_pid_file, read_token
 
 HTTP_TIMEOUT = 2.0       # for the daemon's own endpoints, which answer at once
+PROXY_SCRIPT = APP_DIR / "proxy.py"
 
 # --- which config, which state directory ------------------------------------
 
@@ -114,12 +114,12 @@ def on_address(url):
 
 
 def proxy_command(target, command):
-    """How the user runs ``proxy.py COMMAND`` for this config, for messages."""
-    if not target.explicit:
-        return f"proxy.py {command}"
-    path = str(target.config_path)
-    quoted = shlex.quote(path) if os.name == "posix" else (f'"{path}"' if " " in path else path)
-    return f"proxy.py {command} --config {quoted}"
+    """How the user runs ``proxy.py COMMAND`` for this config, for messages:
+    a command line that works from any folder (this Python, proxy.py's path)."""
+    line = f"{process.python_command()} {process.quote_for_shell(str(PROXY_SCRIPT))} {command}"
+    if target.explicit:
+        line += f" --config {process.quote_for_shell(str(target.config_path))}"
+    return line
 
 
 class DaemonClient:

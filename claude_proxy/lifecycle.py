@@ -7,17 +7,15 @@ import time
 import warnings
 
 from . import process
-from .config import APP_DIR
 from .daemon import (
-    DaemonClient, base_url, connect_host, is_listening, load_target, on_address, ownership, probe,
-    proxy_command, recorded_address, same_path, silent_message,
+    PROXY_SCRIPT, DaemonClient, base_url, connect_host, is_listening, load_target, on_address,
+    ownership, probe, proxy_command, recorded_address, same_path, silent_message,
 )
 from .errors import EXIT_OK, UsageError
 from .session import forget_session, live_sessions
 from .wording import plural
 from .state import LAUNCH_ID_ENV, read_pid_file, read_token, remove_pid_file, state_dir_problem
 
-PROXY_SCRIPT = APP_DIR / "proxy.py"
 START_TIMEOUT = 10.0     # seconds `start` waits for the daemon to answer /health
 STOP_GRACE = 10.0        # seconds in-flight requests get after a shutdown request
 STOP_MARGIN = 5.0        # and how much longer `stop` waits for the process to exit

@@ -20,6 +20,8 @@ there.  Liveness and termination go through process handles instead.
 """
 
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,6 +75,38 @@ def detached_options(os_name=None):
 def default_shell(os_name=None):
     """The ``proxy.py env`` output format when ``--shell`` is not given."""
     return "powershell" if (os_name or os.name) == "nt" else "bash"
+
+
+def python_command(executable=None, os_name=None, which=shutil.which):
+    """How a user types this Python in a shell, for hints: ``python3`` or
+    ``python`` when that name on PATH is this interpreter, ``py -3`` on
+    Windows when this interpreter is not on PATH but the launcher is, else
+    the interpreter's full path (quoted if it needs to be)."""
+    executable = executable or sys.executable
+    windows = (os_name or os.name) == "nt"
+    for name in ("python3", "python"):
+        found = which(name)
+        if found and _same_file(found, executable):
+            return name
+    if windows and which("py"):
+        return "py -3"
+    return quote_for_shell(executable, os_name)
+
+
+def quote_for_shell(text, os_name=None):
+    """``text`` as one word for the user's shell (POSIX shells, or PowerShell and cmd)."""
+    if (os_name or os.name) == "nt":
+        return f'"{text}"' if " " in text else text
+    return shlex.quote(text)
+
+
+def _same_file(a, b):
+    if os.path.normcase(a) == os.path.normcase(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # a link to it (a venv's python3, a pyenv shim is not)
+    except OSError:  # one of them is gone or unreadable: not the same, as far as a hint goes
+        return False
 
 
 def processes(os_name=None, sys_platform=None):

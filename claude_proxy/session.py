@@ -17,10 +17,11 @@ import shlex
 import sys
 
 from . import process
+from .config import mask_key
 from .daemon import Probe, base_url, known_provider, load_target, probe, proxy_command, same_path, silent_message
 from .errors import EXIT_OK, UsageError
 from .state import load_or_create_token, state_dir_problem
-from .wording import key_set_since_start, why_skipped
+from .wording import cooling_phrase, format_duration, key_set_since_start, why_skipped
 
 NO_TOKEN_PLACEHOLDER = "claude-proxy-no-token-needed"
 #: The session variables ``env`` sets (a value) or clears (None), in order.
@@ -107,8 +108,13 @@ def env_summary(config, current, url, pinned):
                      "will fail")
         elif row.get("state") == "disabled":
             line += f"; warning: {pinned.name} is disabled, so requests will fail"
+        elif row.get("state") == "cooling":
+            line += (f"; warning: {cooling_phrase(row)} (a pinned session uses it anyway; claude-fb "
+                     "fails over instead)")
         return line
-    order = " > ".join(r["name"] for r in rows if r.get("state") not in ("no_key", "disabled"))
+    order = " > ".join(r["name"] + (f" (cooling {format_duration(r.get('cooldown_seconds_left') or 0)})"
+                                    if r.get("state") == "cooling" else "")
+                       for r in rows if r.get("state") not in ("no_key", "disabled"))
     line = f"claude-proxy: this session now goes through {url} (fallback order: {order or 'none usable'})"
     skipped = [f"{r['name']} ({why_skipped(config, r)})"
                for r in rows if r.get("state") in ("no_key", "disabled")]
@@ -126,7 +132,11 @@ def render_env(variables, shell):
         if shell in ("bash", "zsh"):
             lines.append(f"unset {name}" if value is None else f"export {name}={shlex.quote(value)}")
         elif shell == "fish":
-            lines.append(f"set -e {name}" if value is None else f"set -gx {name} {_fish_quote(value)}")
+            # Only the session's (global) variable: a bare `set -e` would erase a universal
+            # variable for every fish session, for good.  A universal one stays, hidden by
+            # an empty global for this session.
+            lines.append(f"set -e -g {name}; set -q -U {name}; and set -gx {name} ''" if value is None
+                         else f"set -gx {name} {_fish_quote(value)}")
         elif shell == "powershell":
             lines.append(f"Remove-Item Env:{name} -ErrorAction SilentlyContinue" if value is None
                          else f"$env:{name} = {_powershell_quote(value)}")
@@ -156,14 +166,32 @@ def _cmd_value(value):
 
 
 def cmd_providers(args):
-    """The configured names; with a NAME, that provider's name as configured (or an error)."""
+    """The configured names; with a NAME, that provider as configured (or an error)."""
     target = load_target(args)
     if args.name:
-        print(known_provider(target.config, args.name).name)
+        print(describe_provider(known_provider(target.config, args.name), target.config))
         return EXIT_OK
     for name in target.config.provider_names:
         print(name)
     return EXIT_OK
+
+
+def describe_provider(provider, config):
+    """A provider as configured, its name on the first line; the key shown by its mask only."""
+    if provider.api_key:
+        source = "the environment" if provider.key_source == "environment" else provider.key_source
+        key = f"set in {source}: {mask_key(provider.api_key)}"
+    else:
+        key = provider.missing_key(config.env_path)
+    models = "; ".join(f"{glob} -> {model}" for glob, model in provider.models.items()) or \
+        "none (the requested model is sent as it is)"
+    fields = [("base_url", provider.base_url), ("api_key_env", f"{provider.api_key_env} ({key})"),
+              ("auth_header", provider.auth_header), ("models", models),
+              ("enabled", "true" if provider.enabled else "false")]
+    if provider.headers:  # names only: a configured header may carry a credential
+        fields.append(("headers", ", ".join(provider.headers) + " (values not shown)"))
+    width = max(len(name) for name, _ in fields) + 1
+    return "\n".join([provider.name] + [f"  {name + ':':<{width}} {value}" for name, value in fields])
 
 
 

@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 from .daemon import load_target, on_address, ownership, probe, proxy_command
 from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
-from .wording import describe_provider_state, format_duration, key_set_since_start, plural
+from .state import read_token
+from .wording import describe_provider_state, format_duration, key_set_since_start, plural, where_next
 
 
 def cmd_status(args):
@@ -27,6 +28,9 @@ def status(target, as_json=False, environ=None, out=None):
     else:
         url = None
     session = session_mode(environ.get("ANTHROPIC_BASE_URL"), url)
+    if current.running and session["mode"] in ("fallback", "pinned") and current.status.get("require_token"):
+        offered = environ.get("ANTHROPIC_AUTH_TOKEN") or environ.get("ANTHROPIC_API_KEY")
+        session["token_ok"] = offered == read_token(target.paths.token)
     if as_json:
         report = {"running": current.running,
                   "state": "running" if current.running else "not answering" if silent else "not running",
@@ -113,6 +117,11 @@ def format_status(current, target, session, silent=False):
     lines.append(f"  log:      {target.paths.log}")
     lines.append(f"  this session: {describe_session(session)}")
     rows = s.get("providers") or []
+    if session["mode"] in ("fallback", "pinned"):
+        lines.append(f"  next request: {where_next(rows, session['provider'])}")
+    if session.get("token_ok") is False:
+        lines.append("  warning: this session's ANTHROPIC_AUTH_TOKEN is not the proxy's client token, so "
+                     "its requests get a 401; run claude-fb (or claude-switch) again in this session")
     lines.append("  providers, in fallback order:")
     width = max((len(r.get("name", "")) for r in rows), default=0)
     state_width = max((len(describe_provider_state(r)) for r in rows), default=0)

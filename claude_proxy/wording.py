@@ -49,3 +49,46 @@ def why_skipped(config, row):
         return f"{row.get('key_env')} cannot be sent: see `proxy.py check`"
     return f"{row.get('key_env')} not set"
 
+
+def short_error(row):
+    """A provider's last error in a word or two: ``529 overloaded_error``, ``refused``."""
+    return (row.get("last_error") or "a failure").split(":", 1)[0]
+
+
+def cooling_phrase(row, named=True):
+    """``alpha cooling for 46s after 529 overloaded_error`` (without the name if not ``named``)."""
+    phrase = (f"cooling for {format_duration(row.get('cooldown_seconds_left') or 0)} "
+              f"after {short_error(row)}")
+    return f"{row.get('name')} {phrase}" if named else phrase
+
+
+def where_next(rows, pinned=None):
+    """Where a session's next request goes, and why, in one phrase.
+
+    ``rows`` are the daemon's ``/status`` providers in config order;
+    ``pinned`` is the provider a pinned session names.
+    """
+    if pinned is not None:
+        row = next((r for r in rows if r.get("name", "").lower() == pinned.lower()), None)
+        if row is None:
+            return f"nowhere: {pinned} is not a configured provider"
+        if row.get("state") == "cooling":
+            return (f"{row['name']} (pinned; it is {cooling_phrase(row, named=False)}, "
+                    "but a pinned session uses it anyway)")
+        if row.get("state") == "no_key":
+            return f"nowhere: {row['name']} has {describe_provider_state(row)}"
+        if row.get("state") == "disabled":
+            return f"nowhere: {row['name']} is disabled"
+        return f"{row['name']} (pinned)"
+    usable = [r for r in rows if r.get("state") in ("ready", "cooling")]
+    if not usable:
+        return "nowhere: no provider is usable (see below)"
+    ready = next((r for r in usable if r.get("state") == "ready"), None)
+    if ready is None:
+        soonest = min(usable, key=lambda r: r.get("cooldown_seconds_left") or 0)
+        return f"{soonest['name']} (every provider is cooling; the soonest to recover is tried first)"
+    skipped = usable[:usable.index(ready)]
+    if not skipped:
+        return f"{ready['name']} (first in order)"
+    return f"{ready['name']} — " + ", ".join(cooling_phrase(r) for r in skipped)
+

@@ -521,8 +521,8 @@ def test_release_stops_the_proxy_only_when_no_other_shell_uses_it(workspace, fak
         kept = workspace.run("release", "--session", first.pid, config=config)
         assert kept.returncode == 0, kept.stderr
         assert kept.stdout.strip() == (f"claude-proxy keeps running for 1 other shell session "
-                                       f"(pid {second.pid}); `proxy.py stop --config {config}` "
-                                       "stops it for them too")
+                                       f"(pid {second.pid}); `{sys.executable} {PROXY} stop --config "
+                                       f"{config}` stops it for them too")
         assert health(url_of(workspace.record(config)))["pid"] == pid
 
         second.kill()  # that shell is closed without claude-reset: it no longer counts

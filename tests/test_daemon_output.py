@@ -8,6 +8,7 @@ stopped at the end (daemon_support.workspace).
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,61 @@ def test_status_shows_this_sessions_mode(workspace, fake, session_url, expected)
         env["ANTHROPIC_BASE_URL"] = session_url.format(url=f"http://127.0.0.1:{port}")
     shown = workspace.run("status", config=config, env=env)
     assert f"this session: {expected}" in shown.stdout
+
+
+def test_status_and_fb_say_where_the_next_request_goes_and_why(workspace, fake):
+    alpha = fake(Reply(529, error_json(529, "overloaded_error", "Overloaded"), headers={"retry-after": "46"}))
+    beta = fake()
+    config = workspace.config([("alpha", alpha.url), ("beta", beta.url)])
+    workspace.keys(KEY_ALPHA="secret-alpha", KEY_BETA="secret-beta")
+    assert workspace.run("start", "--quiet", config=config).returncode == 0
+    url = url_of(workspace.record(config))
+    token = workspace.token(config)
+    assert request(url, headers={"x-api-key": token}, body={"model": "m", "messages": []})[0] == 200
+
+    session = {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_AUTH_TOKEN": token}
+    shown = workspace.run("status", config=config, env=session).stdout
+    assert re.search(r"next request: beta — alpha cooling for 4\ds after 529 overloaded_error\n", shown), shown
+    assert "warning: this session's ANTHROPIC_AUTH_TOKEN" not in shown
+
+    pinned = workspace.run("status", config=config, env={**session, "ANTHROPIC_BASE_URL": url + "/provider/alpha"})
+    assert re.search(r"next request: alpha \(pinned; it is cooling for 4\ds after 529 overloaded_error, "
+                     r"but a pinned session uses it anyway\)", pinned.stdout), pinned.stdout
+
+    fb = workspace.run("env", "--announce", config=config).stderr
+    assert re.search(r"\(fallback order: alpha \(cooling 4\ds\) > beta\)", fb), fb
+    switch = workspace.run("env", "--announce", "--provider", "alpha", config=config).stderr
+    assert re.search(r"warning: alpha cooling for 4\ds after 529 overloaded_error \(a pinned session uses "
+                     r"it anyway; claude-fb fails over instead\)", switch), switch
+
+
+def test_status_notices_a_session_token_that_is_not_the_proxys(workspace, fake):
+    config = workspace.config([("p1", fake().url)])
+    workspace.keys(KEY_P1="secret-p1")
+    workspace.run("start", "--quiet", config=config)
+    url = url_of(workspace.record(config))
+    stale = workspace.run("status", config=config,
+                          env={"ANTHROPIC_BASE_URL": url, "ANTHROPIC_AUTH_TOKEN": "cpx-an-old-token"})
+    assert ("warning: this session's ANTHROPIC_AUTH_TOKEN is not the proxy's client token, so its "
+            "requests get a 401; run claude-fb (or claude-switch) again in this session") in stale.stdout
+    as_json = json.loads(workspace.run("status", "--json", config=config,
+                                       env={"ANTHROPIC_BASE_URL": url,
+                                            "ANTHROPIC_AUTH_TOKEN": "cpx-an-old-token"}).stdout)
+    assert as_json["session"]["token_ok"] is False
+    good = workspace.run("status", config=config,
+                         env={"ANTHROPIC_BASE_URL": url, "ANTHROPIC_AUTH_TOKEN": workspace.token(config)})
+    assert "warning" not in good.stdout and "next request: p1 (first in order)" in good.stdout
+
+
+def test_where_next_when_everything_is_cooling_or_unusable():
+    cooling = [{"name": "a", "state": "cooling", "cooldown_seconds_left": 90, "last_error": "429 x: y"},
+               {"name": "b", "state": "cooling", "cooldown_seconds_left": 30, "last_error": "refused: no"}]
+    assert wording.where_next(cooling) == \
+        "b (every provider is cooling; the soonest to recover is tried first)"
+    assert wording.where_next([{"name": "a", "state": "no_key", "key_env": "K"}]) == \
+        "nowhere: no provider is usable (see below)"
+    assert wording.where_next([{"name": "a", "state": "disabled"}], pinned="A") == "nowhere: a is disabled"
+    assert wording.where_next([], pinned="zed") == "nowhere: zed is not a configured provider"
 
 
 def test_session_mode_matches_loopback_names_and_ports():
@@ -169,10 +225,32 @@ def test_providers_with_a_name_checks_it_and_gives_its_configured_spelling(works
     config = workspace.config([("p1", fake().url), ("Moon", fake().url)])
     assert workspace.run("providers", config=config).stdout.split() == ["p1", "Moon"]
     known = workspace.run("providers", "moon", config=config)
-    assert (known.returncode, known.stdout) == (0, "Moon\n")
+    assert known.returncode == 0 and known.stdout.splitlines()[0] == "Moon"
     unknown = workspace.run("providers", "nope", config=config)
     assert_one_line_error(unknown)
     assert 'unknown provider "nope"; configured providers: p1, Moon' in unknown.stderr
+
+
+def test_providers_with_a_name_shows_it_as_configured_with_the_key_masked(workspace, fake):
+    url = fake().url
+    config = workspace.config([{"name": "moon", "base_url": url + "/anthropic", "api_key_env": "KEY_MOON",
+                                "auth_header": "bearer", "models": {"claude-*haiku*": "kimi-fast", "*": "kimi"},
+                                "headers": {"Authorization": "Bearer secret-in-a-header"}},
+                               ("keyless", url)])
+    workspace.keys(KEY_MOON="secret-moon-0123456789")
+    shown = workspace.run("providers", "moon", config=config).stdout
+    assert shown.splitlines() == [
+        "moon",
+        f"  base_url:    {url}/anthropic",
+        "  api_key_env: KEY_MOON (set in the environment: ****6789)",
+        "  auth_header: bearer",
+        "  models:      claude-*haiku* -> kimi-fast; * -> kimi",
+        "  enabled:     true",
+        "  headers:     Authorization (values not shown)",
+    ]
+    assert "secret" not in shown
+    keyless = workspace.run("providers", "keyless", config=config).stdout
+    assert f"  api_key_env: KEY_KEYLESS (KEY_KEYLESS is not set (environment or {config.parent / '.env'}))" in keyless
 
 
 def test_env_without_a_token_requirement_gives_a_placeholder(workspace, fake):
@@ -204,7 +282,7 @@ def test_env_warns_on_stderr_only_while_the_proxy_is_not_running(workspace, fake
     assert before.stdout == expected
     assert before.stderr.splitlines() == [
         "claude-proxy: warning: the proxy is not running, so these settings lead nowhere yet; "
-        f"start it with `proxy.py start --config {config}`"]
+        f"start it with `{sys.executable} {PROXY} start --config {config}`"]
 
     assert workspace.run("start", config=config).returncode == 0
     after = workspace.run("env", "--shell", "bash", config=config)
@@ -419,3 +497,18 @@ def test_check_live_gives_up_after_its_timeout_whatever_the_providers_timeouts(w
     assert elapsed < 15, elapsed  # a process start, then 1.5 s; never the 300 s read_timeout
     assert "problem: provider silent:" in result.stdout
     assert "problem: provider trickling: no answer within 1.5 seconds" in result.stdout
+
+
+@pytest.mark.skipif(not shutil.which("fish"), reason="fish is not installed")
+def test_env_for_fish_never_erases_a_universal_variable(tmp_path):
+    code = session.render_env({"ANTHROPIC_API_KEY": None}, "fish")
+    # A home of its own (no config.fish), where fish keeps its universal variables.
+    environ = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"),
+                   XDG_DATA_HOME=str(tmp_path / "data"))
+    environ.pop("ANTHROPIC_API_KEY", None)
+    run_shell(["fish", "-c"], "set -Ux ANTHROPIC_API_KEY universal-key", environ)
+    seen = run_shell(["fish", "-c"],
+                     code + "\nprintf '[%s]\\n' \"$ANTHROPIC_API_KEY\"; env | grep -c '^ANTHROPIC_API_KEY=.' || true",
+                     environ)
+    assert seen.splitlines() == ["[]", "0"]  # hidden from this session and the programs it runs
+    assert run_shell(["fish", "-c"], "printf '%s' $ANTHROPIC_API_KEY", environ) == "universal-key"

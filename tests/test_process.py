@@ -263,3 +263,16 @@ def test_the_ps_based_identity_of_other_posix_systems(children):
     assert backend.identity(a.pid).startswith("ps:")
     assert backend.is_same(a.pid, backend.identity(a.pid))
     assert backend.is_alive(b.pid)
+
+
+def test_hints_name_the_python_a_user_can_type():
+    same = {"python3": "/usr/bin/python3.12", "python": None, "py": None}
+    assert process.python_command("/usr/bin/python3.12", "posix", same.get) == "python3"
+    old_python3 = {"python3": "/usr/bin/python3.9", "python": "/opt/py/bin/python", "py": None}
+    assert process.python_command("/usr/bin/python3.9x", "posix", old_python3.get) == "/usr/bin/python3.9x"
+    launcher = {"python3": None, "python": None, "py": r"C:\Windows\py.exe"}
+    assert process.python_command(r"C:\Python312\python.exe", "nt", launcher.get) == "py -3"
+    assert process.python_command(r"C:\Program Files\Python\python.exe", "nt", {}.get) == \
+        r'"C:\Program Files\Python\python.exe"'
+    assert process.python_command("/home/me/my python/bin/python", "posix", {}.get) == \
+        "'/home/me/my python/bin/python'"

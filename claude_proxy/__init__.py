@@ -6,6 +6,7 @@ The proxy process
 - ``config``      finds and validates ``config.json`` and reads ``.env``
 - ``run``         the process: banner, pid file, signals, the serve loop
 - ``http_server`` the HTTP server clients talk to: routes, token, status, shutdown
+- ``framing``     is a request head unambiguous? (RFC 9112 rules, before anything is forwarded)
 - ``body``        reading a request body (length or chunked) within the limit
 - ``forward``     the failover loop: try providers until one answers, book the outcome
 - ``failover``    the policy: which provider next, and the cooldowns

@@ -32,6 +32,7 @@ from .config import http_url
 from .errors import UsageError, error_type
 from .failover import FailoverPolicy
 from .forward import CHUNKED, ClientSide, Exchange, Forwarder, no_provider_message
+from .framing import head_problem
 from .logfile import printable
 from .relay import ClientGone, ClientWriter
 from .state import read_token
@@ -170,12 +171,75 @@ def _bind_error(config, exc):
     return f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
 
 
+class _HeadRecorder:
+    """Stands in for ``rfile`` while ``http.server`` reads the header lines,
+    and keeps them as they were read, for :func:`framing.head_problem`."""
+
+    def __init__(self, rfile):
+        self.rfile = rfile
+        self.lines = []
+
+    def readline(self, size=-1):
+        line = self.rfile.readline(size)
+        self.lines.append(line)
+        return line
+
+
 class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else each keep-alive response waits ~40 ms for an ACK
     timeout = CLIENT_IDLE_TIMEOUT
     server_version = f"claude-proxy/{__version__}"
     sys_version = ""
+
+    # --- admission ------------------------------------------------------------
+
+    def parse_request(self):
+        """``http.server``'s parsing, then what no request gets past: a head
+        that can be read only one way (:mod:`framing`).  Returns False after
+        answering (and closing) otherwise.  ``Expect: 100-continue`` is
+        answered only once the head has passed."""
+        self._expects_continue = False
+        recorder = _HeadRecorder(self.rfile)
+        self.rfile = recorder
+        try:
+            parsed = super().parse_request()
+        finally:
+            self.rfile = recorder.rfile
+        if not parsed:
+            return False
+        problem = head_problem(recorder.lines, self.request_version)
+        if problem:
+            return self._refuse_head(400, f"Malformed request: {problem}.")
+        if self._expects_continue:
+            return self._continue()
+        return True
+
+    def _refuse_head(self, status, message):
+        """Answer a request refused on its head alone, and close: its body is
+        not read, since its framing (or its sender) is not to be trusted."""
+        self.close_connection = True
+        self.send_error_json(status, message)
+        log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status,
+                 printable(message))
+        return False
+
+    def handle_expect_100(self):
+        """Deferred to :meth:`parse_request`, which calls :meth:`_continue`."""
+        self._expects_continue = True
+        return True
+
+    def _continue(self):
+        """Refuse an oversized body before the client sends it, else say 100 Continue."""
+        try:
+            length = content_length(self.headers)
+        except MalformedBody:  # refused when the body is read
+            length = 0
+        if length > self.server.config.max_body_bytes:
+            self.close_connection = True
+            self.send_error_json(413, self._too_large_message())
+            return False
+        return super().handle_expect_100()
 
     # --- routing ------------------------------------------------------------
 
@@ -293,18 +357,6 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         if self._read_body() is not None:
             self.send_error_json(status, message, extra_headers)
             log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status, message)
-
-    def handle_expect_100(self):
-        """Refuse an oversized body before the client sends it."""
-        try:
-            length = content_length(self.headers)
-        except MalformedBody:  # refused when the body is read
-            length = 0
-        if length > self.server.config.max_body_bytes:
-            self.close_connection = True
-            self.send_error_json(413, self._too_large_message())
-            return False
-        return super().handle_expect_100()
 
     # --- management endpoints ---------------------------------------------------
 

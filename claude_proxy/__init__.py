@@ -7,6 +7,7 @@ The proxy process
 - ``run``         the process: banner, pid file, signals, the serve loop
 - ``http_server`` the HTTP server clients talk to: routes, token, status, shutdown
 - ``framing``     is a request head unambiguous? (RFC 9112 rules, before anything is forwarded)
+- ``access``      which requests are addressed to the proxy: their Host and Origin
 - ``body``        reading a request body (length or chunked) within the limit
 - ``forward``     the failover loop: try providers until one answers, book the outcome
 - ``failover``    the policy: which provider next, and the cooldowns

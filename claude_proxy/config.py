@@ -56,6 +56,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOP_LEVEL_KEYS = {
     "proxy_port", "proxy_host", "providers", "cooldown_minutes", "failover_statuses",
     "max_body_mb", "require_token", "state_dir", "connect_timeout", "read_timeout",
+    "allowed_hosts",
 }
 PROVIDER_KEYS = {
     "name", "base_url", "api_key_env", "models", "enabled", "auth_header", "headers",
@@ -143,6 +144,7 @@ class Config:
     failover_statuses: frozenset = frozenset()
     max_body_bytes: int = 10 * 1024 * 1024
     require_token: bool = True
+    allowed_hosts: tuple = ()    # extra names clients may use for the proxy (lowercase, IPv6 bracketed)
     state_dir: Path = None
     env_path: Path = None
     warnings: list = dataclasses.field(default_factory=list)
@@ -251,6 +253,7 @@ def _validate(raw, path, exists, env_path):
     connect_timeout = _number(raw, "connect_timeout", 10, "", bad, minimum=0.001)
     read_timeout = _number(raw, "read_timeout", 300, "", bad, minimum=0.001)
     statuses = _failover_statuses(raw.get("failover_statuses", list(DEFAULT_FAILOVER_STATUSES)), bad)
+    allowed_hosts = _allowed_hosts(raw.get("allowed_hosts", []), bad)
 
     state_dir = raw.get("state_dir")
     if state_dir is None:
@@ -283,7 +286,7 @@ def _validate(raw, path, exists, env_path):
         path=path, exists=exists, providers=providers, host=host, port=port,
         cooldown_seconds=cooldown * 60, failover_statuses=statuses,
         max_body_bytes=int(max_body_mb * 1024 * 1024), require_token=require_token,
-        state_dir=Path(state_dir), env_path=env_path,
+        allowed_hosts=allowed_hosts, state_dir=Path(state_dir), env_path=env_path,
     )
 
 
@@ -383,6 +386,30 @@ def _failover_statuses(value, bad):
         else:
             bad("", f'"failover_statuses" takes status codes like 429 or classes like "5xx", not {item!r}')
     return frozenset(statuses)
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
+
+
+def _allowed_hosts(value, bad):
+    """``allowed_hosts``: names or addresses, as a client puts them in ``Host``
+    (without the port), lowercased; an IPv6 address gets its brackets."""
+    if not isinstance(value, list):
+        value = [value]
+    names = []
+    for item in value:
+        text = item.strip().strip("[]") if isinstance(item, str) else ""
+        try:
+            names.append(f"[{ipaddress.IPv6Address(text).compressed}]")
+            continue
+        except ValueError:  # not an IPv6 address: a name or an IPv4 address
+            pass
+        if _HOST_NAME.match(text):
+            names.append(text.lower())
+        else:
+            bad("", f'"allowed_hosts" takes host names or addresses without a port, '
+                    f'like "my-laptop.local", not {item!r}')
+    return tuple(names)
 
 
 def _is_int(value):

@@ -26,6 +26,7 @@ import time
 from urllib.parse import parse_qs
 
 from . import __version__
+from .access import LocalAddresses
 from .body import MalformedBody, TooLarge, drain, content_length, read_body
 from .cancel import DisconnectWatcher
 from .config import http_url
@@ -81,6 +82,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         except OSError as exc:
             self.watcher.close()
             raise UsageError(_bind_error(config, exc)) from None
+        self.addresses = LocalAddresses(config.host, self.port, config.allowed_hosts)
 
     def token_matches(self, offered):
         """Is one of the ``offered`` strings the client token?
@@ -198,8 +200,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
     def parse_request(self):
         """``http.server``'s parsing, then what no request gets past: a head
         that can be read only one way (:mod:`framing`).  Returns False after
-        answering (and closing) otherwise.  ``Expect: 100-continue`` is
-        answered only once the head has passed."""
+        answering (and closing) otherwise, and one addressed to the proxy by
+        its own name from no foreign web page (:mod:`access`).
+        ``Expect: 100-continue`` is answered only once the head has passed."""
         self._expects_continue = False
         recorder = _HeadRecorder(self.rfile)
         self.rfile = recorder
@@ -212,6 +215,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         problem = head_problem(recorder.lines, self.request_version)
         if problem:
             return self._refuse_head(400, f"Malformed request: {problem}.")
+        addresses = self.server.addresses
+        if not addresses.host_allowed(self.headers.get("host")):
+            return self._refuse_head(421, (
+                f"Host {self.headers.get('host')!r} is not an address of this proxy; use "
+                f"{self.server.url}, or add the name to \"allowed_hosts\" in {self.server.config.path}."))
+        if not addresses.origin_allowed(self.headers.get("origin")):
+            return self._refuse_head(403, (
+                f"Requests from web pages (Origin {self.headers.get('origin')!r}) are refused."))
         if self._expects_continue:
             return self._continue()
         return True
@@ -255,11 +266,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         if path == "/health" and self.command in ("GET", "HEAD"):
             return self._send_json(200, {"status": "ok", "version": __version__, "pid": os.getpid()})
         if path == "/status" and self.command == "GET":
-            if self._authorized():
+            if self._authorized(required=True):
                 self._send_json(200, self._status())
             return None
         if path == "/shutdown" and self.command == "POST":
-            if self._authorized():
+            if self._authorized(required=True):
                 self._shutdown(query)
             return None
         pinned = name = None
@@ -269,9 +280,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             pinned = server.config.provider(name)
             api_path = slash + rest + (f"?{query}" if query else "")
             path = slash + rest
-        if self.command == "HEAD" and path in ("", "/") and (name is None or pinned is not None):
+        if self.command == "HEAD" and path in ("", "/"):  # the same for every name: none is revealed
             return self._send_json(200, {"status": "ok"}, head=True)
-        if not self._authorized():
+        if not self._authorized(self.server.config.require_token):
             return None
         if not _SENDABLE_TARGET.match(api_path):
             return self._refuse(400, "The request path has characters that cannot be sent on; "
@@ -286,9 +297,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             server.request_finished()
         return None
 
-    def _authorized(self):
-        """True if the request carries the client token (as x-api-key or bearer)."""
-        if not self.server.config.require_token:
+    def _authorized(self, required):
+        """True if the request carries the client token (as x-api-key or bearer),
+        or the token is not ``required``; else answers 401.  The proxy's own
+        endpoints always require it (``require_token`` is about API requests)."""
+        if not required:
             return True
         scheme, _, credentials = self.headers.get("authorization", "").partition(" ")
         offered = [self.headers.get("x-api-key", ""),

@@ -620,3 +620,18 @@ def test_a_wrong_type_is_a_config_error_never_a_crash(tmp_path, sample):
     problem = only_problem(path)
 
     assert problem.startswith(str(path))
+
+
+def test_allowed_hosts_are_lowercased_and_ipv6_addresses_bracketed(tmp_path):
+    path = write_config(tmp_path, {"providers": [provider()],
+                                   "allowed_hosts": ["My-Laptop.Local", "192.168.1.20", "fd00::1", "[::2]"]})
+
+    assert load_config(path, environ={}).allowed_hosts == (
+        "my-laptop.local", "192.168.1.20", "[fd00::1]", "[::2]")
+
+
+@pytest.mark.parametrize("entry", ["evil.example:8787", "http://evil.example", "", 7, "a b"])
+def test_an_allowed_host_that_is_not_a_bare_name_is_refused(tmp_path, entry):
+    path = write_config(tmp_path, {"providers": [provider()], "allowed_hosts": [entry]})
+
+    assert '"allowed_hosts"' in only_problem(path)

@@ -157,3 +157,105 @@ def test_the_proxys_own_refusals_tell_clients_not_to_retry(providers, proxy):
         assert answer[1]["x-should-retry"] == "false"
     assert b"\r\nx-should-retry: false\r\n" in malformed
     assert provider.connections == 0
+
+
+# --- browsers: Host, Origin and the proxy's own endpoints ---------------------------------------
+
+
+def ask(running, method, path, *lines, host="own", token=True, version="HTTP/1.1"):
+    """One raw request (closing the connection after it); returns ``(answer, closed)``."""
+    port = running.server.port
+    fields = [f"{method} {path} {version}"]
+    if host is not None:
+        fields.append(f"Host: {f'127.0.0.1:{port}' if host == 'own' else host}")
+    if token:
+        fields.append(f"x-api-key: {running.token}")
+    fields += [*lines, "Connection: close"]
+    if method == "POST":
+        fields.append("Content-Length: 2")
+    payload = ("\r\n".join(fields) + "\r\n\r\n").encode() + (b"{}" if method == "POST" else b"")
+    return raw_exchange(port, payload)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LocalHost:{port}",
+                                  "[::1]:{port}", "my-laptop.local:{port}", "[fd00::1]:{port}"])
+def test_requests_naming_the_proxys_own_address_are_answered(providers, proxy, host):
+    running = proxy(providers(Reply(200)), allowed_hosts=["My-Laptop.local", "fd00::1"])
+
+    answer, _ = ask(running, "GET", "/health", host=host.format(port=running.server.port))
+
+    assert status_of(answer) == 200
+
+
+@pytest.mark.parametrize("host", ["attacker.example:{port}", "127.0.0.1:1", "127.0.0.1", "localhost.:{port}",
+                                  "127.0.0.1:{port}.attacker.example", ""])
+@pytest.mark.parametrize("method, path", [("GET", "/health"), ("POST", "/v1/messages"),
+                                          ("POST", "/shutdown"), ("HEAD", "/")])
+def test_a_foreign_host_is_refused_whatever_the_token_setting(providers, proxy, host, method, path):
+    """DNS rebinding: a page's own name, resolved to 127.0.0.1, is in the Host."""
+    provider = providers(Reply(200))
+    running = proxy(provider, require_token=False)
+
+    answer, closed = ask(running, method, path, host=host.format(port=running.server.port))
+
+    assert status_of(answer) == 421 and closed
+    assert b"\r\nx-should-retry: false\r\n" in answer
+    if method != "HEAD":
+        assert error_of(answer)["type"] == "invalid_request_error"
+    assert provider.connections == 0
+    assert running.thread.is_alive() and ask(running, "GET", "/health")[0].startswith(b"HTTP/1.1 200")
+
+
+def test_an_http10_request_without_host_is_answered(providers, proxy):
+    running = proxy(providers(Reply(200)))
+
+    answer, _ = ask(running, "GET", "/health", host=None, version="HTTP/1.0")
+
+    assert status_of(answer) == 200
+
+
+@pytest.mark.parametrize("origin", ["http://attacker.example", "null", "http://127.0.0.1:1",
+                                    "https://127.0.0.1:{port}", "http://127.0.0.1:{port}.attacker.example"])
+def test_a_request_from_a_foreign_web_page_is_refused(providers, proxy, origin):
+    """A page's text/plain POST needs no preflight: only its Origin gives it away."""
+    provider = providers(Reply(200))
+    running = proxy(provider, require_token=False)
+    origin = origin.format(port=running.server.port)
+
+    shutdown, closed = ask(running, "POST", "/shutdown", f"Origin: {origin}", "Content-Type: text/plain")
+    api, _ = ask(running, "POST", "/v1/messages", f"Origin: {origin}")
+
+    assert status_of(shutdown) == status_of(api) == 403 and closed
+    assert error_of(shutdown)["type"] == "permission_error"
+    assert provider.connections == 0
+    assert running.thread.is_alive() and not running.server.stopping
+
+
+@pytest.mark.parametrize("origin", ["http://127.0.0.1:{port}", "http://localhost:{port}", "HTTP://[::1]:{port}"])
+def test_the_proxys_own_origin_is_accepted(providers, proxy, origin):
+    running = proxy(providers(Reply(200)))
+
+    answer, _ = ask(running, "POST", "/v1/messages", f"Origin: {origin.format(port=running.server.port)}")
+
+    assert status_of(answer) == 200
+
+
+def test_status_and_shutdown_need_the_token_even_when_api_requests_do_not(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider, require_token=False)
+
+    assert status_of(ask(running, "POST", "/v1/messages", token=False)[0]) == 200
+    assert status_of(ask(running, "GET", "/status", token=False)[0]) == 401
+    assert status_of(ask(running, "POST", "/shutdown", token=False)[0]) == 401
+    assert running.thread.is_alive()
+    assert status_of(ask(running, "GET", "/status")[0]) == 200
+
+
+def test_a_head_preconnect_does_not_reveal_which_provider_names_exist(providers, proxy):
+    running = proxy(providers(Reply(200)), names=["secretname"])
+
+    known, _ = ask(running, "HEAD", "/provider/secretname", token=False)
+    unknown, _ = ask(running, "HEAD", "/provider/nope", token=False)
+
+    strip_date = lambda answer: [l for l in answer.split(b"\r\n") if not l.startswith(b"Date:")]  # noqa: E731
+    assert status_of(known) == 200 and strip_date(known) == strip_date(unknown)

@@ -1,5 +1,6 @@
 """Is a request's head unambiguous?  The rules a proxy must apply before it
-forwards anything (RFC 9112), checked on the raw header lines.
+forwards anything (RFC 9112), checked on the raw header lines, and the
+request target's (:func:`target_problem`).
 
 ``http.server`` parses headers with the ``email`` package, which is lenient
 where a proxy must not be: it splits lines at a bare CR, ends the header
@@ -16,6 +17,7 @@ not depend on which parser produced ``self.headers``.
 """
 
 import re
+from urllib.parse import unquote
 
 #: One header line: a field name (a token, RFC 9110 section 5.6.2) and a
 #: colon with nothing between them (RFC 9112 section 5.1), then a value with
@@ -92,3 +94,37 @@ def head_problem(lines, version):
 def _shown(data):
     """A few bytes of ``data`` for a message: printable, quoted, short."""
     return repr(data.rstrip(b"\r\n")[:40].decode("latin-1"))
+
+
+_DOT_SEGMENTS = (".", "..")
+
+
+def target_problem(target):
+    """Why the request target ``target`` cannot be appended to a provider's
+    base URL, or None.
+
+    It must be a path (origin-form, RFC 9112 section 3.2.1: what clients
+    send to a server; absolute-form is for forward proxies), and no segment
+    of its path may be a dot-segment (RFC 3986 section 3.3): ``..`` would
+    climb out of the provider's base path (``/anthropic``) with its key
+    attached.  Encoded forms count (``%2e%2e``, ``.%2E``, encoded twice), and
+    so do backslashes and encoded slashes inside a segment (``..\\``,
+    ``%2f``), which some servers treat as separators.  Such a request is
+    refused, not normalised: no client builds one (URLs are normalised
+    before sending, RFC 3986 section 5.2.4), so one is a probe, and
+    normalising it could quietly change which provider or endpoint it means.
+    The query is not a path and is left alone.
+    """
+    if not target.startswith("/"):
+        return "the request target must be a path starting with /"
+    path = target.partition("?")[0]
+    if "." not in path and "%" not in path and "\\" not in path:
+        return None  # the usual /v1/messages: nothing to decode
+    for segment in path.split("/"):
+        for _ in range(3):  # decoded as often as a server behind might decode it
+            if "%" not in segment:
+                break
+            segment = unquote(segment)
+        if segment in _DOT_SEGMENTS or "/" in segment or "\\" in segment:
+            return "the path has a dot-segment (.. or .), a backslash or an encoded slash"
+    return None

@@ -33,7 +33,7 @@ from .config import http_url
 from .errors import UsageError, error_type
 from .failover import FailoverPolicy
 from .forward import CHUNKED, ClientSide, Exchange, Forwarder, no_provider_message
-from .framing import head_problem
+from .framing import head_problem, target_problem
 from .logfile import printable
 from .relay import ClientGone, ClientWriter
 from .state import read_token
@@ -261,6 +261,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
     do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_GET
 
     def _route(self):
+        problem = target_problem(self.path)
+        if problem:
+            return self._refuse(400, f"Refused: {problem}.")
         path, _, query = self.path.partition("?")
         server = self.server
         if path == "/health" and self.command in ("GET", "HEAD"):

@@ -259,3 +259,43 @@ def test_a_head_preconnect_does_not_reveal_which_provider_names_exist(providers,
 
     strip_date = lambda answer: [l for l in answer.split(b"\r\n") if not l.startswith(b"Date:")]  # noqa: E731
     assert status_of(known) == 200 and strip_date(known) == strip_date(unknown)
+
+
+# --- paths -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [
+    "/provider/p1/../../v1/messages",
+    "/v1/../../admin",
+    "/provider/p1/%2e%2e/%2E%2e/v1/messages",
+    "/v1/.%2E/x",
+    "/v1/./messages",
+    "/v1/messages/..",
+    "/v1\\..\\..\\admin",
+    "/v1/%5c../admin",
+    "/v1/%2e%2e%2fadmin",
+    "/v1/%252e%252e/admin",
+    "http://127.0.0.1:{port}/v1/messages",
+    "*",
+])
+def test_a_path_that_could_climb_out_of_the_base_path_is_a_400(providers, proxy, target):
+    provider = providers(Reply(200))
+    running = proxy(provider.url + "/anthropic")
+
+    answer, _ = ask(running, "POST", target.format(port=running.server.port))
+
+    assert status_of(answer) == 400
+    assert error_of(answer)["type"] == "invalid_request_error"
+    assert provider.connections == 0
+
+
+@pytest.mark.parametrize("target", ["/v1/messages?beta=true&next=../..", "/v1/models/claude-3.5.x",
+                                    "/v1/files/a%20b", "/v1/..x/..."])
+def test_dots_that_are_not_dot_segments_go_through(providers, proxy, target):
+    provider = providers(Reply(200))
+    running = proxy(provider.url + "/anthropic")
+
+    answer, _ = ask(running, "POST", target)
+
+    assert status_of(answer) == 200
+    assert provider.requests[0].path == "/anthropic" + target

@@ -56,7 +56,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOP_LEVEL_KEYS = {
     "proxy_port", "proxy_host", "providers", "cooldown_minutes", "failover_statuses",
     "max_body_mb", "require_token", "state_dir", "connect_timeout", "read_timeout",
-    "allowed_hosts",
+    "allowed_hosts", "max_connections", "receive_timeout",
 }
 PROVIDER_KEYS = {
     "name", "base_url", "api_key_env", "models", "enabled", "auth_header", "headers",
@@ -145,6 +145,8 @@ class Config:
     max_body_bytes: int = 10 * 1024 * 1024
     require_token: bool = True
     allowed_hosts: tuple = ()    # extra names clients may use for the proxy (lowercase, IPv6 bracketed)
+    max_connections: int = 256   # concurrent client connections; more get a 503
+    receive_timeout: float = 60.0  # seconds to receive a request's head and body once it began
     state_dir: Path = None
     env_path: Path = None
     warnings: list = dataclasses.field(default_factory=list)
@@ -254,6 +256,11 @@ def _validate(raw, path, exists, env_path):
     read_timeout = _number(raw, "read_timeout", 300, "", bad, minimum=0.001)
     statuses = _failover_statuses(raw.get("failover_statuses", list(DEFAULT_FAILOVER_STATUSES)), bad)
     allowed_hosts = _allowed_hosts(raw.get("allowed_hosts", []), bad)
+    max_connections = raw.get("max_connections", 256)
+    if not _is_int(max_connections) or max_connections < 1:
+        bad("", f'"max_connections" must be a whole number of at least 1, not {max_connections!r}')
+        max_connections = 256
+    receive_timeout = _number(raw, "receive_timeout", 60, "", bad, minimum=0.001)
 
     state_dir = raw.get("state_dir")
     if state_dir is None:
@@ -286,7 +293,8 @@ def _validate(raw, path, exists, env_path):
         path=path, exists=exists, providers=providers, host=host, port=port,
         cooldown_seconds=cooldown * 60, failover_statuses=statuses,
         max_body_bytes=int(max_body_mb * 1024 * 1024), require_token=require_token,
-        allowed_hosts=allowed_hosts, state_dir=Path(state_dir), env_path=env_path,
+        allowed_hosts=allowed_hosts, max_connections=max_connections,
+        receive_timeout=receive_timeout, state_dir=Path(state_dir), env_path=env_path,
     )
 
 

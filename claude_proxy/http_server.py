@@ -13,8 +13,10 @@ Every error the proxy itself produces is JSON in Anthropic's error shape;
 provider answers, errors included, are passed through byte for byte.
 """
 
+import errno
 import hmac
 import http.server
+import io
 import json
 import logging
 import os
@@ -27,7 +29,7 @@ from urllib.parse import parse_qs
 
 from . import __version__
 from .access import LocalAddresses
-from .body import MalformedBody, TooLarge, drain, content_length, read_body
+from .body import ClientReader, MalformedBody, ReceiveTimeout, TooLarge, drain, content_length, read_body
 from .cancel import DisconnectWatcher
 from .config import http_url
 from .errors import UsageError, error_type
@@ -46,6 +48,11 @@ LISTEN_BACKLOG = 1024
 SHUTDOWN_GRACE = 10.0
 PINNED_PREFIX = "/provider/"
 RETRYABLE_REFUSALS = (408, 429)  # a timeout or a rate limit may pass; other 4xx of ours will not
+#: accept() failing for want of resources: the connection stays in the backlog (the
+#: listening socket stays readable), so retrying at once would spin.
+OUT_OF_RESOURCES = frozenset(getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
+                             if hasattr(errno, name))
+ACCEPT_BACKOFF = (0.05, 1.0)  # seconds: the first pause after such a failure, and the longest
 _SENDABLE_TARGET = re.compile(r"[!-~]*\Z")  # printable ASCII: what a request line may carry
 
 
@@ -77,6 +84,11 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._active_cond = threading.Condition()
         self.grace = SHUTDOWN_GRACE
         self.stopping = False
+        self.connections = 0  # client connections open (each has its thread)
+        self._connections_lock = threading.Lock()
+        self._accept_pause = 0.0
+        self._turned_away = 0
+        self._busy_answer = _busy_answer(config.max_connections)
         try:
             super().__init__((config.host, config.port), ProxyHandler)
         except OSError as exc:
@@ -111,6 +123,75 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     def _matches(self, offered):
         expected = (self.token or "").encode()
         return bool(expected) and any(hmac.compare_digest(v.encode(), expected) for v in offered)
+
+    # --- accepting connections ------------------------------------------------
+
+    def get_request(self):
+        """Accept a connection, pausing first if the last tries ran out of file
+        descriptors (EMFILE, ENFILE) or buffers: the pending connection stays
+        in the backlog, so without a pause the serve loop would spin at 100%
+        CPU.  The pause doubles up to ``ACCEPT_BACKOFF[1]`` and ends at the
+        first success."""
+        try:
+            accepted = super().get_request()
+        except OSError as exc:
+            if exc.errno in OUT_OF_RESOURCES:
+                if not self._accept_pause:
+                    log.warning("cannot accept connections: %s; pausing accepts until it passes "
+                                "(raise the open-files limit, or lower max_connections)",
+                                exc.strerror or exc)
+                self._accept_pause = min(ACCEPT_BACKOFF[1], self._accept_pause * 2 or ACCEPT_BACKOFF[0])
+                time.sleep(self._accept_pause)
+            raise  # socketserver drops this try and polls again
+        if self._accept_pause:
+            self._accept_pause = 0.0
+            log.warning("accepting connections again")
+        return accepted
+
+    def process_request(self, request, client_address):
+        """Give the connection a thread of its own, unless ``max_connections``
+        are open: then answer 503 and close it here, in the accepting thread,
+        so that a flood of connections never piles up threads."""
+        with self._connections_lock:
+            full = self.connections >= self.config.max_connections
+            if not full:
+                self.connections += 1
+        if full:
+            self._turn_away(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread was started: it will not count itself out
+            self._connection_closed()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connection_closed()
+
+    def _connection_closed(self):
+        with self._connections_lock:
+            self.connections -= 1
+            if self.connections < self.config.max_connections and self._turned_away:
+                log.warning("below max_connections again; %d connection(s) were turned away",
+                            self._turned_away)
+                self._turned_away = 0
+
+    def _turn_away(self, request):
+        """The 503 for a connection over the cap: one non-blocking send, never a wait."""
+        if not self._turned_away:
+            log.warning("%d client connections open (max_connections): new ones get a 503",
+                        self.connections)
+        self._turned_away += 1
+        try:
+            request.setblocking(False)
+            request.send(self._busy_answer)
+            request.recv(65536)  # what the client sent already: unread, the close would be a reset
+        except OSError:  # nothing sent yet, or the client is gone: the close says enough
+            pass
 
     def server_bind(self):
         if os.name == "nt" and hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
@@ -167,6 +248,16 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self.upstreams.close()
 
 
+def _busy_answer(max_connections):
+    """The whole 503 answer to a connection over ``max_connections``."""
+    body = json.dumps({"type": "error", "error": {"type": error_type(503), "message": (
+        f"claude-proxy has {max_connections} connections open (max_connections); "
+        "try again in a moment")}}).encode()
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"x-should-retry: true\r\nretry-after: 1\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
 def _bind_error(config, exc):
     if getattr(exc, "errno", None) in (98, 48, 10048, 10013) or isinstance(exc, PermissionError):
         return (f"port {config.port} on {config.host} is already in use (another claude-proxy "
@@ -197,6 +288,18 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
 
     # --- admission ------------------------------------------------------------
 
+    def setup(self):
+        super().setup()
+        self.rfile.close()  # replaced by one that also bounds the time a request takes to arrive
+        self._reader = ClientReader(self.connection, self.timeout, self.server.config.receive_timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        finally:
+            self._reader.request_received()
+
     def parse_request(self):
         """``http.server``'s parsing, then what no request gets past: a head
         that can be read only one way (:mod:`framing`).  Returns False after
@@ -223,6 +326,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         if not addresses.origin_allowed(self.headers.get("origin")):
             return self._refuse_head(403, (
                 f"Requests from web pages (Origin {self.headers.get('origin')!r}) are refused."))
+        if "content-length" not in self.headers and "transfer-encoding" not in self.headers:
+            self._reader.request_received()  # no body: the head was all of it
         if self._expects_continue:
             return self._continue()
         return True
@@ -344,12 +449,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         try:
             body = read_body(self.rfile, self.headers, self.server.config.max_body_bytes)
         except TooLarge as exc:
+            self._reader.request_received()  # the drain has bounds of its own
             self._too_large(exc.remaining)
             return None
         except MalformedBody as exc:
             self.close_connection = True
             self.send_error_json(400, f"Malformed request body: {exc}.")
             return None
+        self._reader.request_received()
         if body is None:  # the client left mid-body: nothing to forward
             self.close_connection = True
         return body
@@ -389,6 +496,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             "config_exists": config.exists,
             "state_dir": str(config.state_dir),
             "require_token": config.require_token,
+            "connections": server.connections,
             "providers": server.policy.snapshot(),
         }
 
@@ -467,5 +575,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         except (OSError, ClientGone):  # the client is already gone
             pass
 
+    def log_error(self, format, *args):
+        if args and isinstance(args[-1], ReceiveTimeout):  # http.server's "Request timed out"
+            log.info("%s: %s; connection closed", self.address_string(), args[-1])
+        else:
+            self.log_message(format, *args)
+
     def log_message(self, format, *args):
-        log.debug("%s - " + format, self.address_string(), *args)
+        log.debug("%s - %s", self.address_string(), printable(format % args))

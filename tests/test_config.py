@@ -612,8 +612,13 @@ def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
     {"providers": [provider()], "proxy_host": 1},
     {"providers": [provider()], "require_token": "no"},
     {"providers": [provider()], "max_body_mb": 0},
+    {"providers": [provider()], "max_connections": 0},
+    {"providers": [provider()], "max_connections": 10.5},
+    {"providers": [provider()], "receive_timeout": "60"},
+    {"providers": [provider()], "allowed_hosts": {"a": 1}},
 ], ids=["models-null", "headers-list", "name-int", "provider-int", "state_dir-int", "host-int",
-        "require_token-str", "max_body_mb-0"])
+        "require_token-str", "max_body_mb-0", "max_connections-0", "max_connections-float",
+        "receive_timeout-str", "allowed_hosts-object"])
 def test_a_wrong_type_is_a_config_error_never_a_crash(tmp_path, sample):
     path = write_config(tmp_path, sample)
 

@@ -1,12 +1,17 @@
 """What the proxy refuses to let through: ambiguous framing, foreign hosts and
 origins, climbing paths, connection floods, forged log lines, echoed keys."""
 
+import errno
+import http.client
 import json
 import socket
+import threading
+import time
 
 import pytest
 
-from fakes import Reply
+from claude_proxy.config import load_config
+from fakes import Reply, eventually, request
 
 
 def raw_exchange(port, payload, timeout=5):
@@ -142,7 +147,6 @@ def test_a_well_framed_request_goes_through(providers, proxy, lines, body):
 
 
 def test_the_proxys_own_refusals_tell_clients_not_to_retry(providers, proxy):
-    from fakes import request
     provider = providers(Reply(200))
     running = proxy(provider, max_body_mb=0.001)
     port = running.server.port
@@ -299,3 +303,121 @@ def test_dots_that_are_not_dot_segments_go_through(providers, proxy, target):
 
     assert status_of(answer) == 200
     assert provider.requests[0].path == "/anthropic" + target
+
+
+# --- connection exhaustion -----------------------------------------------------------------------
+
+
+def test_connections_over_the_cap_get_a_503_at_once_and_are_closed(providers, proxy):
+    provider = providers(Reply(200))
+    running = proxy(provider, max_connections=3)
+    port = running.server.port
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    try:
+        assert eventually(lambda: running.server.connections == 3)
+        threads = threading.active_count()
+
+        over = [raw_exchange(port, b"") for _ in range(5)]
+
+        for answer, closed in over:
+            assert status_of(answer) == 503 and closed
+            assert error_of(answer)["type"] == "api_error"
+            assert b"\r\nx-should-retry: true\r\n" in answer
+        assert threading.active_count() == threads  # no thread for them
+        assert running.server.connections == 3
+    finally:
+        held.pop().close()
+    assert eventually(lambda: running.server.connections == 2)
+    assert status_of(ask(running, "POST", "/v1/messages")[0]) == 200
+    for sock in held:
+        sock.close()
+    assert eventually(lambda: running.server.connections == 0)
+    assert "max_connections" in running.log_text()
+
+
+def test_the_default_cap_leaves_room_for_many_claude_code_sessions(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"providers": [{"name": "a", "base_url": "http://127.0.0.1:9",
+                                               "api_key_env": "K"}]}))
+
+    assert 200 <= load_config(path, environ={}).max_connections <= 1000
+
+
+def drip(sock, data, every):
+    """Send ``data`` a byte at a time; True if the proxy closed the connection meanwhile."""
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            return True
+        time.sleep(every)
+    return False
+
+
+@pytest.mark.parametrize("phase", ["head", "body"])
+def test_a_request_dripping_in_is_cut_off_after_the_receive_timeout(providers, proxy, phase):
+    provider = providers(Reply(200))
+    running = proxy(provider, receive_timeout=0.6)
+    whole = head(running, "Content-Length: 400") + b"{" + b" " * 398 + b"}"
+    fast, slow = (whole[:5], whole[5:]) if phase == "head" else (whole[:-300], whole[-300:])
+    sock = socket.create_connection(("127.0.0.1", running.server.port), timeout=5)
+    with sock:
+        sock.sendall(fast)
+        started = time.monotonic()
+        dripper = threading.Thread(target=drip, args=(sock, slow, 0.05), daemon=True)
+        dripper.start()  # every read is well within the idle timeout (300 s)
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+        elapsed = time.monotonic() - started
+
+    assert 0.5 < elapsed < 3
+    assert b"200 OK" not in answer
+    assert provider.connections == 0
+    assert "did not arrive within 0.6s" in running.log_text()
+
+
+def test_idleness_between_requests_is_not_counted_as_receiving(providers, proxy):
+    running = proxy(providers(Reply(200)), receive_timeout=0.3)
+    conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=5)
+    try:
+        time.sleep(0.6)  # connected, nothing sent yet
+        conn.request("POST", "/v1/messages", body=b"{}", headers=running.auth())
+        first = conn.getresponse()
+        first.read()
+        time.sleep(0.6)  # idle keep-alive between requests
+        conn.request("GET", "/health")
+        second = conn.getresponse()
+        second.read()
+    finally:
+        conn.close()
+
+    assert (first.status, second.status) == (200, 200)
+
+
+def test_running_out_of_file_descriptors_pauses_accepting_instead_of_spinning(providers, proxy, monkeypatch):
+    running = proxy(providers(Reply(200)))
+    listening = running.server.socket
+    tries = []
+    out_of_files = threading.Event()
+    out_of_files.set()
+    real_accept = socket.socket.accept
+
+    def accept(sock):
+        if sock is listening and out_of_files.is_set():
+            tries.append(time.monotonic())
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_accept(sock)
+
+    monkeypatch.setattr(socket.socket, "accept", accept)
+    client = socket.create_connection(("127.0.0.1", running.server.port), timeout=5)
+    with client:
+        time.sleep(1.0)  # a spinning loop would try thousands of times
+        out_of_files.clear()
+        client.sendall(head(running, request_line="GET /health HTTP/1.1"))
+        answer = client.recv(65536)
+
+    assert 3 <= len(tries) <= 10
+    assert status_of(answer) == 200  # it recovered and served the waiting connection
+    log = running.log_text()
+    assert log.count("cannot accept connections") == 1 and "accepting connections again" in log

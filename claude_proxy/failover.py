@@ -23,6 +23,8 @@ import logging
 import threading
 import time
 
+from .logfile import printable
+
 log = logging.getLogger(__name__)
 
 def describe_error(status, body):
@@ -33,7 +35,7 @@ def describe_error(status, body):
         detail = f" {error.get('type', '')}: {error.get('message', '')}".rstrip(": ")
     except (ValueError, AttributeError, UnicodeDecodeError):
         pass
-    return f"{status}{detail}"[:300]
+    return printable(f"{status}{detail}"[:300])
 
 
 def retry_after_seconds(headers, now=None):
@@ -114,7 +116,7 @@ class FailoverPolicy:
     def record_failure(self, provider, reason, retry_after=None):
         """``provider`` failed; start or extend its cooldown."""
         seconds = self.config.cooldown_seconds if retry_after is None else retry_after
-        reason = provider.redact(reason)
+        reason = printable(provider.redact(reason))  # for the log and status: may be the provider's text
         now = self.clock()
         with self._lock:
             state = self._state[provider.name]

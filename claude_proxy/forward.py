@@ -25,6 +25,7 @@ import time
 from .cancel import Cancel
 from .errors import UpstreamError
 from .failover import describe_error, retry_after_seconds
+from .logfile import printable
 from .relay import (
     ClientGone, Usage, first_event_error, is_event_stream, read_first_event, relay_body,
     relay_stream,
@@ -81,8 +82,8 @@ class Exchange:
     def elapsed(self):
         return time.monotonic() - self.started
 
-    def __str__(self):
-        return f"{self.method} {self.path} {self.mode} {' '.join(self.tried)}".rstrip()
+    def __str__(self):  # outcomes may carry a provider's words (an error event's type)
+        return printable(f"{self.method} {self.path} {self.mode} {' '.join(self.tried)}".rstrip())
 
 
 @dataclasses.dataclass

@@ -480,7 +480,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         keep-alive connection stays in step (or 413/400 if the body is bad)."""
         if self._read_body() is not None:
             self.send_error_json(status, message, extra_headers)
-            log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status, message)
+            log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status,
+                     printable(message))
 
     # --- management endpoints ---------------------------------------------------
 

@@ -4,6 +4,8 @@ origins, climbing paths, connection floods, forged log lines, echoed keys."""
 import errno
 import http.client
 import json
+import logging
+import os
 import socket
 import threading
 import time
@@ -11,7 +13,9 @@ import time
 import pytest
 
 from claude_proxy.config import load_config
-from fakes import Reply, eventually, request
+from daemon_support import fake, workspace  # noqa: F401 -- fixtures
+from claude_proxy.logfile import LogFile
+from fakes import Reply, Stream, eventually, request
 
 
 def raw_exchange(port, payload, timeout=5):
@@ -421,3 +425,71 @@ def test_running_out_of_file_descriptors_pauses_accepting_instead_of_spinning(pr
     assert status_of(answer) == 200  # it recovered and served the waiting connection
     log = running.log_text()
     assert log.count("cannot accept connections") == 1 and "accepting connections again" in log
+
+
+# --- the log ---------------------------------------------------------------------------------
+
+
+FORGED = "2031-01-01 09:00:00,000 WARNING forged line"
+
+
+def test_provider_error_text_cannot_forge_a_log_line(providers, proxy):
+    overloaded = Reply(529, {"type": "error", "error": {"type": "overloaded_error",
+                                                        "message": f"busy\n{FORGED}\r\x1b[2J"}})
+    error_event = {"type": "error", "error": {"type": f"x\n{FORGED}"}}
+    error_first = Stream([f"event: error\ndata: {json.dumps(error_event)}\n\n".encode()])
+    first, second = providers(overloaded), providers(error_first)
+    running = proxy(first, second, cooldown_minutes=0.01)
+
+    running.post()
+
+    assert eventually(lambda: "all failed" in running.log_text())
+    lines = running.log_text().splitlines()
+    assert not any(line.startswith(FORGED) for line in lines)
+    assert sum("\\x0a" + FORGED in line for line in lines) >= 3  # cooldown, request line, each escaped
+    assert "\x1b" not in running.log_text()
+    status = request(running.url, "GET", "/status", headers=running.auth())[2].decode()
+    for row in json.loads(status)["providers"]:
+        assert "\n" not in row["last_error"] and "\x1b" not in row["last_error"]
+
+
+def test_the_log_and_its_rotated_files_are_readable_by_the_user_only(tmp_path):
+    if os.name != "posix":
+        pytest.skip("POSIX file modes")
+    path = tmp_path / "proxy.log"
+    path.write_text("from an older version\n")
+    path.chmod(0o644)
+    handler = LogFile(path, max_bytes=200, backups=2)
+    try:
+        record = logging.LogRecord("claude_proxy", logging.INFO, __file__, 1, "x" * 150, None, None)
+        for _ in range(4):
+            handler.handle(record)
+    finally:
+        handler.close()
+
+    files = sorted(tmp_path.glob("proxy.log*"))
+    assert [f.name for f in files] == ["proxy.log", "proxy.log.1", "proxy.log.2"]
+    assert [f.stat().st_mode & 0o777 for f in files] == [0o600] * 3
+
+
+def test_a_proxy_creates_its_log_readable_by_the_user_only(providers, proxy):
+    running = proxy(providers(Reply(200)))
+    running.post()
+
+    if os.name == "posix":
+        assert running.paths.log.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_the_daemon_keeps_its_log_and_output_to_the_user(workspace, fake):
+    config = workspace.config([("p1", fake().url)], require_token=False)
+    workspace.keys(KEY_P1="fake-key-p1")
+    state = workspace.state(config)
+
+    started = workspace.run("start", config=config)
+    assert started.returncode == 0, started.stderr
+    status = workspace.run("status", config=config)  # needs the token, which exists regardless
+    workspace.run("stop", config=config)
+
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert [path.stat().st_mode & 0o777 for path in (state.log, state.out, state.token)] == [0o600] * 3

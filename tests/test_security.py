@@ -493,3 +493,67 @@ def test_the_daemon_keeps_its_log_and_output_to_the_user(workspace, fake):
 
     assert status.returncode == 0, status.stdout + status.stderr
     assert [path.stat().st_mode & 0o777 for path in (state.log, state.out, state.token)] == [0o600] * 3
+
+
+# --- keys echoed by providers ---------------------------------------------------------------------
+
+
+KEY_1, KEY_2 = "secret-key-p1-0", "secret-key-p2-1"  # what the proxy fixture configures
+
+
+class EchoKey:
+    """An error answer quoting the key it was sent, and the other provider's."""
+
+    def __init__(self, status, error_type, chunked=False):
+        self.status, self.error_type, self.chunked = status, error_type, chunked
+
+    def __call__(self, handler):
+        Reply(self.status, echo_body(self.error_type, handler.headers["x-api-key"]), chunked=self.chunked,
+              headers={"request-id": "req_echo"})(handler)
+
+
+def echo_body(error_type, key):
+    return (b'{"type":"error","error":{"type":"%s","message":"Invalid key %s (not %s) \\u00e9"}}'
+            % (error_type.encode(), key.encode(), KEY_2.encode()))
+
+
+def masked(body):
+    return body.replace(KEY_1.encode(), b"****p1-0").replace(KEY_2.encode(), b"****p2-1")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["with-length", "chunked"])
+def test_a_key_echoed_in_a_passed_back_error_is_masked(providers, proxy, chunked):
+    running = proxy(providers(EchoKey(401, "authentication_error", chunked)), providers(Reply(200)))
+
+    code, headers, body = running.post()
+
+    assert code == 401
+    assert body == masked(echo_body("authentication_error", KEY_1))  # only the keys' bytes changed
+    assert headers["content-length"] == str(len(body)) and headers["request-id"] == "req_echo"
+    assert b"secret-key" not in body
+
+
+def test_a_key_echoed_in_the_last_failover_answer_is_masked(providers, proxy):
+    running = proxy(providers(EchoKey(429, "rate_limit_error")), providers(EchoKey(429, "rate_limit_error")))
+
+    code, headers, body = running.post()
+
+    assert code == 429
+    assert body == masked(echo_body("rate_limit_error", KEY_2))  # p2's, the last one
+    assert headers["content-length"] == str(len(body))
+
+
+def test_a_key_echoed_in_a_streams_first_error_event_is_masked(providers, proxy):
+    event = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"%s"}}\n\n'
+    running = proxy(providers(Stream([event % KEY_1.encode()])), names=["p1"])
+
+    code, _, body = running.post(body={"model": "m", "stream": True, "messages": []})
+
+    assert code == 200 and body == masked(event % KEY_1.encode())
+
+
+def test_a_successful_answer_is_never_rewritten(providers, proxy):
+    answer = b'{"id":"msg_1","content":[{"type":"text","text":"%s"}]}' % KEY_1.encode()
+    running = proxy(providers(Reply(200, answer)), names=["p1"])
+
+    assert running.post()[2] == answer

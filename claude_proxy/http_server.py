@@ -301,11 +301,12 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             self._reader.request_received()
 
     def parse_request(self):
-        """``http.server``'s parsing, then what no request gets past: a head
-        that can be read only one way (:mod:`framing`).  Returns False after
-        answering (and closing) otherwise, and one addressed to the proxy by
-        its own name from no foreign web page (:mod:`access`).
-        ``Expect: 100-continue`` is answered only once the head has passed."""
+        """``http.server``'s parsing, then what every request must be: a head
+        that can be read only one way (:mod:`framing`, else 400), addressed
+        to the proxy by one of its own names (:mod:`access`, else 421), from
+        no foreign web page (else 403).  Returns False after answering and
+        closing otherwise.  ``Expect: 100-continue`` is answered only once
+        the head has passed."""
         self._expects_continue = False
         recorder = _HeadRecorder(self.rfile)
         self.rfile = recorder

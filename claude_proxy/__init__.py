@@ -6,7 +6,9 @@ The proxy process
 - ``config``      finds and validates ``config.json`` and reads ``.env``
 - ``run``         the process: banner, pid file, signals, the serve loop
 - ``http_server`` the HTTP server clients talk to: routes, token, status, shutdown
-- ``body``        reading a request body (length or chunked) within the limit
+- ``framing``     is a request head unambiguous? (RFC 9112 rules, before anything is forwarded)
+- ``access``      which requests are addressed to the proxy: their Host and Origin
+- ``body``        reading a request: the body (length or chunked) within the size limit, all of it within the time limit
 - ``forward``     the failover loop: try providers until one answers, book the outcome
 - ``failover``    the policy: which provider next, and the cooldowns
 - ``upstream``    pooled keep-alive connections to the providers

@@ -1,15 +1,65 @@
-"""Reading a client's request body: ``Content-Length`` or chunked, within a limit.
+"""Reading a client's request: the body (``Content-Length`` or chunked)
+within a size limit, and the whole request within a time limit.
 
 A body over the limit is refused by its announced size, before it is read
 (a chunked one chunk by chunk); :func:`drain` then reads and drops what the
 client is still sending, within a bound, so that it can read the 413
-instead of a reset.
+instead of a reset.  :class:`ClientReader` bounds the time a request may
+take to arrive, however slowly it trickles in.
 """
 
+import socket
 import time
 
 DRAIN_LIMIT = 64 * 1024 * 1024  # what is read (and dropped) of an oversized body before closing
 DRAIN_SECONDS = 5.0
+
+
+class ReceiveTimeout(TimeoutError):
+    """The request did not arrive whole within the receive time limit."""
+
+
+class ClientReader(socket.SocketIO):
+    """The reads of one client connection, on two clocks.
+
+    Between requests each read may wait ``idle`` seconds (the keep-alive
+    idle timeout, the socket's own timeout).  Once a request's first byte
+    has arrived, all of its head and body must arrive within ``limit``
+    seconds, however it trickles: a byte every few seconds keeps every read
+    within the idle timeout, and would otherwise hold a thread forever
+    (slowloris).  Past the limit a read raises :class:`ReceiveTimeout` (a
+    ``TimeoutError``, which ``http.server`` answers by closing the
+    connection).  :meth:`request_received` stops the clock.
+    """
+
+    def __init__(self, sock, idle, limit):
+        super().__init__(sock, "rb")
+        self._idle = idle
+        self._limit = limit
+        self._deadline = None
+
+    def readinto(self, buffer):
+        if self._deadline is None:  # waiting for a request: the idle timeout applies
+            count = super().readinto(buffer)
+            if count:
+                self._deadline = time.monotonic() + self._limit
+            return count
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise ReceiveTimeout(f"the request did not arrive within {self._limit:g}s")
+        self._sock.settimeout(min(self._idle, left))
+        try:
+            return super().readinto(buffer)
+        except TimeoutError:
+            if time.monotonic() >= self._deadline:
+                raise ReceiveTimeout(f"the request did not arrive within {self._limit:g}s") from None
+            raise
+
+    def request_received(self):
+        """The request is in (or refused): reads wait for the next one, idle timeout only."""
+        if self._deadline is not None:
+            self._deadline = None
+            self._sock.settimeout(self._idle)
 
 
 class TooLarge(Exception):

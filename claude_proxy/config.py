@@ -57,7 +57,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOP_LEVEL_KEYS = {
     "proxy_port", "proxy_host", "providers", "cooldown_minutes", "failover_statuses",
     "max_body_mb", "require_token", "state_dir", "connect_timeout", "read_timeout",
-    "max_cooldown_minutes",
+    "max_cooldown_minutes", "allowed_hosts", "max_connections", "receive_timeout",
 }
 PROVIDER_KEYS = {
     "name", "base_url", "api_key_env", "models", "enabled", "auth_header", "headers",
@@ -146,6 +146,9 @@ class Config:
     failover_statuses: frozenset = frozenset()
     max_body_bytes: int = 10 * 1024 * 1024
     require_token: bool = True
+    allowed_hosts: tuple = ()    # extra names clients may use for the proxy (lowercase, IPv6 bracketed)
+    max_connections: int = 256   # concurrent client connections; more get a 503
+    receive_timeout: float = 60.0  # seconds to receive a request's head and body once it began
     state_dir: Path = None
     env_path: Path = None
     warnings: list = dataclasses.field(default_factory=list)
@@ -258,6 +261,12 @@ def _validate(raw, path, exists, env_path):
     connect_timeout = _number(raw, "connect_timeout", 10, "", bad, minimum=0.001)
     read_timeout = _number(raw, "read_timeout", 300, "", bad, minimum=0.001)
     statuses = _failover_statuses(raw.get("failover_statuses", list(DEFAULT_FAILOVER_STATUSES)), bad)
+    allowed_hosts = _allowed_hosts(raw.get("allowed_hosts", []), bad)
+    max_connections = raw.get("max_connections", 256)
+    if not _is_int(max_connections) or max_connections < 1:
+        bad("", f'"max_connections" must be a whole number of at least 1, not {max_connections!r}')
+        max_connections = 256
+    receive_timeout = _number(raw, "receive_timeout", 60, "", bad, minimum=0.001)
 
     state_dir = raw.get("state_dir")
     if state_dir is None:
@@ -291,7 +300,8 @@ def _validate(raw, path, exists, env_path):
         cooldown_seconds=cooldown * 60, max_cooldown_seconds=max_cooldown * 60,
         failover_statuses=statuses,
         max_body_bytes=int(max_body_mb * 1024 * 1024), require_token=require_token,
-        state_dir=Path(state_dir), env_path=env_path,
+        allowed_hosts=allowed_hosts, max_connections=max_connections,
+        receive_timeout=receive_timeout, state_dir=Path(state_dir), env_path=env_path,
     )
 
 
@@ -394,6 +404,30 @@ def _failover_statuses(value, bad):
         else:
             bad("", f'"failover_statuses" takes status codes like 429 or classes like "5xx", not {item!r}')
     return frozenset(statuses)
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
+
+
+def _allowed_hosts(value, bad):
+    """``allowed_hosts``: names or addresses, as a client puts them in ``Host``
+    (without the port), lowercased; an IPv6 address gets its brackets."""
+    if not isinstance(value, list):
+        value = [value]
+    names = []
+    for item in value:
+        text = item.strip().strip("[]") if isinstance(item, str) else ""
+        try:
+            names.append(f"[{ipaddress.IPv6Address(text).compressed}]")
+            continue
+        except ValueError:  # not an IPv6 address: a name or an IPv4 address
+            pass
+        if _HOST_NAME.match(text):
+            names.append(text.lower())
+        else:
+            bad("", f'"allowed_hosts" takes host names or addresses without a port, '
+                    f'like "my-laptop.local", not {item!r}')
+    return tuple(names)
 
 
 def _is_int(value):

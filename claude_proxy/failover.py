@@ -24,6 +24,8 @@ import logging
 import threading
 import time
 
+from .logfile import printable
+
 log = logging.getLogger(__name__)
 
 def describe_error(status, body):
@@ -34,7 +36,7 @@ def describe_error(status, body):
         detail = f" {error.get('type', '')}: {error.get('message', '')}".rstrip(": ")
     except (ValueError, AttributeError, UnicodeDecodeError):
         pass
-    return f"{status}{detail}"[:300]
+    return printable(f"{status}{detail}"[:300])
 
 
 def retry_after_seconds(headers, now=None):
@@ -128,7 +130,7 @@ class FailoverPolicy:
             seconds = self.config.cooldown_seconds
         else:  # the provider's word, within the user's bound
             seconds = min(retry_after, self.config.max_cooldown_seconds)
-        reason = provider.redact(reason)
+        reason = printable(provider.redact(reason))  # for the log and status: may be the provider's text
         now = self.clock()
         with self._lock:
             state = self._state[provider.name]

@@ -13,6 +13,12 @@ next) or, for an answer that is neither a success nor a failover trigger
 (400, 401, 404, ...), ``PASS_BACK``: relayed to the client unchanged,
 byte for byte, since another provider would refuse the same request.
 
+One exception to "unchanged": providers do echo the key they were sent in an
+error message, so every error body that reaches the client (a pass-back, or
+the last failover answer) has each configured key, of any provider, replaced
+by its masked form (:func:`mask_keys`); nothing else in it changes, and its
+Content-Length is recomputed.
+
 The client side is anything with the few methods of :class:`ClientSide`
 (the HTTP handler in :mod:`server`, or a recorder in the tests), so the
 policy can be exercised without an HTTP handler.
@@ -23,8 +29,10 @@ import logging
 import time
 
 from .cancel import Cancel
+from .config import mask_key
 from .errors import UpstreamError
 from .failover import describe_error, retry_after_seconds
+from .logfile import printable
 from .relay import (
     ClientGone, Usage, is_event_stream, read_first_event, relay_body, relay_stream,
 )
@@ -33,7 +41,8 @@ from .upstream import rewrite_model, upstream_headers
 
 log = logging.getLogger("claude_proxy")
 
-ERROR_BODY_LIMIT = 1024 * 1024  # a failover answer's body is kept for the client up to this
+ERROR_BODY_LIMIT = 1024 * 1024  # an error answer's body is kept for the client up to this
+MASKED_KEY_MIN = 8              # shorter "keys" are not searched for: they would mangle ordinary text
 WHOLE_BODY_LIMIT = 256 * 1024   # a non-stream body up to this is read whole before the commit point
 CHUNKED = object()              # a framing: Transfer-Encoding: chunked
 
@@ -81,8 +90,8 @@ class Exchange:
     def elapsed(self):
         return time.monotonic() - self.started
 
-    def __str__(self):
-        return f"{self.method} {self.path} {self.mode} {' '.join(self.tried)}".rstrip()
+    def __str__(self):  # outcomes may carry a provider's words (an error event's type)
+        return printable(f"{self.method} {self.path} {self.mode} {' '.join(self.tried)}".rstrip())
 
 
 @dataclasses.dataclass
@@ -109,6 +118,7 @@ class Forwarder:
         self.config = config
         self.policy = policy
         self.upstreams = upstreams
+        self.key_masks = key_masks(config.providers)
 
     def forward(self, ex, plan, client):
         """Try ``plan``'s providers in order until one answers, and relay that answer;
@@ -137,9 +147,11 @@ class Forwarder:
         Returns ``(response, first)`` if this provider answers, else the
         failure to fail over from: an :class:`UpstreamError` or a
         :class:`FailedAnswer`.  ``first`` is what was read before the commit
-        point: a stream's first event, or a small body whole (up to
-        ``WHOLE_BODY_LIMIT``, so it goes out in one write).  Failures are
-        booked with the policy here.
+        point: a stream's first event, a small body whole (up to
+        ``WHOLE_BODY_LIMIT``, so it goes out in one write), or an error's
+        body whole (up to ``ERROR_BODY_LIMIT``, so that keys in it can be
+        masked; the rest of a longer one is dropped).  Failures are booked
+        with the policy here.
         """
         body = rewrite_model(ex.body, provider)
         length = len(body) if body or ex.method in ("POST", "PUT", "PATCH") else None
@@ -152,6 +164,8 @@ class Forwarder:
             stream = is_event_stream(response)
             if stream:
                 first = read_first_event(response)
+            elif not 200 <= response.status < 300:
+                first = response.read_all(ERROR_BODY_LIMIT)
             elif response.content_length is not None and response.content_length <= WHOLE_BODY_LIMIT:
                 first = response.read_all(WHOLE_BODY_LIMIT)  # a cut body is still a failover
             else:
@@ -189,7 +203,9 @@ class Forwarder:
         stream = is_event_stream(response)
         json_body = (response.header("content-type") or "").startswith("application/json")
         try:
-            if response.complete:  # read whole before the commit point (or it has no body)
+            if response.complete or not 200 <= response.status < 300:  # read whole (see _attempt)
+                if not 200 <= response.status < 300:
+                    first = mask_keys(first, self.key_masks)
                 if stream:  # a short stream with a Content-Length, all there in one read
                     usage.feed_events(first)
                 elif json_body:
@@ -240,7 +256,8 @@ class Forwarder:
         if answers:
             last = answers[-1]
             status = last.status
-            client.send_head(last.status, last.reason, last.headers, len(last.body), last.body)
+            body = mask_keys(last.body, self.key_masks)
+            client.send_head(last.status, last.reason, last.headers, len(body), body)
         else:
             error = failures[-1]
             status = 504 if error.kind == "timeout" else 502
@@ -248,6 +265,22 @@ class Forwarder:
                                            f"last: {error.provider} {error.kind}: {error.detail}")
         outcome = "pinned provider failed" if ex.mode != "fallback" else "all failed"
         log.warning("%s -> %s (%s) total=%.3fs", ex, status, outcome, ex.elapsed())
+
+
+def key_masks(providers):
+    """``(key, masked)`` as bytes for every configured key of at least
+    ``MASKED_KEY_MIN`` characters, longest first (a key inside another is
+    then never left half-masked)."""
+    keys = {p.api_key for p in providers if p.api_key and len(p.api_key) >= MASKED_KEY_MIN}
+    return [(key.encode(), mask_key(key).encode()) for key in sorted(keys, key=len, reverse=True)]
+
+
+def mask_keys(body, masks):
+    """``body`` with every key in ``masks`` replaced by its masked form; only those bytes change."""
+    for key, masked in masks:
+        if key in body:
+            body = body.replace(key, masked)
+    return body
 
 
 def _whole_body_framing(method, response, body):

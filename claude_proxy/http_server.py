@@ -13,8 +13,10 @@ Every error the proxy itself produces is JSON in Anthropic's error shape;
 provider answers, errors included, are passed through byte for byte.
 """
 
+import errno
 import hmac
 import http.server
+import io
 import json
 import logging
 import os
@@ -26,12 +28,14 @@ import time
 from urllib.parse import parse_qs
 
 from . import __version__
-from .body import MalformedBody, TooLarge, drain, content_length, read_body
+from .access import LocalAddresses
+from .body import ClientReader, MalformedBody, ReceiveTimeout, TooLarge, drain, content_length, read_body
 from .cancel import DisconnectWatcher
 from .config import http_url
 from .errors import UsageError, error_type
 from .failover import FailoverPolicy
 from .forward import CHUNKED, ClientSide, Exchange, Forwarder, no_provider_message
+from .framing import head_problem, target_problem
 from .logfile import printable
 from .relay import ClientGone, ClientWriter
 from .state import read_token
@@ -44,6 +48,12 @@ LISTEN_BACKLOG = 1024
 SHUTDOWN_GRACE = 10.0
 ABORT_WAIT = 2.0  # seconds requests get to write their ending after the grace period
 PINNED_PREFIX = "/provider/"
+RETRYABLE_REFUSALS = (408, 429)  # a timeout or a rate limit may pass; other 4xx of ours will not
+#: accept() failing for want of resources: the connection stays in the backlog (the
+#: listening socket stays readable), so retrying at once would spin.
+OUT_OF_RESOURCES = frozenset(getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
+                             if hasattr(errno, name))
+ACCEPT_BACKOFF = (0.05, 1.0)  # seconds: the first pause after such a failure, and the longest
 _SENDABLE_TARGET = re.compile(r"[!-~]*\Z")  # printable ASCII: what a request line may carry
 
 
@@ -75,11 +85,17 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._active_cond = threading.Condition()
         self.grace = SHUTDOWN_GRACE
         self.stopping = False
+        self.connections = 0  # client connections open (each has its thread)
+        self._connections_lock = threading.Lock()
+        self._accept_pause = 0.0
+        self._turned_away = 0
+        self._busy_answer = _busy_answer(config.max_connections)
         try:
             super().__init__((config.host, config.port), ProxyHandler)
         except OSError as exc:
             self.watcher.close()
             raise UsageError(_bind_error(config, exc)) from None
+        self.addresses = LocalAddresses(config.host, self.port, config.allowed_hosts)
 
     def token_matches(self, offered):
         """Is one of the ``offered`` strings the client token?
@@ -108,6 +124,75 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     def _matches(self, offered):
         expected = (self.token or "").encode()
         return bool(expected) and any(hmac.compare_digest(v.encode(), expected) for v in offered)
+
+    # --- accepting connections ------------------------------------------------
+
+    def get_request(self):
+        """Accept a connection, pausing first if the last tries ran out of file
+        descriptors (EMFILE, ENFILE) or buffers: the pending connection stays
+        in the backlog, so without a pause the serve loop would spin at 100%
+        CPU.  The pause doubles up to ``ACCEPT_BACKOFF[1]`` and ends at the
+        first success."""
+        try:
+            accepted = super().get_request()
+        except OSError as exc:
+            if exc.errno in OUT_OF_RESOURCES:
+                if not self._accept_pause:
+                    log.warning("cannot accept connections: %s; pausing accepts until it passes "
+                                "(raise the open-files limit, or lower max_connections)",
+                                exc.strerror or exc)
+                self._accept_pause = min(ACCEPT_BACKOFF[1], self._accept_pause * 2 or ACCEPT_BACKOFF[0])
+                time.sleep(self._accept_pause)
+            raise  # socketserver drops this try and polls again
+        if self._accept_pause:
+            self._accept_pause = 0.0
+            log.warning("accepting connections again")
+        return accepted
+
+    def process_request(self, request, client_address):
+        """Give the connection a thread of its own, unless ``max_connections``
+        are open: then answer 503 and close it here, in the accepting thread,
+        so that a flood of connections never piles up threads."""
+        with self._connections_lock:
+            full = self.connections >= self.config.max_connections
+            if not full:
+                self.connections += 1
+        if full:
+            self._turn_away(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread was started: it will not count itself out
+            self._connection_closed()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connection_closed()
+
+    def _connection_closed(self):
+        with self._connections_lock:
+            self.connections -= 1
+            if self.connections < self.config.max_connections and self._turned_away:
+                log.warning("below max_connections again; %d connection(s) were turned away",
+                            self._turned_away)
+                self._turned_away = 0
+
+    def _turn_away(self, request):
+        """The 503 for a connection over the cap: one non-blocking send, never a wait."""
+        if not self._turned_away:
+            log.warning("%d client connections open (max_connections): new ones get a 503",
+                        self.connections)
+        self._turned_away += 1
+        try:
+            request.setblocking(False)
+            request.send(self._busy_answer)
+            request.recv(65536)  # what the client sent already: unread, the close would be a reset
+        except OSError:  # nothing sent yet, or the client is gone: the close says enough
+            pass
 
     def server_bind(self):
         if os.name == "nt" and hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
@@ -183,11 +268,35 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self.upstreams.close()
 
 
+def _busy_answer(max_connections):
+    """The whole 503 answer to a connection over ``max_connections``."""
+    body = json.dumps({"type": "error", "error": {"type": error_type(503), "message": (
+        f"claude-proxy has {max_connections} connections open (max_connections); "
+        "try again in a moment")}}).encode()
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"x-should-retry: true\r\nretry-after: 1\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
 def _bind_error(config, exc):
     if getattr(exc, "errno", None) in (98, 48, 10048, 10013) or isinstance(exc, PermissionError):
         return (f"port {config.port} on {config.host} is already in use (another claude-proxy "
                 f"or another program); stop it, or set \"proxy_port\" in {config.path}")
     return f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+
+
+class _HeadRecorder:
+    """Stands in for ``rfile`` while ``http.server`` reads the header lines,
+    and keeps them as they were read, for :func:`framing.head_problem`."""
+
+    def __init__(self, rfile):
+        self.rfile = rfile
+        self.lines = []
+
+    def readline(self, size=-1):
+        line = self.rfile.readline(size)
+        self.lines.append(line)
+        return line
 
 
 class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
@@ -197,6 +306,79 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
     server_version = f"claude-proxy/{__version__}"
     sys_version = ""
 
+    # --- admission ------------------------------------------------------------
+
+    def setup(self):
+        super().setup()
+        self.rfile.close()  # replaced by one that also bounds the time a request takes to arrive
+        self._reader = ClientReader(self.connection, self.timeout, self.server.config.receive_timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        finally:
+            self._reader.request_received()
+
+    def parse_request(self):
+        """``http.server``'s parsing, then what every request must be: a head
+        that can be read only one way (:mod:`framing`, else 400), addressed
+        to the proxy by one of its own names (:mod:`access`, else 421), from
+        no foreign web page (else 403).  Returns False after answering and
+        closing otherwise.  ``Expect: 100-continue`` is answered only once
+        the head has passed."""
+        self._expects_continue = False
+        recorder = _HeadRecorder(self.rfile)
+        self.rfile = recorder
+        try:
+            parsed = super().parse_request()
+        finally:
+            self.rfile = recorder.rfile
+        if not parsed:
+            return False
+        problem = head_problem(recorder.lines, self.request_version)
+        if problem:
+            return self._refuse_head(400, f"Malformed request: {problem}.")
+        addresses = self.server.addresses
+        if not addresses.host_allowed(self.headers.get("host")):
+            return self._refuse_head(421, (
+                f"Host {self.headers.get('host')!r} is not an address of this proxy; use "
+                f"{self.server.url}, or add the name to \"allowed_hosts\" in {self.server.config.path}."))
+        if not addresses.origin_allowed(self.headers.get("origin")):
+            return self._refuse_head(403, (
+                f"Requests from web pages (Origin {self.headers.get('origin')!r}) are refused."))
+        if "content-length" not in self.headers and "transfer-encoding" not in self.headers:
+            self._reader.request_received()  # no body: the head was all of it
+        if self._expects_continue:
+            return self._continue()
+        return True
+
+    def _refuse_head(self, status, message):
+        """Answer a request refused on its head alone, and close: its body is
+        not read, since its framing (or its sender) is not to be trusted."""
+        self.close_connection = True
+        self.send_error_json(status, message)
+        log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status,
+                 printable(message))
+        return False
+
+    def handle_expect_100(self):
+        """Deferred to :meth:`parse_request`, which calls :meth:`_continue`."""
+        self._expects_continue = True
+        return True
+
+    def _continue(self):
+        """Refuse an oversized body before the client sends it, else say 100 Continue."""
+        try:
+            length = content_length(self.headers)
+        except MalformedBody:  # refused when the body is read
+            length = 0
+        if length > self.server.config.max_body_bytes:
+            self.close_connection = True
+            self.send_error_json(413, self._too_large_message())
+            return False
+        return super().handle_expect_100()
+
     # --- routing ------------------------------------------------------------
 
     def do_GET(self):
@@ -205,16 +387,19 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
     do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_GET
 
     def _route(self):
+        problem = target_problem(self.path)
+        if problem:
+            return self._refuse(400, f"Refused: {problem}.")
         path, _, query = self.path.partition("?")
         server = self.server
         if path == "/health" and self.command in ("GET", "HEAD"):
             return self._send_json(200, {"status": "ok", "version": __version__, "pid": os.getpid()})
         if path == "/status" and self.command == "GET":
-            if self._authorized():
+            if self._authorized(required=True):
                 self._send_json(200, self._status())
             return None
         if path == "/shutdown" and self.command == "POST":
-            if self._authorized():
+            if self._authorized(required=True):
                 self._shutdown(query)
             return None
         pinned = name = None
@@ -224,9 +409,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             pinned = server.config.provider(name)
             api_path = slash + rest + (f"?{query}" if query else "")
             path = slash + rest
-        if self.command == "HEAD" and path in ("", "/") and (name is None or pinned is not None):
+        if self.command == "HEAD" and path in ("", "/"):  # the same for every name: none is revealed
             return self._send_json(200, {"status": "ok"}, head=True)
-        if not self._authorized():
+        if not self._authorized(self.server.config.require_token):
             return None
         if not _SENDABLE_TARGET.match(api_path):
             return self._refuse(400, "The request path has characters that cannot be sent on; "
@@ -245,9 +430,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             server.request_finished()
         return None
 
-    def _authorized(self):
-        """True if the request carries the client token (as x-api-key or bearer)."""
-        if not self.server.config.require_token:
+    def _authorized(self, required):
+        """True if the request carries the client token (as x-api-key or bearer),
+        or the token is not ``required``; else answers 401.  The proxy's own
+        endpoints always require it (``require_token`` is about API requests)."""
+        if not required:
             return True
         scheme, _, credentials = self.headers.get("authorization", "").partition(" ")
         offered = [self.headers.get("x-api-key", ""),
@@ -287,12 +474,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         try:
             body = read_body(self.rfile, self.headers, self.server.config.max_body_bytes)
         except TooLarge as exc:
+            self._reader.request_received()  # the drain has bounds of its own
             self._too_large(exc.remaining)
             return None
         except MalformedBody as exc:
             self.close_connection = True
             self.send_error_json(400, f"Malformed request body: {exc}.")
             return None
+        self._reader.request_received()
         if body is None:  # the client left mid-body: nothing to forward
             self.close_connection = True
         return body
@@ -316,19 +505,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         keep-alive connection stays in step (or 413/400 if the body is bad)."""
         if self._read_body() is not None:
             self.send_error_json(status, message, extra_headers)
-            log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status, message)
-
-    def handle_expect_100(self):
-        """Refuse an oversized body before the client sends it."""
-        try:
-            length = content_length(self.headers)
-        except MalformedBody:  # refused when the body is read
-            length = 0
-        if length > self.server.config.max_body_bytes:
-            self.close_connection = True
-            self.send_error_json(413, self._too_large_message())
-            return False
-        return super().handle_expect_100()
+            log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status,
+                     printable(message))
 
     # --- management endpoints ---------------------------------------------------
 
@@ -344,6 +522,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             "config_exists": config.exists,
             "state_dir": str(config.state_dir),
             "require_token": config.require_token,
+            "connections": server.connections,
             "providers": server.policy.snapshot(),
         }
 
@@ -406,7 +585,12 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         self.send_head(status, reason, headers, len(body), body if with_body else b"")
 
     def send_error_json(self, status, message, extra_headers=None):
+        """An error of the proxy's own.  A refusal (4xx) says ``x-should-retry:
+        false``: the same request would be refused again, and without it the
+        SDKs and Claude Code retry a 401 for minutes."""
         payload = {"type": "error", "error": {"type": error_type(status), "message": message}}
+        if 400 <= status < 500 and status not in RETRYABLE_REFUSALS:
+            extra_headers = {"x-should-retry": "false", **(extra_headers or {})}
         self._send_json(status, payload, extra_headers)
 
     def send_error(self, code, message=None, explain=None):
@@ -417,5 +601,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         except (OSError, ClientGone):  # the client is already gone
             pass
 
+    def log_error(self, format, *args):
+        if args and isinstance(args[-1], ReceiveTimeout):  # http.server's "Request timed out"
+            log.info("%s: %s; connection closed", self.address_string(), args[-1])
+        else:
+            self.log_message(format, *args)
+
     def log_message(self, format, *args):
-        log.debug("%s - " + format, self.address_string(), *args)
+        log.debug("%s - %s", self.address_string(), printable(format % args))

@@ -12,6 +12,7 @@ from .daemon import (
     ownership, probe, proxy_command, recorded_address, same_path, silent_message,
 )
 from .errors import EXIT_OK, UsageError
+from .logfile import open_private
 from .session import forget_session, live_sessions
 from .wording import plural
 from .state import LAUNCH_ID_ENV, read_pid_file, read_token, remove_pid_file, state_dir_problem
@@ -70,7 +71,7 @@ def start(target, timeout=START_TIMEOUT, quiet=False, out=None):
         argv += ["--config", str(config.path)]
     env = {**os.environ, LAUNCH_ID_ENV: launch_id, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
     try:
-        with open(paths.out, "wb") as output:
+        with open_private(paths.out, truncate=True) as output:
             child = process.spawn_detached(argv, output=output, cwd=str(paths.dir), env=env)
     except OSError as exc:
         raise UsageError(f"could not start {sys.executable} {PROXY_SCRIPT}: {exc.strerror or exc}") from None

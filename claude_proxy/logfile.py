@@ -1,7 +1,8 @@
 """The log: ``proxy.log`` in the state directory, rotated by size, and the console.
 
 Everything that came from outside (paths, provider error text) goes into a
-line through :func:`printable`, so nobody can forge a log line.
+line through :func:`printable`, so nobody can forge a log line.  The files
+are readable by their owner only (:func:`open_private`), like the token.
 """
 
 import logging
@@ -32,7 +33,7 @@ class LogFile(logging.Handler):
         self._open()
 
     def _open(self):
-        self._file = open(self.path, "ab", buffering=0)
+        self._file = open_private(self.path)
         self._size = os.fstat(self._file.fileno()).st_size
 
     def handle(self, record):
@@ -80,6 +81,21 @@ class LogFile(logging.Handler):
                 self._file.close()
                 self._file = None
         super().close()
+
+
+def open_private(path, truncate=False):
+    """``path`` opened for appending (or rewriting) unbuffered bytes, readable
+    and writable by its owner only (0600 on POSIX; on Windows the folder's
+    access list applies).  A file left by an older version with wider
+    permissions is narrowed."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else os.O_APPEND)
+    fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o600)
+    if os.name == "posix":
+        try:
+            os.fchmod(fd, 0o600)
+        except OSError:  # not ours to change (another user's file): it still gets written
+            pass
+    return os.fdopen(fd, "wb" if truncate else "ab", buffering=0)
 
 
 def setup_logging(paths, quiet):

@@ -40,7 +40,7 @@ def banner(server):
     if config.require_token:
         lines.append(f"  client token: {server.token_path} (`proxy.py env` prints the variables to set)")
     else:
-        lines.append("  require_token is false: any API key is accepted")
+        lines.append("  require_token is false: API requests need no token (status and shutdown do)")
     return "\n".join(lines)
 
 
@@ -64,11 +64,11 @@ def run(config, quiet=False):
     if problem:
         raise UsageError(problem)
     try:
-        token = load_or_create_token(paths.token) if config.require_token else None
+        token = load_or_create_token(paths.token)  # /status and /shutdown always need it
         setup_logging(paths, quiet)
     except OSError as exc:
         raise UsageError(f"cannot use the state directory {paths.dir}: {exc.strerror or exc}") from None
-    server = ProxyServer(config, token, paths.token if token else None)
+    server = ProxyServer(config, token, paths.token)
     _stop_on_signals(server)  # before the pid file exists: whoever reads it may signal at once
     write_pid_file(paths.pid, host=config.host, port=server.port, config_path=config.path)
     for warning in config.warnings:

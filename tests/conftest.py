@@ -26,9 +26,9 @@ class RunningProxy:
         self.config_path.write_text(json.dumps(config_dict), encoding="utf-8")
         self.config = load_config(self.config_path, environ=environ)
         self.paths = StatePaths(self.config.state_dir)
-        self.token = load_or_create_token(self.paths.token) if self.config.require_token else None
+        self.token = load_or_create_token(self.paths.token)  # as run.py: the endpoints need it
         setup_logging(self.paths, quiet=True)
-        self.server = ProxyServer(self.config, self.token, self.paths.token if self.token else None)
+        self.server = ProxyServer(self.config, self.token, self.paths.token)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
         self.thread.start()

@@ -612,8 +612,13 @@ def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
     {"providers": [provider()], "proxy_host": 1},
     {"providers": [provider()], "require_token": "no"},
     {"providers": [provider()], "max_body_mb": 0},
+    {"providers": [provider()], "max_connections": 0},
+    {"providers": [provider()], "max_connections": 10.5},
+    {"providers": [provider()], "receive_timeout": "60"},
+    {"providers": [provider()], "allowed_hosts": {"a": 1}},
 ], ids=["models-null", "headers-list", "name-int", "provider-int", "state_dir-int", "host-int",
-        "require_token-str", "max_body_mb-0"])
+        "require_token-str", "max_body_mb-0", "max_connections-0", "max_connections-float",
+        "receive_timeout-str", "allowed_hosts-object"])
 def test_a_wrong_type_is_a_config_error_never_a_crash(tmp_path, sample):
     path = write_config(tmp_path, sample)
 
@@ -642,3 +647,18 @@ def test_a_key_pasted_into_api_key_env_is_not_echoed_back(tmp_path):
     (problem,) = caught.value.problems
     assert key not in problem
     assert "'****WXYZ'" in problem and "a key belongs in .env" in problem
+
+
+def test_allowed_hosts_are_lowercased_and_ipv6_addresses_bracketed(tmp_path):
+    path = write_config(tmp_path, {"providers": [provider()],
+                                   "allowed_hosts": ["My-Laptop.Local", "192.168.1.20", "fd00::1", "[::2]"]})
+
+    assert load_config(path, environ={}).allowed_hosts == (
+        "my-laptop.local", "192.168.1.20", "[fd00::1]", "[::2]")
+
+
+@pytest.mark.parametrize("entry", ["evil.example:8787", "http://evil.example", "", 7, "a b"])
+def test_an_allowed_host_that_is_not_a_bare_name_is_refused(tmp_path, entry):
+    path = write_config(tmp_path, {"providers": [provider()], "allowed_hosts": [entry]})
+
+    assert '"allowed_hosts"' in only_problem(path)

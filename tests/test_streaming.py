@@ -204,8 +204,8 @@ def test_client_hanging_up_while_waiting_for_a_non_stream_answer_stops_the_provi
     running = proxy(provider)
     sock = socket.create_connection(("127.0.0.1", running.server.port))
     body = json.dumps({"model": "m", "messages": []}).encode()
-    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\nContent-Length: %d\r\n\r\n%s"
-                 % (running.token.encode(), len(body), body))
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nx-api-key: %s\r\nContent-Length: %d\r\n\r\n%s"
+                 % (running.server.port, running.token.encode(), len(body), body))
     assert provider.stalled.wait(5)
 
     sock.close()

@@ -418,7 +418,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
                                      "percent-encode them.")
         if name is not None and pinned is None:
             names = ", ".join(server.config.provider_names) or "none"
-            return self._refuse(404, f"Unknown provider '{name}'. Configured providers: {names}.")
+            # A 400, not a 404: Claude Code shows a 404 as "an issue with the selected model",
+            # a 400 with this message as it is.
+            return self._refuse(400, f"Unknown provider '{name}' in ANTHROPIC_BASE_URL "
+                                     f"(.../provider/{name}). Configured providers: {names}. "
+                                     "Run claude-switch with one of them, or claude-fb.")
         if server.stopping:
             self.close_connection = True
             return self._refuse(503, "claude-proxy is shutting down; try again in a moment.",

@@ -107,3 +107,15 @@ def test_claude_code_pinned_to_a_provider_uses_only_that_one(tmp_path, providers
     assert first.requests == []
     assert [r.path for r in second.requests] == ["/v1/messages?beta=true"] * len(second.requests)
     assert second.requests
+
+
+def test_claude_code_shows_an_unknown_pinned_provider_as_the_proxys_own_message(tmp_path, providers, proxy):
+    running = proxy(providers(), providers(), names=["alpha", "beta"])
+
+    code, output, log = run_claude(running.url + "/provider/gamma", running.token, tmp_path / "home")
+
+    assert output is not None, log
+    assert output["is_error"] is True
+    assert output["result"].startswith("API Error: 400 Unknown provider 'gamma' in ANTHROPIC_BASE_URL"), output
+    assert "Configured providers: alpha, beta" in output["result"]
+    assert "selected model" not in output["result"]  # what a 404 would have made it say

@@ -347,7 +347,7 @@ def test_pinned_to_an_unknown_provider_lists_the_configured_ones(providers, prox
     code, _, body = running.post(prefix="/provider/openai")
 
     error = json.loads(body)["error"]
-    assert code == 404 and error["type"] == "not_found_error"
+    assert code == 400 and error["type"] == "invalid_request_error"
     assert "openai" in error["message"] and "minimax, moonshot" in error["message"]
 
 

@@ -549,7 +549,7 @@ def test_unknown_pinned_provider_reads_the_body_so_the_next_request_works(provid
     second.read()
     conn.close()
 
-    assert (first.status, second.status) == (404, 200)
+    assert (first.status, second.status) == (400, 200)
 
 
 def test_unknown_pinned_provider_names_are_not_listed_without_the_token(providers, proxy):

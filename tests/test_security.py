@@ -160,7 +160,7 @@ def test_the_proxys_own_refusals_tell_clients_not_to_retry(providers, proxy):
     too_large = request(running.url, "POST", "/v1/messages", b"x" * 2000, running.auth())
     malformed, _ = raw_exchange(port, head(running, "Content-Length: 2", "Content-Length: 3") + b"{}")
 
-    assert [unauthorized[0], unknown[0], too_large[0], status_of(malformed)] == [401, 404, 413, 400]
+    assert [unauthorized[0], unknown[0], too_large[0], status_of(malformed)] == [401, 400, 413, 400]
     for answer in (unauthorized, unknown, too_large):
         assert answer[1]["x-should-retry"] == "false"
     assert b"\r\nx-should-retry: false\r\n" in malformed

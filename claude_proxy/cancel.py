@@ -11,6 +11,8 @@ import socket
 import threading
 import time
 
+from .process import selector_capacity
+
 
 class Cancel:
     """Set when the client hangs up; aborts the provider socket it is attached to."""
@@ -79,8 +81,11 @@ class DisconnectWatcher:
 
     INTERVAL = 0.2
 
-    def __init__(self):
+    def __init__(self, capacity=None):
         self._selector = selectors.DefaultSelector()
+        # Past the selector's capacity (512 sockets on Windows) a request is not watched:
+        # its hang-up is then noticed at the next write, as without the watcher.
+        self._capacity = selector_capacity() if capacity is None else capacity
         self._lock = threading.Lock()
         self._pending = {}  # socket -> (Cancel, time watched), not yet in the selector
         self._sleeping = False  # the thread waits for work: wake it on the next watch()
@@ -135,6 +140,7 @@ class DisconnectWatcher:
             try:
                 events = self._selector.select(self.INTERVAL)
             except (OSError, ValueError):  # a socket closed under us; the next round is clean
+                self._wakeup.wait(self.INTERVAL)  # (and never a busy loop if it is not)
                 events = []
             for key, _ in events:
                 self._check(key.fileobj, key.data)
@@ -143,6 +149,8 @@ class DisconnectWatcher:
     def _promote(self, watched_before):
         """Move the sockets watched before ``watched_before`` into the selector (lock held)."""
         for sock, (cancel, since) in list(self._pending.items()):
+            if self._capacity is not None and len(self._selector.get_map()) >= self._capacity:
+                return
             if since <= watched_before:
                 del self._pending[sock]
                 try:

@@ -109,6 +109,16 @@ def _same_file(a, b):
         return False
 
 
+def selector_capacity(os_name=None):
+    """How many sockets one ``selectors.DefaultSelector`` may watch, or None for no limit.
+
+    On Windows it is ``select()``, which takes at most 512 sockets (CPython
+    builds it with FD_SETSIZE 512); a few are kept in reserve.  Elsewhere
+    it is epoll, kqueue or poll, with no such limit.
+    """
+    return 500 if (os_name or os.name) == "nt" else None
+
+
 def processes(os_name=None, sys_platform=None):
     """The process backend for a platform (by default, this one)."""
     if (os_name or os.name) == "nt":

@@ -11,6 +11,8 @@ import secrets
 import time
 from pathlib import Path
 
+from .errors import UsageError
+
 TOKEN_FILE = "proxy.token"
 PID_FILE = "proxy.pid"
 LOG_FILE = "proxy.log"
@@ -156,7 +158,7 @@ def write_pid_file(path, *, host, port, config_path):
     path = Path(path)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, path)
+    _retry_while_in_use(lambda: os.replace(tmp, path))
     return record
 
 
@@ -179,6 +181,25 @@ def remove_pid_file(path, pid=None):
         if record and record["pid"] != pid:
             return
     try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+        _retry_while_in_use(lambda: path.unlink(missing_ok=True))
+    except PermissionError as exc:
+        raise UsageError(f"cannot remove {path}: {exc.strerror or exc} (another program holds it "
+                         "open?); close it, or delete the file yourself") from None
+
+
+#: On Windows a file another process is reading cannot be replaced or deleted
+#: for that moment (PermissionError, a sharing violation); it passes at once.
+IN_USE_RETRIES = 20
+IN_USE_PAUSE = 0.05
+
+
+def _retry_while_in_use(action, retries=IN_USE_RETRIES, pause=IN_USE_PAUSE):
+    """Run ``action``, again for a moment while the file is in use elsewhere."""
+    for attempt in range(retries):
+        try:
+            return action()
+        except PermissionError:
+            if attempt == retries - 1:
+                raise
+            time.sleep(pause)
+    return None

@@ -276,3 +276,50 @@ def test_hints_name_the_python_a_user_can_type():
         r'"C:\Program Files\Python\python.exe"'
     assert process.python_command("/home/me/my python/bin/python", "posix", {}.get) == \
         "'/home/me/my python/bin/python'"
+
+
+def test_a_pid_file_in_use_for_a_moment_is_still_removed_and_replaced(tmp_path, monkeypatch):
+    """Windows refuses to delete or replace a file another process is reading, for that moment."""
+    from pathlib import Path
+    from claude_proxy import state
+    pid_file = tmp_path / "proxy.pid"
+    busy = {"unlink": 2, "replace": 2}
+    real_unlink, real_replace = Path.unlink, state.os.replace
+
+    def unlink(self, missing_ok=False):
+        if busy["unlink"]:
+            busy["unlink"] -= 1
+            raise PermissionError(13, "The process cannot access the file")
+        return real_unlink(self, missing_ok=missing_ok)
+
+    def replace(src, dst):
+        if busy["replace"]:
+            busy["replace"] -= 1
+            raise PermissionError(13, "The process cannot access the file")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(state.os, "replace", replace)
+    monkeypatch.setattr(state, "IN_USE_PAUSE", 0.001)
+    state.write_pid_file(pid_file, host="127.0.0.1", port=1, config_path="c")
+    assert state.read_pid_file(pid_file)["port"] == 1
+    state.remove_pid_file(pid_file)
+    assert not pid_file.exists()
+
+
+def test_a_pid_file_that_stays_in_use_is_one_clear_line(tmp_path, monkeypatch):
+    from pathlib import Path
+    from claude_proxy import state
+    from claude_proxy.errors import UsageError
+    pid_file = tmp_path / "proxy.pid"
+    pid_file.write_text("{}", encoding="utf-8")
+
+    def unlink(self, missing_ok=False):
+        raise PermissionError(13, "The process cannot access the file")
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(state, "IN_USE_PAUSE", 0.001)
+    with pytest.raises(UsageError) as caught:
+        state.remove_pid_file(pid_file)
+    assert str(caught.value) == (f"cannot remove {pid_file}: The process cannot access the file (another "
+                                 "program holds it open?); close it, or delete the file yourself")

@@ -414,3 +414,28 @@ def test_a_late_hang_up_cannot_touch_a_connection_already_back_in_the_pool(monke
     finally:
         provider_side.close()
         other_end.close()
+
+
+def test_the_hang_up_watcher_stays_within_its_selectors_capacity():
+    """Windows' select() takes at most 512 sockets: past the capacity requests are not watched."""
+    import socket as socket_module
+    import time
+    from claude_proxy.cancel import DisconnectWatcher
+    from claude_proxy.process import selector_capacity
+
+    assert selector_capacity("nt") == 500 and selector_capacity("posix") is None
+    watcher = DisconnectWatcher(capacity=2)
+    pairs = [socket_module.socketpair() for _ in range(4)]
+    try:
+        cancels = [watcher.watch(proxy_side) for proxy_side, _ in pairs]
+        time.sleep(DisconnectWatcher.INTERVAL * 3)  # old enough to be promoted, if there is room
+        assert len(watcher._selector.get_map()) == 2
+        pairs[0][1].close()  # the first client, in the selector, hangs up: noticed
+        assert eventually(cancels[0].is_set, timeout=3)
+        assert eventually(lambda: len(watcher._selector.get_map()) == 2, timeout=3)  # the room is reused
+        assert not any(cancel.is_set() for cancel in cancels[1:])
+    finally:
+        watcher.close()
+        for proxy_side, client_side in pairs:
+            proxy_side.close()
+            client_side.close()

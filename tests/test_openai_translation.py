@@ -1,4 +1,4 @@
-"""Anthropic ⇄ OpenAI Chat Completions: requests, non-stream answers, errors, endpoints.
+"""Anthropic ⇄ OpenAI Chat Completions: requests, JSON answers, errors, the model list.
 
 Each test is one rule of TRANSLATION.md, input → the exact expected output;
 "§6 case N" names the numbered cases of its section 6.  Streams are in
@@ -7,8 +7,14 @@ test_openai_stream.py.
 
 import hashlib
 import json
+import re
 
 import pytest
+
+from claude_proxy.openai_answer import (
+    PROXY_SIGNATURE, PROXY_SIGNATURE_PREFIX, AnswerError, anthropic_usage, is_proxy_signature, models_list,
+    stop_reason, strip_proxy_thinking, to_anthropic_message, tool_input, translate_error,
+)
 
 from claude_proxy.openai_request import (
     ASSISTANT_BRIDGE, DOCUMENT_PLACEHOLDER, IMAGE_MOVED, Names, OpenAIOptions, clean_schema,
@@ -643,3 +649,304 @@ def test_the_estimate_counts_every_kind_of_block():
 
 def test_the_estimate_counts_system_blocks():
     assert estimate_input_tokens({"system": [text("x" * 8)], "messages": []}) == 2
+
+
+# --- non-stream answers (§2; §6 cases 13, 14, 15) ---------------------------------------------
+
+USAGE = {"prompt_tokens": 1000, "completion_tokens": 50, "prompt_tokens_details": {"cached_tokens": 800}}
+
+
+def chat(message, finish_reason="stop", usage=None, chat_id="chatcmpl-1"):
+    answer = {"id": chat_id, "object": "chat.completion", "model": "gpt-4o",
+              "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason}]}
+    if usage is not None:
+        answer["usage"] = usage
+    return answer
+
+
+def call(call_id, name, arguments):
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def answer(message, finish_reason="stop", names=None, **extra):
+    return to_anthropic_message(chat(message, finish_reason, **extra), "claude-sonnet-4-5", names or Names())
+
+
+def test_a_text_answer():
+    assert answer({"content": "Hello"}, usage={"prompt_tokens": 12, "completion_tokens": 3}) == {
+        "id": "msg_chatcmpl-1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "Hello"}],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                  "output_tokens": 3},
+    }
+
+
+def test_reasoning_text_and_tool_calls_with_stop_are_thinking_text_tool_use():  # §6 case 13
+    message = {"reasoning_content": "think", "content": "Let me read it.",
+               "tool_calls": [call("call_1", "Read", "{\"p\":\"a\"}")]}
+
+    result = answer(message, "stop")
+
+    assert result["content"] == [
+        {"type": "thinking", "thinking": "think", "signature": PROXY_SIGNATURE},
+        {"type": "text", "text": "Let me read it."},
+        {"type": "tool_use", "id": "call_1", "name": "Read", "input": {"p": "a"}},
+    ]
+    assert (result["stop_reason"], result["stop_sequence"]) == ("tool_use", None)
+
+
+def test_reasoning_from_the_reasoning_field_or_reasoning_details():
+    assert answer({"reasoning": "r", "content": "x"})["content"][0] == {
+        "type": "thinking", "thinking": "r", "signature": PROXY_SIGNATURE}
+    details = [{"type": "reasoning.text", "text": "a"}, {"type": "reasoning.encrypted", "data": "zz"},
+               {"type": "reasoning.text", "text": "b"}]
+    assert answer({"reasoning_details": details, "content": "x"})["content"][0]["thinking"] == "ab"
+
+
+def test_empty_and_null_content_make_no_text_block():
+    assert answer({"content": None, "tool_calls": [call("c", "Read", "{}")]}, "tool_calls")["content"] == [
+        {"type": "tool_use", "id": "c", "name": "Read", "input": {}}]
+    assert answer({"content": ""})["content"] == []
+
+
+def test_cached_tokens_are_taken_out_of_input():  # §6 case 14
+    assert answer({"content": "x"}, usage=USAGE)["usage"] == {
+        "input_tokens": 200, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 800,
+        "output_tokens": 50}
+
+
+@pytest.mark.parametrize("usage, expected", [
+    ({"prompt_tokens": 100, "completion_tokens": 5, "prompt_cache_hit_tokens": 60}, (40, 0, 60, 5)),
+    ({"prompt_tokens": 100, "completion_tokens": 5,
+      "prompt_tokens_details": {"cached_tokens": 10, "cache_write_tokens": 30}}, (60, 30, 10, 5)),
+    ({"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 20}}, (0, 0, 20, 1)),
+    ({"prompt_tokens": 100, "completion_tokens": 5, "cached_tokens": 70}, (30, 0, 70, 5)),
+    (None, (0, 0, 0, 0)),
+])
+def test_usage_mapping(usage, expected):
+    mapped = anthropic_usage(usage)
+    assert (mapped["input_tokens"], mapped["cache_creation_input_tokens"], mapped["cache_read_input_tokens"],
+            mapped["output_tokens"]) == expected
+
+
+def test_groq_usage_in_x_groq_is_read():
+    result = to_anthropic_message({**chat({"content": "x"}), "x_groq": {"usage": {"prompt_tokens": 7,
+                                                                                   "completion_tokens": 2}}},
+                                  "m", Names())
+    assert (result["usage"]["input_tokens"], result["usage"]["output_tokens"]) == (7, 2)
+
+
+@pytest.mark.parametrize("finish_reason, has_tool_use, expected", [
+    ("stop", False, "end_turn"), ("length", False, "max_tokens"), ("content_filter", False, "refusal"),
+    ("something_new", False, "end_turn"), (None, False, "end_turn"), ("tool_calls", False, "end_turn"),
+    ("tool_calls", True, "tool_use"), ("function_call", True, "tool_use"), ("stop", True, "tool_use"),
+    (None, True, "tool_use"), ("length", True, "max_tokens"),
+])
+def test_stop_reasons(finish_reason, has_tool_use, expected):  # §6 case 15
+    assert stop_reason(finish_reason, has_tool_use) == expected
+
+
+def test_finish_reasons_in_an_answer():  # §6 case 15
+    assert answer({"content": "x"}, "length")["stop_reason"] == "max_tokens"
+    assert answer({"content": "x"}, "content_filter")["stop_reason"] == "refusal"
+    assert answer({"content": "x"}, "eos")["stop_reason"] == "end_turn"
+    assert answer({"content": "x"}, None)["stop_reason"] == "end_turn"
+
+
+def test_broken_arguments_are_visible_not_a_crash():  # §6 case 15
+    result = answer({"tool_calls": [call("c1", "Read", "{bad")]}, "tool_calls")
+
+    assert result["content"] == [{"type": "tool_use", "id": "c1", "name": "Read",
+                                  "input": {"_raw_arguments": "{bad"}}]
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    ("", {}), (None, {}), ("  ", {}), ('{"a":1}', {"a": 1}), ({"a": 1}, {"a": 1}),
+    ("[1]", {"_raw_arguments": "[1]"}), ('{"a":', {"_raw_arguments": '{"a":'}),
+])
+def test_tool_input(arguments, expected):
+    assert tool_input(arguments) == expected
+
+
+def test_tool_ids_are_sanitised_generated_and_unique():
+    calls = [call("functions.Bash:0", "Bash", "{}"), call("", "Bash", "{}"), call("same", "A", "{}"),
+             call("same", "B", "{}")]
+
+    ids = [block["id"] for block in answer({"tool_calls": calls}, "tool_calls")["content"]]
+
+    assert ids[0] == "functions_Bash_0" and ids[2] == "same"
+    assert re.fullmatch(r"toolu_[0-9a-f]{24}", ids[1]) and re.fullmatch(r"toolu_[0-9a-f]{24}", ids[3])
+
+
+def test_names_and_mistral_ids_are_mapped_back():  # §6 case 9
+    body = {"max_tokens": 10, "messages": [assistant(tool_use("toolu_01", LONG_NAME, {}))],
+            "tools": [{"name": LONG_NAME, "input_schema": {"type": "object"}}]}
+    request, names = to_chat_completions(body, "m", OpenAIOptions(tool_id_style="mistral9"), stream=False)
+    short, old_id = request["tools"][0]["function"]["name"], request["messages"][0]["tool_calls"][0]["id"]
+
+    result = answer({"tool_calls": [call(old_id, short, "{}"), call("Xy12345ab", short, "{}")]}, names=names)
+
+    assert [(block["id"], block["name"]) for block in result["content"]] == [
+        ("toolu_01", LONG_NAME), ("Xy12345ab", LONG_NAME)]
+
+
+def test_a_legacy_function_call_is_a_tool_use():
+    result = answer({"function_call": {"name": "Read", "arguments": "{\"p\":1}"}}, "function_call")
+
+    assert result["content"][0]["name"] == "Read" and result["content"][0]["input"] == {"p": 1}
+    assert result["stop_reason"] == "tool_use"
+
+
+def test_a_refusal_is_text():
+    assert answer({"content": None, "refusal": "I can't."}, "stop")["content"] == [
+        {"type": "text", "text": "I can't."}]
+
+
+def test_an_answer_without_an_id_gets_one():
+    result = to_anthropic_message({"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}]},
+                                  "m", Names())
+    assert re.fullmatch(r"msg_[0-9a-f]{24}", result["id"])
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"error": {"message": "Provider returned error", "code": 502}}, "Provider returned error"),
+    ({"id": "x", "choices": []}, "the provider's answer has no choices"),
+    ([], "the provider's answer is not a JSON object"),
+])
+def test_a_200_without_an_answer_raises(body, message):
+    with pytest.raises(AnswerError, match=re.escape(message)):
+        to_anthropic_message(body, "m", Names())
+
+
+# --- the signature marker ----------------------------------------------------------------------
+
+
+def test_the_proxys_signature_is_recognised():
+    assert PROXY_SIGNATURE.startswith(PROXY_SIGNATURE_PREFIX) and is_proxy_signature(PROXY_SIGNATURE)
+    assert not is_proxy_signature("EqQBCkYIBxgCKkD") and not is_proxy_signature(None)
+
+
+def test_thinking_signed_by_the_proxy_is_stripped_for_anthropic():
+    own = {"type": "thinking", "thinking": "t", "signature": PROXY_SIGNATURE}
+    real = {"type": "thinking", "thinking": "t", "signature": "EqQBCkYIBxgCKkD"}
+    messages = [user(text("hi")), assistant(own, text("a")), assistant(real, text("b")),
+                {"role": "user", "content": "ok"}]
+
+    assert strip_proxy_thinking(messages) == [user(text("hi")), assistant(text("a")), assistant(real, text("b")),
+                                              {"role": "user", "content": "ok"}]
+    assert messages[1]["content"][0] is own
+
+
+# --- errors (§4; §6 cases 23, 24) --------------------------------------------------------------
+
+
+def openai_error(message, error_type="invalid_request_error", code=None):
+    return json.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}}).encode()
+
+
+def translated(status, body, **kwargs):
+    out_status, out_body = translate_error(status, body, **kwargs)
+    error = json.loads(out_body)
+    assert error["type"] == "error" and set(error) == {"type", "error"}
+    return out_status, error["error"]["type"], error["error"]["message"]
+
+
+@pytest.mark.parametrize("status, out_status, error_type", [
+    (400, 400, "invalid_request_error"), (422, 400, "invalid_request_error"),
+    (401, 401, "authentication_error"), (403, 403, "permission_error"), (404, 404, "not_found_error"),
+    (413, 413, "request_too_large"), (429, 429, "rate_limit_error"), (402, 402, "billing_error"),
+    (500, 500, "api_error"), (502, 502, "api_error"), (504, 504, "timeout_error"),
+    (503, 529, "overloaded_error"), (529, 529, "overloaded_error"), (409, 409, "invalid_request_error"),
+    (520, 520, "api_error"),
+])
+def test_error_statuses(status, out_status, error_type):  # §6 case 23: 429 → 429 rate_limit_error
+    assert translated(status, openai_error("boom")) == (out_status, error_type, "boom")
+
+
+def test_a_5xx_saying_overloaded_is_529():
+    assert translated(500, openai_error("The engine is currently overloaded"))[:2] == (529, "overloaded_error")
+
+
+def test_an_exhausted_quota_is_a_billing_error_not_a_retryable_429():
+    body = openai_error("You exceeded your current quota, please check your plan.", "insufficient_quota",
+                        "insufficient_quota")
+
+    assert translated(429, body) == (402, "billing_error",
+                                     "You exceeded your current quota, please check your plan.")
+
+
+def test_google_and_plain_text_and_html_errors():
+    google = json.dumps([{"error": {"code": 429, "message": "Resource has been exhausted",
+                                    "status": "RESOURCE_EXHAUSTED"}}]).encode()
+    assert translated(429, google) == (429, "rate_limit_error", "Resource has been exhausted")
+    assert translated(502, b"Bad Gateway\n") == (502, "api_error", "Bad Gateway")
+    assert translated(502, b"<html><body>nginx</body></html>") == (
+        502, "api_error", "The provider answered HTTP 502.")
+    assert translated(500, b"") == (500, "api_error", "The provider answered HTTP 500.")
+
+
+def test_fastapi_detail_and_openrouter_raw_errors():
+    assert translated(400, b'{"detail": "bad model"}') == (400, "invalid_request_error", "bad model")
+    openrouter = json.dumps({"error": {"message": "Provider returned error", "code": 400,
+                                       "metadata": {"raw": "tools not supported", "provider_name": "X"}}})
+    assert translated(400, openrouter.encode())[2] == "Provider returned error: tools not supported"
+
+
+OPENAI_OVERFLOW = ("This model's maximum context length is 128000 tokens. However, your messages resulted in "
+                   "130000 tokens. Please reduce the length of the messages.")
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (400, openai_error(OPENAI_OVERFLOW, code="context_length_exceeded"),
+     f"prompt is too long: 130000 tokens > 128000 maximum ({OPENAI_OVERFLOW})"),
+    (400, b'{"object":"error","message":"This model\'s maximum context length is 32768 tokens. However, your '
+          b'request has 40000 input tokens. Please reduce the length of the input messages.","code":400}',
+     "prompt is too long: 40000 tokens > 32768 maximum (This model's maximum context length is 32768 tokens. "
+     "However, your request has 40000 input tokens. Please reduce the length of the input messages.)"),
+    (400, json.dumps([{"error": {"code": 400, "status": "INVALID_ARGUMENT", "message":
+                                 "The input token count (1200000) exceeds the maximum number of tokens allowed "
+                                 "(1048576)."}}]).encode(),
+     "prompt is too long: 1200000 tokens > 1048576 maximum (The input token count (1200000) exceeds the maximum "
+     "number of tokens allowed (1048576).)"),
+])
+def test_a_context_overflow_is_worded_like_anthropics(status, body, expected):  # §6 case 24
+    assert translated(status, body) == (400, "invalid_request_error", expected)
+
+
+def test_an_overflow_without_figures_uses_the_estimate_or_no_numbers():
+    body = openai_error("Please reduce the length of the messages or completion.", code="context_length_exceeded")
+
+    assert translated(400, body)[2] == "prompt is too long (Please reduce the length of the messages or completion.)"
+    limit_only = openai_error("This model's maximum context length is 8192 tokens.")
+    assert translated(400, limit_only, input_tokens_estimate=9000)[2] == \
+        "prompt is too long: 9000 tokens > 8192 maximum (This model's maximum context length is 8192 tokens.)"
+
+
+def test_an_output_that_does_not_fit_is_not_called_a_long_prompt():
+    message = ("This model's maximum context length is 65536 tokens. However, you requested 70000 tokens "
+               "(38000 in the messages, 32000 in the completion).")
+
+    status, error_type, text_out = translated(400, openai_error(message))
+
+    assert (status, error_type) == (400, "invalid_request_error")
+    assert "prompt is too long" not in text_out and "max_output_tokens" in text_out and message in text_out
+
+
+def test_a_max_tokens_error_is_not_an_overflow():
+    message = "max_tokens is too large: 32000. This model supports at most 16384 completion tokens."
+    assert translated(400, openai_error(message)) == (400, "invalid_request_error", message)
+
+
+# --- GET /v1/models (§5, §6 case 24) -----------------------------------------------------------
+
+
+def test_models_in_anthropics_shape():
+    assert models_list(["gpt-4o", "o3", "gpt-4o"]) == {
+        "data": [
+            {"type": "model", "id": "gpt-4o", "display_name": "gpt-4o", "created_at": "1970-01-01T00:00:00Z"},
+            {"type": "model", "id": "o3", "display_name": "o3", "created_at": "1970-01-01T00:00:00Z"},
+        ],
+        "has_more": False, "first_id": "gpt-4o", "last_id": "o3",
+    }
+    assert models_list([]) == {"data": [], "has_more": False, "first_id": None, "last_id": None}

@@ -15,7 +15,6 @@ from claude_proxy.openai_answer import (
     PROXY_SIGNATURE, PROXY_SIGNATURE_PREFIX, AnswerError, anthropic_usage, is_proxy_signature, models_list,
     stop_reason, strip_proxy_thinking, to_anthropic_message, tool_input, translate_error,
 )
-
 from claude_proxy.openai_request import (
     ASSISTANT_BRIDGE, DOCUMENT_PLACEHOLDER, IMAGE_MOVED, Names, OpenAIOptions, clean_schema,
     estimate_input_tokens, reasoning_effort, to_chat_completions,
@@ -79,6 +78,20 @@ def test_unknown_anthropic_fields_never_reach_the_provider():
     request, _ = to_chat_completions(body, "m", OPENAI, stream=False)
 
     assert set(request) == {"model", "messages", "max_tokens"}
+
+
+def test_cache_control_is_dropped_everywhere():
+    body = {"max_tokens": 10, "system": [text("s", cache_control={"type": "ephemeral"})],
+            "messages": [user(text("a", cache_control={"type": "ephemeral"}),
+                              {**image(), "cache_control": {"type": "ephemeral"}}),
+                         assistant({**tool_use("t1", "Read", {}), "cache_control": {"type": "ephemeral"}}),
+                         user({**tool_result("t1", [text("r", cache_control={"type": "ephemeral"})]),
+                               "cache_control": {"type": "ephemeral"}})],
+            "tools": [{**READ_TOOL, "cache_control": {"type": "ephemeral"}}]}
+
+    request, _ = to_chat_completions(body, "m", OPENAI, stream=True)
+
+    assert "cache_control" not in json.dumps(request)
 
 
 def test_the_clients_body_is_not_modified():

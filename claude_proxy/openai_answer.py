@@ -587,7 +587,8 @@ _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402:
 _OVERFLOW_CODES = ("context_length_exceeded", "string_above_max_length", "model_context_window_exceeded")
 _OVERFLOW_WORDS = re.compile(
     r"context[ _]length|context window|maximum context|prompt is too long|input token count"
-    r"|too many (?:input )?tokens|input tokens? exceeds?|exceeds? the (?:model's )?(?:maximum|max) (?:context|input)", re.IGNORECASE)
+    r"|too many (?:input )?tokens|input tokens? exceeds?"
+    r"|exceeds? the (?:model's )?(?:maximum|max) (?:context|input)", re.IGNORECASE)
 _LIMIT = [re.compile(pattern, re.IGNORECASE) for pattern in (
     r"maximum context length is (\d+)",
     r"maximum number of tokens allowed \((\d+)\)",

@@ -498,7 +498,8 @@ def test_ollama_stop_with_tool_calls_is_tool_use():
 
 
 def test_crlf_line_endings_comments_and_event_lines_are_tolerated():
-    stream = (b": OPENROUTER PROCESSING\r\n\r\n" + b"event: message\r\n" + chunk({"content": "Hi"}).replace(b"\n", b"\r\n")
+    crlf_chunk = chunk({"content": "Hi"}).replace(b"\n", b"\r\n")
+    stream = (b": OPENROUTER PROCESSING\r\n\r\n" + b"event: message\r\n" + crlf_chunk
               + b":keep-alive\n\n" + chunk({}, "stop") + DONE)
 
     assert events_of(stream) == [start(0, TEXT), text_delta(0, "Hi"), stop(0),

@@ -922,6 +922,10 @@ OPENAI_OVERFLOW = ("This model's maximum context length is 128000 tokens. Howeve
                                  "(1048576)."}}]).encode(),
      "prompt is too long: 1200000 tokens > 1048576 maximum (The input token count (1200000) exceeds the maximum "
      "number of tokens allowed (1048576).)"),
+    (400, openai_error("Input tokens exceed the configured limit of 272000 tokens. Your messages resulted in "
+                       "300000 tokens.", code="context_length_exceeded"),
+     "prompt is too long: 300000 tokens > 272000 maximum (Input tokens exceed the configured limit of 272000 "
+     "tokens. Your messages resulted in 300000 tokens.)"),
 ])
 def test_a_context_overflow_is_worded_like_anthropics(status, body, expected):  # §6 case 24
     assert translated(status, body) == (400, "invalid_request_error", expected)

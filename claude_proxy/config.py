@@ -59,8 +59,9 @@ TOP_LEVEL_KEYS = {
     "max_body_mb", "require_token", "state_dir", "connect_timeout", "read_timeout",
     "max_cooldown_minutes", "allowed_hosts", "max_connections", "receive_timeout",
 }
+PROVIDER_TYPES = ("anthropic", "openai")
 PROVIDER_KEYS = {
-    "name", "base_url", "api_key_env", "models", "enabled", "auth_header", "headers",
+    "name", "type", "openai", "base_url", "api_key_env", "models", "enabled", "auth_header", "headers",
     "connect_timeout", "read_timeout",
 }
 
@@ -76,7 +77,10 @@ class Provider:
     key_source: str | None = None  # "environment" or the .env path
     key_problem: str | None = None  # why a key that is set cannot be used
     enabled: bool = True
-    auth_header: str = "both"
+    auth_header: str = "both"  # or a header name that carries the key as it is ("api-key")
+    type: str = "anthropic"    # or "openai": Chat Completions, translated both ways
+    openai: object = None      # an openai_request.OpenAIOptions, for type "openai"
+    chat_path: str = "/chat/completions"  # appended to base_url, for type "openai"
     headers: dict = dataclasses.field(default_factory=dict)
     models: dict = dataclasses.field(default_factory=dict)
     connect_timeout: float = 10.0
@@ -346,9 +350,19 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
     enabled = entry.get("enabled", True)
     if not isinstance(enabled, bool):
         fail(f'"enabled" must be true or false, not {enabled!r}')
-    auth_header = entry.get("auth_header", "both")
-    if auth_header not in AUTH_HEADER_CHOICES:
-        fail(f'"auth_header" must be one of {", ".join(AUTH_HEADER_CHOICES)}, not {auth_header!r}')
+    kind = entry.get("type", "anthropic")
+    if kind not in PROVIDER_TYPES:
+        fail(f'"type" must be "anthropic" (the Messages API, passed through) or "openai" '
+             f'(Chat Completions, translated), not {kind!r}')
+        kind = "anthropic"
+    options, chat_path = _openai_options(entry.get("openai"), kind, fail)
+    auth_header = entry.get("auth_header", "bearer" if kind == "openai" else "both")
+    if auth_header not in AUTH_HEADER_CHOICES and not (
+            isinstance(auth_header, str) and HEADER_NAME.match(auth_header)
+            # "Bearer" or "Both" is a typo, not a header name; a bare key in Authorization is no scheme
+            and auth_header.lower() not in {*AUTH_HEADER_CHOICES, "authorization", *PROXY_SET_HEADERS}):
+        fail(f'"auth_header" must be one of {", ".join(AUTH_HEADER_CHOICES)}, or the name of the header '
+             f'that carries the key as it is (Azure: "api-key"), not {auth_header!r}')
     models = entry.get("models", {})
     if not _string_map(models):
         fail('"models" must map model globs to model names, e.g. {"claude-*haiku*": "fast-model", "*": "big-model"}')
@@ -371,8 +385,39 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
     return Provider(
         name=name, base_url=base_url.rstrip("/"), api_key_env=key_env, enabled=enabled,
         auth_header=auth_header, headers=dict(headers), models=dict(models),
-        connect_timeout=conn_t, read_timeout=read_t,
+        connect_timeout=conn_t, read_timeout=read_t, type=kind, openai=options, chat_path=chat_path,
     )
+
+
+def _openai_options(value, kind, fail):
+    """``(OpenAIOptions, chat_path)`` from a provider's ``"openai"`` object."""
+    from .openai_request import OpenAIOptions
+
+    if value is None:
+        return (OpenAIOptions() if kind == "openai" else None), "/chat/completions"
+    if kind != "openai":
+        fail('"openai" options apply only to a provider with "type": "openai"')
+        return None, "/chat/completions"
+    if not isinstance(value, dict):
+        fail('"openai" must be an object of options, e.g. {"max_output_tokens": 8192}')
+        return OpenAIOptions(), "/chat/completions"
+    settings = {k: v for k, v in value.items() if not k.startswith("_")}
+    chat_path = settings.pop("chat_path", "/chat/completions")
+    if not isinstance(chat_path, str) or not chat_path.startswith("/") or not PRINTABLE_ASCII.match(chat_path):
+        fail(f'"openai": "chat_path" must be a path starting with "/" (a query is allowed, e.g. '
+             f'"/chat/completions?api-version=2024-10-21"), not {chat_path!r}')
+        chat_path = "/chat/completions"
+    known = {f.name for f in dataclasses.fields(OpenAIOptions)}
+    for key in sorted(set(settings) - known):
+        fail(f'"openai": unknown option "{key}" (known: {", ".join(sorted(known | {"chat_path"}))})')
+        settings.pop(key)
+    if isinstance(settings.get("drop_params"), list):
+        settings["drop_params"] = tuple(settings["drop_params"])
+    try:
+        return OpenAIOptions(**settings), chat_path
+    except (TypeError, ValueError) as exc:  # a wrong value: the dataclass says which, in one line
+        fail(f'"openai": {exc}')
+        return OpenAIOptions(), chat_path
 
 
 def _unknown_keys(mapping, known, where, bad):

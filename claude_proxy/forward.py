@@ -25,13 +25,17 @@ policy can be exercised without an HTTP handler.
 """
 
 import dataclasses
+import http
+import json
 import logging
 import time
 
+from . import openai_forward
 from .cancel import Cancel
 from .config import mask_key
 from .errors import UpstreamError
 from .failover import describe_error, retry_after_seconds
+from .openai_answer import PROXY_SIGNATURE_PREFIX, strip_proxy_thinking
 from .logfile import printable
 from .relay import (
     ClientGone, Usage, is_event_stream, read_first_event, relay_body, relay_stream,
@@ -69,6 +73,9 @@ class ClientSide:
         raise NotImplementedError
 
 
+_UNPARSED = object()
+
+
 @dataclasses.dataclass
 class Exchange:
     """One client request on its way through the providers; prints as its log line's start."""
@@ -83,6 +90,16 @@ class Exchange:
     cancel: Cancel = None
     first_byte: float = None
     tried: list = dataclasses.field(default_factory=list)
+    _parsed: object = dataclasses.field(default=_UNPARSED, repr=False)
+
+    def parsed_body(self):
+        """The body as JSON (parsed once, when a provider needs more than its bytes), or None."""
+        if self._parsed is _UNPARSED:
+            try:
+                self._parsed = json.loads(self.body) if self.body else None
+            except (ValueError, UnicodeDecodeError):  # not JSON: the provider will say so
+                self._parsed = None
+        return self._parsed
 
     def note(self, provider, outcome):
         self.tried.append(f"{provider.name}={outcome}")
@@ -125,9 +142,16 @@ class Forwarder:
         if none does, send the last failure.  ``ex.cancel`` must be set."""
         failures = []
         for provider in plan:
-            outcome = self._attempt(provider, ex)
+            if provider.type == "openai":
+                outcome = openai_forward.attempt(self, provider, ex)
+            else:
+                outcome = self._attempt(provider, ex)
             if isinstance(outcome, tuple):
                 return self._answer(provider, *outcome, ex, client)
+            if isinstance(outcome, openai_forward.LocalAnswer):
+                return self._answer_local(provider, outcome, ex, client)
+            if isinstance(outcome, openai_forward.TranslatedStream):
+                return self._answer_translated(provider, outcome, ex, client)
             if ex.cancel.is_set():
                 client.close_connection = True
                 log.info("%s -> client cancelled before the answer", ex)
@@ -153,7 +177,7 @@ class Forwarder:
         masked; the rest of a longer one is dropped).  Failures are booked
         with the policy here.
         """
-        body = rewrite_model(ex.body, provider)
+        body = rewrite_model(without_proxy_thinking(ex), provider)
         length = len(body) if body or ex.method in ("POST", "PUT", "PATCH") else None
         headers = upstream_headers(provider, ex.client_headers, length)
         try:
@@ -232,19 +256,56 @@ class Forwarder:
         except ClientGone:
             response.close()
             client.close_connection = True
-            self._book(provider, response, None, usage)  # it answered; the tokens were spent
+            self._book(provider, response.status, None, usage)  # it answered; the tokens were spent
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
-        self._book(provider, response, failure, usage, ex.cancel.aborted)
+        self._book(provider, response.status, failure, usage, ex.cancel.aborted)
         log.info("%s -> %s%s ttfb=%.3fs total=%.3fs %s", ex, response.status,
                  f" ({failure})" if failure else "", ex.first_byte - ex.started, ex.elapsed(), usage)
 
-    def _book(self, provider, response, failure, usage, aborted=False):
+    def _answer_local(self, provider, answer, ex, client):
+        """An answer complete before the commit point (translated whole, or made here)."""
+        if not ex.tried or not ex.tried[-1].startswith(f"{provider.name}="):
+            ex.note(provider, "local")
+        usage = Usage()
+        usage.update(answer.usage)
+        body = mask_keys(answer.body, self.key_masks) if answer.status >= 400 else answer.body
+        try:
+            client.send_head(answer.status, _reason(answer.status), answer.headers, len(body), body)
+        except ClientGone:
+            client.close_connection = True
+        ex.first_byte = time.monotonic()
+        self._book(provider, answer.status, None, usage)
+        log.info("%s -> %s ttfb=%.3fs total=%.3fs %s", ex, answer.status, ex.first_byte - ex.started,
+                 ex.elapsed(), usage)
+
+    def _answer_translated(self, provider, started, ex, client):
+        """Past the commit point: translate an OpenAI-type provider's stream as it arrives."""
+        usage = Usage()
+        chunked = not client.http10
+        if not chunked:
+            client.close_connection = True  # no chunked encoding in HTTP/1.0: the close ends the body
+        writer = client.body_writer(chunked=chunked)
+        try:
+            client.send_head(200, "OK", list(openai_forward.STREAM_HEADERS), CHUNKED if chunked else None)
+            ex.first_byte = time.monotonic()
+            failure = openai_forward.relay_stream(started, writer, usage, ex.cancel)
+        except ClientGone:
+            started.response.close()
+            client.close_connection = True
+            self._book(provider, 200, None, usage)  # it answered; the tokens were spent
+            log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
+            return
+        self._book(provider, 200, failure, usage, ex.cancel.aborted)
+        log.info("%s -> 200%s ttfb=%.3fs total=%.3fs %s", ex, f" ({failure})" if failure else "",
+                 ex.first_byte - ex.started, ex.elapsed(), usage)
+
+    def _book(self, provider, status, failure, usage, aborted=False):
         if failure and aborted:  # ended by the proxy's shutdown, not by the provider
             self.policy.record_answer(provider)
         elif failure:
             self.policy.record_failure(provider, failure)
-        elif 200 <= response.status < 300:
+        elif 200 <= status < 300:
             self.policy.record_success(provider, usage)
         else:
             self.policy.record_answer(provider)
@@ -307,3 +368,22 @@ def no_provider_message(config, pinned):
     wanted = ", ".join(p.api_key_env for p in config.providers if p.enabled) or "a provider"
     return (f"No provider is usable: set {wanted} in {config.env_path} "
             f"(or enable one in {config.path}) and restart claude-proxy")
+
+
+def without_proxy_thinking(ex):
+    """``ex.body``, less the thinking blocks this proxy signed (from an OpenAI-type
+    provider's reasoning): an Anthropic provider rejects their signature.  The
+    body is re-encoded only when it has such a block; otherwise it goes as sent."""
+    if PROXY_SIGNATURE_PREFIX.encode() not in ex.body:
+        return ex.body
+    body = ex.parsed_body()
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return ex.body
+    stripped = strip_proxy_thinking(body["messages"])
+    if stripped == body["messages"]:
+        return ex.body
+    return json.dumps({**body, "messages": stripped}, ensure_ascii=False).encode("utf-8")
+
+
+def _reason(status):
+    return http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else ""

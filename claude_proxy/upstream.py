@@ -66,14 +66,26 @@ def upstream_headers(provider, client_headers, body_length):
     headers.extend(provider.headers.items())
     headers.append(("Host", provider.netloc))
     headers.append(("Accept-Encoding", "identity"))
-    # A configured x-api-key or Authorization header is sent instead of the one made from the key.
-    if provider.auth_header in ("x-api-key", "both") and "x-api-key" not in provider.header_names:
-        headers.append(("x-api-key", provider.api_key))
-    if provider.auth_header in ("bearer", "both") and "authorization" not in provider.header_names:
-        headers.append(("Authorization", f"Bearer {provider.api_key}"))
+    headers.extend(key_headers(provider))
     if body_length is not None:
         headers.append(("Content-Length", str(body_length)))
     return headers
+
+
+def key_headers(provider):
+    """The headers that carry ``provider``'s key, as its ``auth_header`` says.
+
+    A configured header of the same name (``headers`` in the config) is
+    sent instead of the one made from the key.
+    """
+    wanted = provider.auth_header
+    if wanted == "both":
+        pairs = [("x-api-key", provider.api_key), ("Authorization", f"Bearer {provider.api_key}")]
+    elif wanted == "bearer":
+        pairs = [("Authorization", f"Bearer {provider.api_key}")]
+    else:  # "x-api-key", or the name of a header that carries the key as it is (Azure: api-key)
+        pairs = [(wanted, provider.api_key)]
+    return [(name, value) for name, value in pairs if name.lower() not in provider.header_names]
 
 
 def rewrite_model(body, provider):

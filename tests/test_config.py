@@ -591,7 +591,7 @@ def test_a_bad_provider_setting_names_the_field(tmp_path, field, value):
 def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
     broken = provider("b")
     del broken["base_url"]
-    path = write_config(tmp_path, {"providers": [provider("a", auth_header="token"), broken],
+    path = write_config(tmp_path, {"providers": [provider("a", auth_header="not a header"), broken],
                                    "proxy_port": "x", "extra": 1})
 
     problems = problems_of(path)
@@ -662,3 +662,33 @@ def test_an_allowed_host_that_is_not_a_bare_name_is_refused(tmp_path, entry):
     path = write_config(tmp_path, {"providers": [provider()], "allowed_hosts": [entry]})
 
     assert '"allowed_hosts"' in only_problem(path)
+
+
+def test_an_openai_provider_takes_its_options_and_defaults_to_a_bearer_key(tmp_path):
+    path = write_config(tmp_path, {"providers": [
+        provider("oai", type="openai", openai={"max_output_tokens": 8192, "drop_params": ["top_k", "stop"],
+                                              "max_tokens_field": "max_completion_tokens"}),
+        provider("azure", type="openai", auth_header="api-key",
+                 openai={"chat_path": "/chat/completions?api-version=2024-10-21"}),
+        provider("plain")]})
+    oai, azure, plain = load_config(path, environ={}).providers
+    assert (oai.type, oai.auth_header, oai.chat_path) == ("openai", "bearer", "/chat/completions")
+    assert oai.openai.max_output_tokens == 8192 and oai.openai.drop_params == ("top_k", "stop")
+    assert oai.openai.max_tokens_field == "max_completion_tokens"
+    assert (azure.auth_header, azure.chat_path) == ("api-key", "/chat/completions?api-version=2024-10-21")
+    assert azure.openai.reasoning == "reasoning_effort"  # the defaults fit OpenAI itself
+    assert (plain.type, plain.auth_header, plain.openai) == ("anthropic", "both", None)
+
+
+@pytest.mark.parametrize("settings, wanted", [
+    ({"type": "gemini"}, '"type" must be "anthropic"'),
+    ({"type": "openai", "openai": {"max_output_tokens": 0}}, '"openai": max_output_tokens must be'),
+    ({"type": "openai", "openai": {"reasoning": "loud"}}, '"openai": reasoning'),
+    ({"type": "openai", "openai": {"colour": 1}}, '"openai": unknown option "colour"'),
+    ({"type": "openai", "openai": {"chat_path": "chat"}}, '"chat_path" must be a path'),
+    ({"openai": {"max_output_tokens": 10}}, 'apply only to a provider with "type": "openai"'),
+    ({"auth_header": "Bearer"}, '"auth_header" must be one of'),
+])
+def test_openai_settings_that_cannot_work_are_one_line_each(tmp_path, settings, wanted):
+    path = write_config(tmp_path, {"providers": [provider("p", **settings)]})
+    assert wanted in only_problem(path)

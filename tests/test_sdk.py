@@ -150,10 +150,10 @@ def test_pinned_provider_failure_reaches_the_sdk_without_failover(providers, pro
     assert second.requests == []
 
 
-def test_pinned_to_an_unknown_provider_is_a_not_found_error_listing_the_names(providers, proxy):
+def test_pinned_to_an_unknown_provider_is_a_bad_request_listing_the_names(providers, proxy):
     running = proxy(providers(), providers())
 
-    with pytest.raises(anthropic.NotFoundError) as caught:
+    with pytest.raises(anthropic.BadRequestError) as caught:
         sdk(running, "/provider/nosuch").messages.create(model=MODEL, max_tokens=64, messages=HELLO)
 
     message = caught.value.body["error"]["message"]

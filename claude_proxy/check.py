@@ -143,14 +143,24 @@ def _live_check_one(upstreams, provider):
     if not provider.api_key:
         return "warning", "skipped (no key)"
     model = provider.map_model(LIVE_MODEL)
-    body = json.dumps({"model": model, "max_tokens": 1,
-                       "messages": [{"role": "user", "content": "ping"}]}).encode()
-    client_headers = [("anthropic-version", "2023-06-01"), ("content-type", "application/json"),
-                      ("user-agent", f"claude-proxy/{__version__} check")]
-    headers = upstream_headers(provider, client_headers, len(body))
+    ping = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
+    if provider.type == "openai":  # the same question in Chat Completions, where it is asked
+        from .openai_forward import request_headers
+        from .openai_request import to_chat_completions
+
+        chat, _ = to_chat_completions(ping, model, provider.openai, stream=False)
+        body = json.dumps(chat).encode()
+        target = provider.base_path + provider.chat_path
+        headers = request_headers(provider, len(body), stream=False)
+    else:
+        body = json.dumps(ping).encode()
+        target = provider.base_path + "/v1/messages"
+        client_headers = [("anthropic-version", "2023-06-01"), ("content-type", "application/json"),
+                          ("user-agent", f"claude-proxy/{__version__} check")]
+        headers = upstream_headers(provider, client_headers, len(body))
     started = time.monotonic()
     try:
-        response = upstreams.send(provider, "POST", provider.base_path + "/v1/messages", headers, body)
+        response = upstreams.send(provider, "POST", target, headers, body)
         answer = response.read_all(64 * 1024)
     except UpstreamError as exc:
         return "problem", f"unreachable at {provider.base_url}: {exc.kind} ({_scrub(exc.detail, provider)})"

@@ -512,3 +512,18 @@ def test_env_for_fish_never_erases_a_universal_variable(tmp_path):
                      environ)
     assert seen.splitlines() == ["[]", "0"]  # hidden from this session and the programs it runs
     assert run_shell(["fish", "-c"], "printf '%s' $ANTHROPIC_API_KEY", environ) == "universal-key"
+
+
+def test_check_live_asks_an_openai_provider_in_chat_completions(workspace, fake):
+    openai = fake(Reply(200, {"id": "c", "object": "chat.completion", "model": "gpt-fake",
+                              "choices": [{"index": 0, "message": {"role": "assistant", "content": "p"},
+                                           "finish_reason": "length"}]}))
+    config = workspace.config([{"name": "oai", "type": "openai", "base_url": openai.url + "/v1",
+                                "api_key_env": "KEY_OAI", "models": {"*": "gpt-fake"}}])
+    workspace.keys(KEY_OAI="secret-oai")
+    result = workspace.run("check", "--live", config=config)
+    assert "ok: provider oai: reachable, key accepted, model gpt-fake answered in" in result.stdout
+    (sent,) = openai.requests
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == "Bearer secret-oai"
+    assert sent.json()["messages"] == [{"role": "user", "content": "ping"}] and sent.json()["max_tokens"] == 1

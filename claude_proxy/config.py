@@ -129,13 +129,21 @@ class Provider:
             text = text.replace(self.api_key, mask_key(self.api_key))
         return text
 
-    def map_model(self, model):
-        """The provider's name for ``model``: first matching glob wins, else unchanged."""
-        lowered = model.lower()
+    def models_for(self, model):
+        """The provider's models for a request for ``model``, to try in order.
+
+        The first matching glob of ``models`` wins; its value is one name or
+        a list (model fallback inside this provider).  No match: ``[model]``.
+        """
+        lowered = (model or "").lower()
         for pattern, target in self.models.items():
             if fnmatch.fnmatchcase(lowered, pattern.lower()):
-                return target
-        return model
+                return [target] if isinstance(target, str) else list(target)
+        return [model]
+
+    def map_model(self, model):
+        """The provider's first model for ``model``."""
+        return self.models_for(model)[0]
 
 
 @dataclasses.dataclass
@@ -165,6 +173,11 @@ class Config:
         """The provider called ``name`` (case-insensitive), or None."""
         wanted = name.lower()
         return next((p for p in self.providers if p.name.lower() == wanted), None)
+
+    @functools.cached_property
+    def has_model_lists(self):
+        """Does any provider map a model to a list (model fallback inside a provider)?"""
+        return any(isinstance(target, list) for p in self.providers for target in p.models.values())
 
     @property
     def provider_names(self):
@@ -364,8 +377,13 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
         fail(f'"auth_header" must be one of {", ".join(AUTH_HEADER_CHOICES)}, or the name of the header '
              f'that carries the key as it is (Azure: "api-key"), not {auth_header!r}')
     models = entry.get("models", {})
-    if not _string_map(models):
-        fail('"models" must map model globs to model names, e.g. {"claude-*haiku*": "fast-model", "*": "big-model"}')
+    if not isinstance(models, dict) or not all(
+            isinstance(k, str) and (isinstance(v, str) or (
+                isinstance(v, list) and v and all(isinstance(m, str) and m for m in v)))
+            for k, v in models.items()):
+        fail('"models" must map model globs to a model name or a list of them, tried in order, e.g. '
+             '{"claude-*opus*": ["big-model", "other-big-model"], "*": "fast-model"}')
+        models = {}
     headers = entry.get("headers", {})
     if not _string_map(headers):
         fail('"headers" must map header names to string values')

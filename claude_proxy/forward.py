@@ -90,6 +90,9 @@ class Exchange:
     cancel: Cancel = None
     first_byte: float = None
     tried: list = dataclasses.field(default_factory=list)
+    model: str = None       # the model the client asked for (set when planning)
+    target: str = None      # the model sent in this attempt
+    model_key: str = None   # the target, when the provider has several models for this request
     _parsed: object = dataclasses.field(default=_UNPARSED, repr=False)
 
     def parsed_body(self):
@@ -102,7 +105,8 @@ class Exchange:
         return self._parsed
 
     def note(self, provider, outcome):
-        self.tried.append(f"{provider.name}={outcome}")
+        name = provider.name if self.model_key is None else f"{provider.name}[{self.model_key}]"
+        self.tried.append(f"{name}={outcome}")
 
     def elapsed(self):
         return time.monotonic() - self.started
@@ -142,27 +146,32 @@ class Forwarder:
         if none does, send the last failure.  ``ex.cancel`` must be set."""
         failures = []
         for provider in plan:
-            if provider.type == "openai":
-                outcome = openai_forward.attempt(self, provider, ex)
-            else:
-                outcome = self._attempt(provider, ex)
-            if isinstance(outcome, tuple):
-                return self._answer(provider, *outcome, ex, client)
-            if isinstance(outcome, openai_forward.LocalAnswer):
-                return self._answer_local(provider, outcome, ex, client)
-            if isinstance(outcome, openai_forward.TranslatedStream):
-                return self._answer_translated(provider, outcome, ex, client)
-            if ex.cancel.is_set():
-                client.close_connection = True
-                log.info("%s -> client cancelled before the answer", ex)
-                return None
-            if ex.cancel.aborted:
-                client.close_connection = True
-                client.send_error_json(503, "claude-proxy is shutting down; try again in a moment.",
-                                       {"x-should-retry": "true"})
-                log.info("%s -> 503 (shutting down before the answer)", ex)
-                return None
-            failures.append(outcome)
+            models = self.policy.models_in_order(provider, ex.model)
+            for target in models:  # model fallback inside the provider, when its map gives a list
+                ex.target, ex.model_key = target, (target if len(models) > 1 else None)
+                if provider.type == "openai":
+                    outcome = openai_forward.attempt(self, provider, ex)
+                else:
+                    outcome = self._attempt(provider, ex)
+                if isinstance(outcome, tuple):
+                    return self._answer(provider, *outcome, ex, client)
+                if isinstance(outcome, openai_forward.LocalAnswer):
+                    return self._answer_local(provider, outcome, ex, client)
+                if isinstance(outcome, openai_forward.TranslatedStream):
+                    return self._answer_translated(provider, outcome, ex, client)
+                if ex.cancel.is_set():
+                    client.close_connection = True
+                    log.info("%s -> client cancelled before the answer", ex)
+                    return None
+                if ex.cancel.aborted:
+                    client.close_connection = True
+                    client.send_error_json(503, "claude-proxy is shutting down; try again in a moment.",
+                                           {"x-should-retry": "true"})
+                    log.info("%s -> 503 (shutting down before the answer)", ex)
+                    return None
+                failures.append(outcome)
+                if isinstance(outcome, UpstreamError):
+                    break  # the provider could not be reached: its other models cannot either
         return self._all_failed(failures, ex, client)
 
     def _attempt(self, provider, ex):
@@ -177,7 +186,7 @@ class Forwarder:
         masked; the rest of a longer one is dropped).  Failures are booked
         with the policy here.
         """
-        body = rewrite_model(without_proxy_thinking(ex), provider)
+        body = rewrite_model(without_proxy_thinking(ex), provider, ex.target)
         length = len(body) if body or ex.method in ("POST", "PUT", "PATCH") else None
         headers = upstream_headers(provider, ex.client_headers, length)
         try:
@@ -203,7 +212,7 @@ class Forwarder:
         if classify(response.status, self.config.failover_statuses, failed) is FAIL_OVER:
             response.close()
             ex.note(provider, f"stream-{failed}")
-            self.policy.record_failure(provider, f"stream began with {failed}")
+            self.policy.record_failure(provider, f"stream began with {failed}", model=ex.model_key)
             return FailedAnswer(response.status, response.reason, response.headers, first)
         return response, first
 
@@ -216,7 +225,7 @@ class Forwarder:
             body = b""
         ex.note(provider, response.status)
         self.policy.record_failure(provider, describe_error(response.status, body),
-                                   retry_after_seconds(response.headers))
+                                   retry_after_seconds(response.headers), model=ex.model_key)
         return FailedAnswer(response.status, response.reason, response.headers, body)
 
     def _answer(self, provider, response, first, ex, client):
@@ -256,10 +265,10 @@ class Forwarder:
         except ClientGone:
             response.close()
             client.close_connection = True
-            self._book(provider, response.status, None, usage)  # it answered; the tokens were spent
+            self._book(provider, ex, response.status, None, usage)  # it answered; the tokens were spent
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
-        self._book(provider, response.status, failure, usage, ex.cancel.aborted)
+        self._book(provider, ex, response.status, failure, usage)
         log.info("%s -> %s%s ttfb=%.3fs total=%.3fs %s", ex, response.status,
                  f" ({failure})" if failure else "", ex.first_byte - ex.started, ex.elapsed(), usage)
 
@@ -275,7 +284,7 @@ class Forwarder:
         except ClientGone:
             client.close_connection = True
         ex.first_byte = time.monotonic()
-        self._book(provider, answer.status, None, usage)
+        self._book(provider, ex, answer.status, None, usage)
         log.info("%s -> %s ttfb=%.3fs total=%.3fs %s", ex, answer.status, ex.first_byte - ex.started,
                  ex.elapsed(), usage)
 
@@ -293,20 +302,20 @@ class Forwarder:
         except ClientGone:
             started.response.close()
             client.close_connection = True
-            self._book(provider, 200, None, usage)  # it answered; the tokens were spent
+            self._book(provider, ex, 200, None, usage)  # it answered; the tokens were spent
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
-        self._book(provider, 200, failure, usage, ex.cancel.aborted)
+        self._book(provider, ex, 200, failure, usage)
         log.info("%s -> 200%s ttfb=%.3fs total=%.3fs %s", ex, f" ({failure})" if failure else "",
                  ex.first_byte - ex.started, ex.elapsed(), usage)
 
-    def _book(self, provider, status, failure, usage, aborted=False):
-        if failure and aborted:  # ended by the proxy's shutdown, not by the provider
+    def _book(self, provider, ex, status, failure, usage):
+        if failure and ex.cancel.aborted:  # ended by the proxy's shutdown, not by the provider
             self.policy.record_answer(provider)
         elif failure:
             self.policy.record_failure(provider, failure)
         elif 200 <= status < 300:
-            self.policy.record_success(provider, usage)
+            self.policy.record_success(provider, usage, model=ex.model_key)
         else:
             self.policy.record_answer(provider)
 

@@ -39,7 +39,7 @@ from .framing import head_problem, target_problem
 from .logfile import printable
 from .relay import ClientGone, ClientWriter
 from .state import read_token
-from .upstream import HOP_BY_HOP, Upstreams
+from .upstream import HOP_BY_HOP, Upstreams, requested_model
 
 log = logging.getLogger("claude_proxy")
 
@@ -459,7 +459,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             return None
         ex = Exchange(self.command, self.path, api_path, pinned.name if pinned else "fallback",
                       body, list(self.headers.items()), started)
-        plan = self.server.policy.plan(pinned)
+        if self.server.config.has_model_lists:  # only then does the plan depend on the model
+            ex.model = requested_model(body)
+        plan = self.server.policy.plan(pinned, ex.model)
         if not plan:
             self.send_error_json(503, no_provider_message(self.server.config, pinned),
                                  {"x-should-retry": "false"})

@@ -88,8 +88,8 @@ def key_headers(provider):
     return [(name, value) for name, value in pairs if name.lower() not in provider.header_names]
 
 
-def rewrite_model(body, provider):
-    """``body`` with its top-level ``"model"`` mapped for ``provider``.
+def rewrite_model(body, provider, target=None):
+    """``body`` with its top-level ``"model"`` mapped for ``provider`` (or set to ``target``).
 
     Only the model's string is replaced; every other byte of the JSON stays
     as the client sent it (field order, spacing, escapes, numbers).  Bodies
@@ -101,10 +101,16 @@ def rewrite_model(body, provider):
     if span is None:
         return body
     text, start, end, model = span
-    mapped = provider.map_model(model)
+    mapped = provider.map_model(model) if target is None else target
     if mapped == model:
         return body
     return (text[:start] + json.dumps(mapped, ensure_ascii=False) + text[end:]).encode("utf-8")
+
+
+def requested_model(body):
+    """The top-level ``"model"`` of a JSON request body, or None."""
+    span = _top_level_string(body, "model") if body else None
+    return span[3] if span else None
 
 
 _decoder = json.JSONDecoder()

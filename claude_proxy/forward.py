@@ -35,8 +35,10 @@ from .cancel import Cancel
 from .config import mask_key
 from .errors import UpstreamError
 from .failover import describe_error, retry_after_seconds
-from .openai_answer import PROXY_SIGNATURE_PREFIX, strip_proxy_thinking
 from .logfile import printable
+from .signatures import (
+    SignatureBook, all_thinking_removed, foreign_thinking_removed, is_signature_rejection,
+)
 from .relay import (
     ClientGone, Usage, is_event_stream, read_first_event, relay_body, relay_stream,
 )
@@ -93,6 +95,7 @@ class Exchange:
     model: str = None       # the model the client asked for (set when planning)
     target: str = None      # the model sent in this attempt
     model_key: str = None   # the target, when the provider has several models for this request
+    strip_thinking: bool = False  # a provider refused a thinking signature: send none
     _parsed: object = dataclasses.field(default=_UNPARSED, repr=False)
 
     def parsed_body(self):
@@ -140,6 +143,7 @@ class Forwarder:
         self.policy = policy
         self.upstreams = upstreams
         self.key_masks = key_masks(config.providers)
+        self.signatures = SignatureBook()
 
     def forward(self, ex, plan, client):
         """Try ``plan``'s providers in order until one answers, and relay that answer;
@@ -153,6 +157,10 @@ class Forwarder:
                     outcome = openai_forward.attempt(self, provider, ex)
                 else:
                     outcome = self._attempt(provider, ex)
+                    if self._refuses_a_signature(outcome, ex):  # once more, without any thinking
+                        ex.note(provider, "400-signature")
+                        ex.strip_thinking = True
+                        outcome = self._attempt(provider, ex)
                 if isinstance(outcome, tuple):
                     return self._answer(provider, *outcome, ex, client)
                 if isinstance(outcome, openai_forward.LocalAnswer):
@@ -186,7 +194,7 @@ class Forwarder:
         masked; the rest of a longer one is dropped).  Failures are booked
         with the policy here.
         """
-        body = rewrite_model(without_proxy_thinking(ex), provider, ex.target)
+        body = rewrite_model(self._body_for(provider, ex), provider, ex.target)
         length = len(body) if body or ex.method in ("POST", "PUT", "PATCH") else None
         headers = upstream_headers(provider, ex.client_headers, length)
         try:
@@ -215,6 +223,29 @@ class Forwarder:
             self.policy.record_failure(provider, f"stream began with {failed}", model=ex.model_key)
             return FailedAnswer(response.status, response.reason, response.headers, first)
         return response, first
+
+    def _body_for(self, provider, ex):
+        """The body for an Anthropic-type ``provider``: as the client sent it, less the
+        thinking blocks it did not sign (or all of them after it refused one)."""
+        if ex.strip_thinking:
+            cleaned = all_thinking_removed(ex.parsed_body())
+        elif b'"signature"' in ex.body:
+            cleaned = foreign_thinking_removed(ex.parsed_body(), self.signatures, provider.name)
+        else:
+            return ex.body
+        return ex.body if cleaned is None else json.dumps(cleaned, ensure_ascii=False).encode("utf-8")
+
+    def _refuses_a_signature(self, outcome, ex):
+        """A 400 about a thinking block's signature, for a body that has thinking to remove."""
+        if not isinstance(outcome, tuple) or ex.strip_thinking:
+            return False
+        response, first = outcome
+        if not is_signature_rejection(response.status, first):
+            return False
+        if all_thinking_removed(ex.parsed_body()) is None:
+            return False
+        response.close()
+        return True
 
     def _failover_answer(self, provider, response, ex):
         """Keep a 429/5xx answer whole, in case it is the last one (the client then gets it)."""
@@ -316,6 +347,8 @@ class Forwarder:
             self.policy.record_failure(provider, failure)
         elif 200 <= status < 300:
             self.policy.record_success(provider, usage, model=ex.model_key)
+            if usage.signatures:
+                self.signatures.remember(provider.name, usage.signatures)
         else:
             self.policy.record_answer(provider)
 
@@ -377,21 +410,6 @@ def no_provider_message(config, pinned):
     wanted = ", ".join(p.api_key_env for p in config.providers if p.enabled) or "a provider"
     return (f"No provider is usable: set {wanted} in {config.env_path} "
             f"(or enable one in {config.path}) and restart claude-proxy")
-
-
-def without_proxy_thinking(ex):
-    """``ex.body``, less the thinking blocks this proxy signed (from an OpenAI-type
-    provider's reasoning): an Anthropic provider rejects their signature.  The
-    body is re-encoded only when it has such a block; otherwise it goes as sent."""
-    if PROXY_SIGNATURE_PREFIX.encode() not in ex.body:
-        return ex.body
-    body = ex.parsed_body()
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-        return ex.body
-    stripped = strip_proxy_thinking(body["messages"])
-    if stripped == body["messages"]:
-        return ex.body
-    return json.dumps({**body, "messages": stripped}, ensure_ascii=False).encode("utf-8")
 
 
 def _reason(status):

@@ -1,4 +1,4 @@
-"""A fast fake Anthropic-compatible provider for the benchmark (standard library only).
+"""A fast fake Anthropic-compatible (and OpenAI Chat Completions) provider for the benchmark (standard library only).
 
 One asyncio process, raw HTTP/1.1 keep-alive, on 127.0.0.1 (port 0 by default).
 It prints one JSON line ``{"port": N, "pid": P}`` on stdout once listening and
@@ -15,6 +15,12 @@ proxy post to ``/a/v1/messages``):
   answer), ``x-bench-pace-ms`` (between events), ``x-bench-deltas``,
   ``x-bench-seed``, ``x-bench-fail: a,b`` (those names answer 429 with
   ``retry-after: 0``, the mode used for the failover measurement).
+- ``POST [/NAME]/v1/chat/completions``: the same in OpenAI's Chat Completions
+  shape: a ``chat.completion``, or with ``"stream": true`` an SSE stream of
+  ``chat.completion.chunk`` frames ending in ``data: [DONE]`` (see
+  :func:`wire.iter_chat_events`), with the same knobs, which may also come in
+  the body (:func:`wire.knob_text`): the proxy sends an OpenAI provider none
+  of the client's headers.
 - ``GET /_bench/stats``: per-name counts of answers by status, as JSON;
   ``POST /_bench/reset`` zeroes them.
 - ``GET /health``, ``HEAD /...``: 200.
@@ -44,6 +50,8 @@ def _response(status, reason, body, content_type="application/json", extra=b""):
 
 
 OK_MESSAGE = _response(200, b"OK", wire.MESSAGE_JSON)
+OK_CHAT = _response(200, b"OK", wire.CHAT_COMPLETION_JSON)
+CHAT_PATH = "/v1/chat/completions"
 RATE_LIMITED = _response(429, b"Too Many Requests", wire.RATE_LIMIT_JSON,
                          extra=b"retry-after: 0\r\nx-should-retry: true\r\n")
 NOT_FOUND = _response(404, b"Not Found", b'{"type":"error","error":{"type":"not_found_error","message":"no such route"}}')
@@ -136,14 +144,21 @@ class ProviderConnection(asyncio.Protocol):
                 return
             if b'"stream":true' in body or b'"stream": true' in body:
                 settings.count(name, "stream")
-                pace = float(headers.get(wire.H_PACE, settings.pace_ms)) / 1000.0
-                deltas = int(headers.get(wire.H_DELTAS, settings.deltas))
-                seed = int(headers.get(wire.H_SEED, "0"))
-                self.busy = True
-                asyncio.get_running_loop().create_task(self._stream(seed, deltas, delay, pace))
+                self._start_stream(headers, delay, wire.iter_stream_events)
                 return
             settings.count(name, "200")
             self._answer(OK_MESSAGE, delay)
+            return
+        if path.endswith(CHAT_PATH) and method == "POST":
+            name = path[:-len(CHAT_PATH)].strip("/")
+            knobs = {**wire.knobs_in_body(body), **headers}
+            delay = float(knobs.get(wire.H_DELAY, settings.delay_ms)) / 1000.0
+            if b'"stream":true' in body or b'"stream": true' in body:
+                settings.count(name, "stream")
+                self._start_stream(knobs, delay, wire.iter_chat_events)
+                return
+            settings.count(name, "200")
+            self._answer(OK_CHAT, delay)
             return
         if path == "/_bench/stats":
             self.transport.write(_response(200, b"OK", json.dumps(settings.stats).encode()))
@@ -154,6 +169,14 @@ class ProviderConnection(asyncio.Protocol):
             self.transport.write(HEALTH)
         else:
             self.transport.write(NOT_FOUND)
+
+    def _start_stream(self, knobs, delay, events):
+        settings = self.settings
+        pace = float(knobs.get(wire.H_PACE, settings.pace_ms)) / 1000.0
+        deltas = int(knobs.get(wire.H_DELTAS, settings.deltas))
+        seed = int(knobs.get(wire.H_SEED, "0"))
+        self.busy = True
+        asyncio.get_running_loop().create_task(self._stream(events(seed, deltas), delay, pace))
 
     def _answer(self, response, delay):
         if delay <= 0:
@@ -168,12 +191,12 @@ class ProviderConnection(asyncio.Protocol):
             self.transport.write(response)
             self._process()
 
-    async def _stream(self, seed, deltas, delay, pace):
+    async def _stream(self, events, delay, pace):
         if delay > 0:
             await asyncio.sleep(delay)
         if self.closed:
             return
-        self.settings.pacer.start(self, wire.iter_stream_events(seed, deltas), pace)
+        self.settings.pacer.start(self, events, pace)
 
     def stream_done(self):
         self.busy = False

@@ -15,6 +15,14 @@ a few tens of microseconds:
 - ``streams``: N concurrent SSE streams; records when each event completes,
   and checks every stream byte for byte against what the fake provider sent.
 
+What is sent and checked depends on a command's ``"shape"``:
+``"anthropic"`` (the default: a Messages request; answers byte-identical to
+the fake provider's), ``"openai"`` (a Chat Completions request straight to the
+fake provider; answers byte-identical to its ``chat.completion`` and chunks) or
+``"translated"`` (a Messages request the proxy translates for an OpenAI-type
+provider: the answer's text must be the provider's, a stream must end with
+``message_stop``).  Checks run after the clock stops.
+
 Every wait is bounded: socket timeouts, and a deadline per command.
 """
 
@@ -48,6 +56,29 @@ def summary(values, scale=1000.0):
 
 def expected_body(status):
     return wire.MESSAGE_JSON if status == 200 else wire.RATE_LIMIT_JSON
+
+
+def request_body(cmd, stream=False, knobs=None):
+    """The body a command sends, in its ``shape``."""
+    if cmd.get("shape") == "openai":
+        return wire.chat_request_body(stream, knobs)
+    return wire.request_body(stream, cmd.get("pad", 0), knobs if cmd.get("shape") == "translated" else None)
+
+
+def answer_ok(cmd, status, body):
+    """Is a non-stream answer what the command's ``shape`` expects?"""
+    shape = cmd.get("shape")
+    if shape == "openai":
+        return status == 200 and body == wire.CHAT_COMPLETION_JSON
+    if shape == "translated":
+        try:
+            message = json.loads(body)
+            return status == 200 and message["type"] == "message" and \
+                message["content"] == [{"type": "text", "text": wire.ANSWER_TEXT}]
+        except (ValueError, KeyError, TypeError):
+            return False
+    expect = cmd.get("expect_status", 200)
+    return status == expect and body == expected_body(expect)
 
 
 # --- blocking client (concurrency 1) -------------------------------------------
@@ -91,9 +122,7 @@ class BlockingConn:
 def op_latency(cmd):
     """Sequential requests on one keep-alive connection; per-request wall time."""
     raw = wire.build_request("POST", cmd["path"], f"{cmd['host']}:{cmd['port']}",
-                             cmd.get("headers"), wire.request_body(pad_bytes=cmd.get("pad", 0)))
-    expect = cmd.get("expect_status", 200)
-    body = expected_body(expect)
+                             cmd.get("headers"), request_body(cmd))
     conn = BlockingConn(cmd["host"], cmd["port"])
     deadline = perf() + cmd.get("max_seconds", 30.0)
     gap = cmd.get("gap_ms", 0.0) / 1000.0
@@ -118,7 +147,7 @@ def op_latency(cmd):
                     break
                 continue
             samples.append(perf() - t0)
-            if resp.status != expect or bytes(resp.body) != body:
+            if not answer_ok(cmd, resp.status, bytes(resp.body)):
                 bad += 1
     except (OSError, wire.ProtocolError) as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
@@ -211,8 +240,7 @@ async def op_throughput(cmd):
     ``duration`` seconds, which opens once every connection is running, count.
     """
     host, port, c = cmd["host"], cmd["port"], cmd["concurrency"]
-    raw = wire.build_request("POST", cmd["path"], f"{host}:{port}", cmd.get("headers"),
-                             wire.request_body(pad_bytes=cmd.get("pad", 0)))
+    raw = wire.build_request("POST", cmd["path"], f"{host}:{port}", cmd.get("headers"), request_body(cmd))
     body = expected_body(200)
     stagger = cmd.get("stagger_ms", 0.0) / 1000.0
     conns, errors, connect_s = await open_many(host, port, c)
@@ -274,8 +302,8 @@ async def op_streams(cmd, notify):
     host, port, n = cmd["host"], cmd["port"], cmd["n"]
     deltas, pace = cmd["deltas"], cmd["pace_ms"]
     seed_base = cmd.get("seed_base", 0)
+    shape = cmd.get("shape", "anthropic")
     conns, errors, connect_s = await open_many(host, port, n)
-    body = wire.request_body(stream=True)
     opened = 0
     all_open = asyncio.get_running_loop().create_future()
 
@@ -288,9 +316,10 @@ async def op_streams(cmd, notify):
     raws = []
     for i in range(len(conns)):
         headers = dict(cmd.get("headers") or {})
-        headers.update({wire.H_SEED: str(seed_base + i), wire.H_DELTAS: str(deltas),
-                        wire.H_PACE: str(pace)})
-        raws.append(wire.build_request("POST", cmd["path"], f"{host}:{port}", headers, body))
+        knobs = {"seed": seed_base + i, "deltas": deltas, "pace": pace}
+        headers.update({wire.KNOBS[name]: str(value) for name, value in knobs.items()})
+        raws.append(wire.build_request("POST", cmd["path"], f"{host}:{port}", headers,
+                                       request_body(cmd, True, knobs)))
     loop = asyncio.get_running_loop()
     ramp = cmd.get("ramp_ms", 0.0) / 1000.0
     sends = [0.0] * len(conns)
@@ -329,7 +358,7 @@ async def op_streams(cmd, notify):
     expected_events = received_events = lost = reordered = unexpected = 0
     identical = mismatched = failed = 0
     for i, (t_send, res) in enumerate(zip(sends, results)):
-        expected = wire.stream_events(seed_base + i, deltas)
+        expected = (wire.chat_events if shape == "openai" else wire.stream_events)(seed_base + i, deltas)
         expected_events += len(expected)
         if isinstance(res, BaseException):
             failed += 1
@@ -342,12 +371,21 @@ async def op_streams(cmd, notify):
             lost += len(expected)
             errors.append(f"status {res.status}")
             continue
-        lo, re_, un = compare_stream(res.events, expected)
-        lost, reordered, unexpected = lost + lo, reordered + re_, unexpected + un
-        if bytes(res.body) == b"".join(expected):
-            identical += 1
+        if shape == "translated":
+            # Another shape of events (and ids of the proxy's): the text and the ending must be the provider's.
+            text, ended = wire.translated_text(res.events)
+            expected_events += len(res.events) - len(expected)
+            if text == wire.stream_text(seed_base + i, deltas) and ended:
+                identical += 1
+            else:
+                mismatched += 1
         else:
-            mismatched += 1
+            lo, re_, un = compare_stream(res.events, expected)
+            lost, reordered, unexpected = lost + lo, reordered + re_, unexpected + un
+            if bytes(res.body) == b"".join(expected):
+                identical += 1
+            else:
+                mismatched += 1
         times = res.event_times
         if times:
             ttfe.append(times[0] - t_send)

@@ -11,9 +11,11 @@ Standard library only.  It starts three processes and cleans them up on any
 exit (including Ctrl-C, and their parent dying):
 
 - ``bench/fake_provider.py``: a fast asyncio fake Anthropic provider on
-  127.0.0.1 (JSON and SSE, per-request delay and event pacing, 429 mode);
+  127.0.0.1 (JSON and SSE, per-request delay and event pacing, 429 mode),
+  which also speaks OpenAI's Chat Completions;
 - the proxy (``proxy.py serve``) in front of it, providers ``a`` and ``b``
-  both pointing at the fake provider (``/a`` and ``/b`` path prefixes),
+  both pointing at the fake provider (``/a`` and ``/b`` path prefixes), and
+  ``o``, of ``"type": "openai"``, at its Chat Completions (``/o/v1``),
   ``require_token`` off, in a temporary state directory;
 - ``bench/loadgen.py``: the load generator (raw keep-alive sockets).
 
@@ -43,7 +45,13 @@ The five groups (issue 4):
 5. failover: provider ``a`` answers 429 (``retry-after: 0``, so it never stays
    in cooldown and every request takes the failover path), ``b`` serves.  The
    added time is (through the proxy) - (direct 429 from a + direct answer from
-   b): what the proxy adds beyond the providers' own answer times.
+   b): what the proxy adds beyond the providers' own answer times;
+6. an OpenAI-type provider (issue 11): the same fake answering Chat
+   Completions directly, against the proxy translating for it (pinned to
+   ``o``), beside the Anthropic path measured in the same rounds: added
+   latency at concurrency 1 (p50, p99) and added time to first event of
+   ~100 streams.  Target: the translation adds at most 1 ms more to the
+   first event than the Anthropic path does.
 """
 
 import argparse
@@ -69,7 +77,7 @@ sys.path.insert(0, str(BENCH))
 import wire  # noqa: E402
 
 HOST = "127.0.0.1"
-GROUPS = ("latency", "throughput", "streaming", "failover")
+GROUPS = ("latency", "throughput", "streaming", "failover", "openai")
 
 # Runs a command with CPU affinity set and, on Linux, dies with its parent
 # (PR_SET_PDEATHSIG), so nothing survives a benchmark that was killed.
@@ -326,12 +334,15 @@ class Bench:
             "providers": [
                 {"name": "a", "base_url": f"http://{HOST}:{self.provider_port}/a", "api_key_env": "BENCH_KEY_A"},
                 {"name": "b", "base_url": f"http://{HOST}:{self.provider_port}/b", "api_key_env": "BENCH_KEY_B"},
+                {"name": "o", "type": "openai", "base_url": f"http://{HOST}:{self.provider_port}/o/v1",
+                 "api_key_env": "BENCH_KEY_O", "models": {"*": "bench-model"}},
             ],
         }
         config_path = state / "config.json"
         config_path.write_text(json.dumps(config, indent=2))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PROXY")}
-        env.update(BENCH_KEY_A="bench-key-a", BENCH_KEY_B="bench-key-b", PYTHONUNBUFFERED="1")
+        env.update(BENCH_KEY_A="bench-key-a", BENCH_KEY_B="bench-key-b", BENCH_KEY_O="bench-key-o",
+                   PYTHONUNBUFFERED="1")
         self.proxy = self._start("proxy", [str(script), "serve", "--config", str(config_path),
                                            "--port", "0", "--quiet"],
                                  cpus=self.proxy_cpus, env=env, cwd=str(state))
@@ -396,6 +407,14 @@ class Bench:
     # measuring
 
     def target(self, side, provider="a"):
+        """Where a command goes: ``direct``, ``relay`` or ``proxy`` (Anthropic),
+        ``openai-direct`` (the fake's Chat Completions) or ``openai-proxy``
+        (the proxy, pinned to the OpenAI-type provider ``o``)."""
+        if side == "openai-direct":
+            return {"host": HOST, "port": self.provider_port, "path": "/o/v1/chat/completions", "shape": "openai"}
+        if side == "openai-proxy":
+            return {"host": HOST, "port": self.proxy_port, "path": "/provider/o/v1/messages?beta=true",
+                    "shape": "translated"}
         if side == "direct":
             return {"host": HOST, "port": self.provider_port, "path": f"/{provider}/v1/messages?beta=true"}
         if side == "relay":
@@ -463,7 +482,9 @@ class Bench:
                                       f"{res.get('bad', 0)} wrong answers {res.get('errors', [])[:2]}")
 
     def warm_up(self):
-        for side in ("direct", "proxy"):
+        sides = ("direct", "proxy", "openai-direct", "openai-proxy") if "openai" in self.args.only \
+            else ("direct", "proxy")
+        for side in sides:
             self.run({"op": "latency", **self.target(side), "n": 200 if not self.args.quick else 20,
                       "warmup": 10})
             self.run({"op": "throughput", **self.target(side), "concurrency": 16, "duration": 0.2})
@@ -655,6 +676,50 @@ class Bench:
         return out
 
 
+    # 6. an OpenAI-type provider
+
+    def group_openai(self):
+        """Direct vs proxied for an OpenAI-type provider, and for the Anthropic path in the same rounds."""
+        a = self.args
+        sides = ("direct", "proxy", "openai-direct", "openai-proxy")
+        paths = {"anthropic": ("direct", "proxy"), "openai": ("openai-direct", "openai-proxy")}
+        runs = self.pairs(lambda side, r: {"op": "latency", **self.target(side), "n": a.latency_n,
+                                           "warmup": 50}, a.rounds, sides)
+        self.check_errors("openai latency", runs)
+        out = {"requests_per_round": a.latency_n, "streams": a.openai_streams, "pace_ms": a.pace_ms,
+               "deltas": a.deltas}
+        for name, (direct, proxy) in paths.items():
+            row = out[name] = {}
+            for q in ("p50", "p99"):
+                row[f"latency_{q}_direct_ms"] = median(r["latency"].get(q) for r in runs[direct])
+                row[f"latency_{q}_proxy_ms"] = median(r["latency"].get(q) for r in runs[proxy])
+                row[f"added_latency_{q}_ms"] = median(p["latency"][q] - d["latency"][q]
+                                                      for d, p in zip(runs[direct], runs[proxy]))
+            row["proxy_cpu_us_per_request"] = median(per_unit(r, "proxy", r["requests_total"])
+                                                     for r in runs[proxy])
+        n = a.openai_streams
+        runs = self.pairs(lambda side, r: {
+            "op": "streams", **self.target(side), "n": n, "deltas": a.deltas, "pace_ms": a.pace_ms,
+            "ramp_ms": a.stream_interval_ms * n, "seed_base": r * 100000 + sides.index(side) * 20000,
+            "timeout": 60}, a.rounds, sides)
+        self.check_errors("openai streams", runs)
+        for name, (direct, proxy) in paths.items():
+            row = out[name]
+            for key, q in (("ttfe", "p50"), ("gap", "p99")):
+                row[f"{key}_{q}_direct_ms"] = median(r[key].get(q) for r in runs[direct])
+                row[f"{key}_{q}_proxy_ms"] = median(r[key].get(q) for r in runs[proxy])
+                row[f"added_{key}_{q}_ms"] = median(p[key].get(q, 0) - d[key].get(q, 0)
+                                                    for d, p in zip(runs[direct], runs[proxy]))
+            row["proxy_cpu_us_per_event"] = median(per_unit(r, "proxy", r["events_received"]) for r in runs[proxy])
+            row["streams_checked"] = sum(r["byte_identical_streams"] for r in runs[proxy])
+            row["streams_total"] = n * len(runs[proxy])
+        # Per round: how much more the translation adds to the first event than the Anthropic path.
+        out["ttfe_translation_extra_ms"] = median(
+            (op["ttfe"].get("p50", 0) - od["ttfe"].get("p50", 0)) - (ap["ttfe"].get("p50", 0) - ad["ttfe"].get("p50", 0))
+            for ad, ap, od, op in zip(runs["direct"], runs["proxy"], runs["openai-direct"], runs["openai-proxy"]))
+        return out
+
+
 # --- targets and the table ---------------------------------------------------------
 
 def evaluate(results):
@@ -700,6 +765,13 @@ def evaluate(results):
             slack = 64 * mem["streams"] / 1024 / 4
             add("rss_back", "RSS after streams minus before", mem["after_minus_before_mib"], round(slack, 1),
                 "MiB", mem["after_minus_before_mib"] <= slack)
+    oa = results.get("openai")
+    if oa:
+        add("openai_ttfe_vs_anthropic", "OpenAI provider: added first event p50 minus the Anthropic path's",
+            oa["ttfe_translation_extra_ms"], 1.0, "ms", oa["ttfe_translation_extra_ms"] <= 1.0)
+        ok = oa["openai"]["streams_checked"]
+        add("openai_integrity", "OpenAI provider: translated streams with the provider's text, ended",
+            oa["openai"]["streams_total"] - ok, 0, "streams", ok == oa["openai"]["streams_total"])
     fo = results.get("failover")
     if fo:
         add("failover_added_p50", "failover added p50 beyond both answers", fo["added_p50_ms"], 2.0, "ms",
@@ -840,6 +912,29 @@ def render(results):
         row("the failover step itself", f"p50 {_signed(fo['failover_only_p50_ms'], digits=3)} "
             "(a->b minus proxy b minus a's 429)")
         lines.append("")
+    oa = results.get("openai")
+    if oa:
+        lines.append(f"6. an OpenAI-type provider (Chat Completions, translated) beside the Anthropic path, "
+                     f"same rounds; latency at concurrency 1 ({oa['requests_per_round']} requests/round), "
+                     f"{oa['streams']} streams")
+        lines.append(head)
+        for name, label in (("anthropic", "Anthropic"), ("openai", "OpenAI")):
+            r = oa[name]
+            for q in ("p50", "p99"):
+                lines.append(f"   {label + ' latency ' + q:{w - 3}} {_ms(r[f'latency_{q}_direct_ms'], 3):>11} "
+                             f"{_ms(r[f'latency_{q}_proxy_ms'], 3):>11} "
+                             f"{_signed(r[f'added_latency_{q}_ms'], digits=3):>12}")
+            lines.append(f"   {label + ' first event p50':{w - 3}} {_ms(r['ttfe_p50_direct_ms']):>11} "
+                         f"{_ms(r['ttfe_p50_proxy_ms']):>11} {_signed(r['added_ttfe_p50_ms']):>12}")
+            lines.append(f"   {label + ' gap p99':{w - 3}} {_ms(r['gap_p99_direct_ms']):>11} "
+                         f"{_ms(r['gap_p99_proxy_ms']):>11} {_signed(r['added_gap_p99_ms']):>12}")
+            lines.append(f"   {label}: proxy CPU {_f0(r['proxy_cpu_us_per_request'])} us per request, "
+                         f"{_f0(r['proxy_cpu_us_per_event'])} us per streamed event; "
+                         f"{r['streams_checked']}/{r['streams_total']} streams checked")
+        row("translation's extra first-event time", f"{_signed(oa['ttfe_translation_extra_ms'])} "
+            "(OpenAI added minus Anthropic added, per round)", "<= 1 ms",
+            _verdict(targets, "openai_ttfe_vs_anthropic"))
+        lines.append("")
     met = sum(1 for t in targets if t["met"])
     missed = [t["id"] for t in targets if t["met"] is False]
     lines.append(f"targets: {met}/{len(targets)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
@@ -926,6 +1021,7 @@ def parse_args(argv):
     p.add_argument("--slow-concurrency", help="slow-provider concurrency levels (default 1,16,64,256)")
     p.add_argument("--slow-ms", type=float, default=20.0, help="the slow provider's delay (default 20)")
     p.add_argument("--streams", help="concurrent stream counts (default 100,256)")
+    p.add_argument("--openai-streams", type=int, help="concurrent streams in the OpenAI group (default 100)")
     p.add_argument("--deltas", type=int, help="content_block_delta events per stream (default 40)")
     p.add_argument("--pace-ms", type=float, default=20.0, help="time between stream events (default 20)")
     p.add_argument("--stream-interval-ms", type=float,
@@ -952,6 +1048,7 @@ def parse_args(argv):
     args.slow_concurrency = ints(args.slow_concurrency or ("4" if q else "1,16,64,256"))
     args.streams = ints(args.streams or ("5,12" if q else "100,256"))
     args.deltas = args.deltas or (4 if q else 40)
+    args.openai_streams = args.openai_streams or (5 if q else 100)
     if q and args.pace_ms == 20.0:
         args.pace_ms = 5.0
     if args.stream_interval_ms is None:
@@ -994,6 +1091,8 @@ def main(argv=None):
                 results["memory"] = bench.memory_summary()
             if "failover" in args.only:
                 results["failover"] = bench.group_failover()
+            if "openai" in args.only:
+                results["openai"] = bench.group_openai()
             if not bench.proxy.alive():
                 raise BenchError(f"the proxy died during the run:\n{bench.proxy.stderr_tail()}")
             results["background"] = bench.background_load(stat0, time.monotonic() - t_stat)
@@ -1024,7 +1123,7 @@ def main(argv=None):
             "proxy": str(Path(args.proxy).resolve()), "proxy_commit": git_commit(Path(args.proxy).resolve().parent),
             "rounds": args.rounds, "groups": args.only,
             "settings": {k: getattr(args, k) for k in ("latency_n", "failover_n", "duration", "concurrency",
-                                                       "slow_concurrency", "slow_ms", "streams", "deltas",
+                                                       "slow_concurrency", "slow_ms", "streams", "openai_streams", "deltas",
                                                        "pace_ms", "stream_interval_ms")},
         }
         results["meta"]["processes"] = {c.name: c.pid for c in bench.children}

@@ -1,9 +1,13 @@
 """What the benchmark sends and expects on the wire, shared by its processes.
 
-- the request the load generator sends (a small Anthropic ``/v1/messages`` body);
+- the request the load generator sends (a small Anthropic ``/v1/messages`` body,
+  or its OpenAI Chat Completions counterpart);
 - the answers the fake provider gives: a fixed JSON message, a 429 error, and a
   deterministic SSE stream per ``seed``, so the client can check every event it
-  receives byte for byte against what the provider sent;
+  receives byte for byte against what the provider sent; the same in OpenAI's
+  Chat Completions shape (a ``chat.completion``, ``chat.completion.chunk``
+  frames ending in ``data: [DONE]``), and what the text of either must be
+  once the proxy has translated it (:func:`translated_text`);
 - a small incremental HTTP/1.1 response parser (Content-Length and chunked
   bodies), fast enough that the client is not the bottleneck, which can record
   when each SSE event completes.
@@ -12,6 +16,7 @@ Standard library only.
 """
 
 import json
+import re
 
 # Headers the fake provider reads (the proxy forwards unknown headers verbatim).
 H_DELAY = "x-bench-delay-ms"     # wait this long before answering (ms)
@@ -38,15 +43,54 @@ RATE_LIMIT_JSON = json.dumps({
 }, separators=(",", ":")).encode()
 
 
-def request_body(stream=False, pad_bytes=0):
-    """A small but realistic Messages request body (bytes)."""
+def request_body(stream=False, pad_bytes=0, knobs=None):
+    """A small but realistic Messages request body (bytes).
+
+    ``knobs`` (a dict of :data:`KNOBS` names and values) go into the message
+    text (:func:`knob_text`): the way to reach a fake OpenAI provider through
+    the proxy, which sends it none of the client's headers.
+    """
     body = {
         "model": "claude-sonnet-4-5",
         "max_tokens": 1024,
         "stream": bool(stream),
-        "messages": [{"role": "user", "content": "Say hello." + " " * max(0, pad_bytes)}],
+        "messages": [{"role": "user", "content": "Say hello." + knob_text(knobs) + " " * max(0, pad_bytes)}],
     }
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def chat_request_body(stream=False, knobs=None):
+    """The Chat Completions body the proxy makes of :func:`request_body` (sent directly)."""
+    body = {"model": "bench-model",
+            "messages": [{"role": "user", "content": "Say hello." + knob_text(knobs)}],
+            "max_tokens": 1024}
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+#: Knobs the fake provider also takes from a request's body, as `` [bench seed=3 pace=20]``.
+KNOBS = {"delay": H_DELAY, "pace": H_PACE, "deltas": H_DELTAS, "seed": H_SEED}
+_KNOB_TEXT = re.compile(rb"\[bench ((?:[a-z]+=[0-9.]+ ?)*)\]")
+
+
+def knob_text(knobs):
+    if not knobs:
+        return ""
+    return " [bench " + " ".join(f"{name}={value}" for name, value in knobs.items()) + "]"
+
+
+def knobs_in_body(body):
+    """``{header name: value}`` for the knobs written into ``body`` by :func:`knob_text`."""
+    match = _KNOB_TEXT.search(body)
+    if not match:
+        return {}
+    out = {}
+    for pair in match.group(1).decode().split():
+        name, _, value = pair.partition("=")
+        if name in KNOBS:
+            out[KNOBS[name]] = value
+    return out
 
 
 def build_request(method, path, host_header, headers=None, body=b""):
@@ -108,6 +152,81 @@ def iter_stream_events(seed, deltas):
 def stream_events(seed, deltas):
     """:func:`iter_stream_events` as a list."""
     return list(iter_stream_events(seed, deltas))
+
+
+# --- OpenAI Chat Completions -------------------------------------------------------
+
+ANSWER_TEXT = "Hello! This is a fixed answer from the benchmark's fake provider."
+
+CHAT_COMPLETION_JSON = json.dumps({
+    "id": "chatcmpl-bench0001",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "bench-model",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER_TEXT},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 25, "completion_tokens": 17, "total_tokens": 42},
+}, separators=(",", ":")).encode()
+
+
+def _chunk_frame(choices, usage=None):
+    chunk = {"id": "@@ID@@", "object": "chat.completion.chunk", "created": 1700000000,
+             "model": "bench-model", "choices": choices}
+    if usage:
+        chunk["usage"] = usage
+    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+
+_CHAT_ROLE = _chunk_frame([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                            "finish_reason": None}])
+_CHAT_DELTA = _chunk_frame([{"index": 0, "delta": {"content": f"{_ID} token {_NUM} lorem ipsum dolor sit amet "},
+                             "finish_reason": None}])
+_CHAT_FINISH = _chunk_frame([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+_CHAT_USAGE = _chunk_frame([], {"prompt_tokens": 25, "completion_tokens": 999999999, "total_tokens": 1})
+_CHAT_DONE = b"data: [DONE]\n\n"
+_CHAT_ROLE_T = _CHAT_ROLE.replace(_ID.encode(), b"%s")
+_CHAT_DELTA_T = _CHAT_DELTA.replace(_ID.encode(), b"%s", 2).replace(_NUM.encode(), b"%05d")
+_CHAT_FINISH_T = _CHAT_FINISH.replace(_ID.encode(), b"%s")
+_CHAT_USAGE_T = _CHAT_USAGE.replace(_ID.encode(), b"%s").replace(b"999999999", b"%d")
+
+
+def iter_chat_events(seed, deltas):
+    """The Chat Completions stream for ``seed``: the same text as :func:`iter_stream_events`.
+
+    A role chunk, ``deltas`` content chunks, a ``finish_reason`` chunk, a
+    usage chunk (``choices: []``) and ``data: [DONE]``, as OpenAI sends them.
+    """
+    chat_id = b"chatcmpl-bench_%08d" % seed
+    msg_id = b"msg_bench_%08d" % seed
+    yield _CHAT_ROLE_T % chat_id
+    for i in range(deltas):
+        yield _CHAT_DELTA_T % (chat_id, msg_id, i)
+    yield _CHAT_FINISH_T % chat_id
+    yield _CHAT_USAGE_T % (chat_id, deltas + 1)
+    yield _CHAT_DONE
+
+
+def chat_events(seed, deltas):
+    """:func:`iter_chat_events` as a list."""
+    return list(iter_chat_events(seed, deltas))
+
+
+def stream_text(seed, deltas):
+    """The text a stream for ``seed`` carries (either shape)."""
+    msg_id = "msg_bench_%08d" % seed
+    return "".join(f"{msg_id} token {i:05d} lorem ipsum dolor sit amet " for i in range(deltas))
+
+
+def translated_text(events):
+    """``(text, ended)`` of an Anthropic stream the proxy translated: the text
+    of its ``text_delta``\\ s, and whether its last event is ``message_stop``."""
+    parts = []
+    for event in events:
+        if event.startswith(b"event: content_block_delta\n"):
+            delta = json.loads(event.split(b"\ndata: ", 1)[1])["delta"]
+            if delta.get("type") == "text_delta":
+                parts.append(delta["text"])
+    return "".join(parts), bool(events) and events[-1].startswith(b"event: message_stop\n")
 
 
 class ProtocolError(Exception):

@@ -48,6 +48,27 @@ def test_stream_events_follow_anthropic_sequence():
     assert wire.stream_events(1, 2) != wire.stream_events(2, 2)
 
 
+def test_chat_stream_follows_openai_sequence_with_the_same_text():
+    events = wire.chat_events(3, 2)
+    assert events[-1] == b"data: [DONE]\n\n"
+    chunks = [json.loads(e[len(b"data: "):]) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == "chatcmpl-bench_00000003" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None, None, None, "stop"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1])
+    assert text == wire.stream_text(3, 2)
+    anthropic = [json.loads(e.split(b"\ndata: ", 1)[1]) for e in wire.stream_events(3, 2)]
+    assert text == "".join(e["delta"]["text"] for e in anthropic if e["type"] == "content_block_delta")
+
+
+def test_knobs_reach_the_fake_provider_in_the_body():
+    knobs = {"seed": 12, "deltas": 40, "pace": 2.5}
+    for body in (wire.request_body(True, knobs=knobs), wire.chat_request_body(True, knobs)):
+        assert wire.knobs_in_body(body) == {wire.H_SEED: "12", wire.H_DELTAS: "40", wire.H_PACE: "2.5"}
+    assert wire.knobs_in_body(wire.request_body()) == {}
+
+
 def _still_running(pids):
     """Those of ``pids`` that still run a benchmark process (Linux only)."""
     alive = []
@@ -68,13 +89,13 @@ def test_benchmark_runs_end_to_end_quick(tmp_path):
                           capture_output=True, text=True, timeout=90, cwd=str(tmp_path), env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for heading in ("1. added latency", "2. throughput", "3. streaming", "4. proxy memory", "5. failover",
-                    "targets:"):
+                    "6. an OpenAI-type provider", "targets:"):
         if heading == "4. proxy memory" and not Path("/proc/self/status").exists():
             continue
         assert heading in proc.stdout, proc.stdout
 
     results = json.loads(out.read_text())
-    assert set(results) >= {"meta", "latency", "throughput", "streaming", "memory", "failover",
+    assert set(results) >= {"meta", "latency", "throughput", "streaming", "memory", "failover", "openai",
                             "targets", "lost_events", "elapsed_s", "notes"}
     assert results["meta"]["quick"] is True
     assert results["meta"]["machine"]["nproc"] >= 1
@@ -112,8 +133,16 @@ def test_benchmark_runs_end_to_end_quick(tmp_path):
     assert fo["failovers_verified"] == fo["failovers_expected"], fo
     assert isinstance(fo["added_p50_ms"], float)
 
+    oa = results["openai"]
+    for path in ("anthropic", "openai"):
+        row = oa[path]
+        for key in ("added_latency_p50_ms", "added_latency_p99_ms", "added_ttfe_p50_ms"):
+            assert isinstance(row[key], float), row
+        assert row["streams_checked"] == row["streams_total"] > 0, row  # the text arrived whole, translated
+    assert isinstance(oa["ttfe_translation_extra_ms"], float)
+
     ids = {t["id"] for t in results["targets"]}
-    assert {"latency_added_p50", "latency_added_p99", "failover_added_p50"} <= ids
+    assert {"latency_added_p50", "latency_added_p99", "failover_added_p50", "openai_ttfe_vs_anthropic"} <= ids
     assert all(isinstance(t["met"], bool) for t in results["targets"])
     assert not results["notes"] or all("errors" not in note for note in results["notes"]), results["notes"]
 

@@ -3,11 +3,17 @@
 Everything that came from outside (paths, provider error text) goes into a
 line through :func:`printable`, so nobody can forge a log line.  The files
 are readable by their owner only (:func:`open_private`), like the token.
+
+A line is written for every request, so records are kept lean: no caller
+lookup, thread, process or task fields (the switches the Logging HOWTO's
+"Optimization" section documents; no line shows them), and each line is
+built once, with its time text made once per second (:class:`LineFormatter`).
 """
 
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 LOG_MAX_BYTES = 5 * 1024 * 1024
@@ -83,6 +89,56 @@ class LogFile(logging.Handler):
         super().close()
 
 
+class LineFormatter(logging.Formatter):
+    """``TIME LEVEL message`` (or ``TIME message`` without ``level``), as
+    ``Formatter("%(asctime)s %(levelname)s %(message)s", datefmt)`` makes it,
+    built in one step, the time text (without milliseconds) made once per second."""
+
+    def __init__(self, datefmt=None, level=True):
+        super().__init__("%(asctime)s %(levelname)s %(message)s" if level else "%(asctime)s %(message)s",
+                         datefmt)
+        self.level = level
+        self._second = (None, "")  # (whole second, its text): one tuple, swapped whole across threads
+
+    def formatTime(self, record, datefmt=None):
+        second = int(record.created)
+        cached, text = self._second
+        if cached != second:
+            text = time.strftime(self.datefmt or self.default_time_format, self.converter(record.created))
+            self._second = (second, text)
+        if self.datefmt:
+            return text
+        return self.default_msec_format % (text, record.msecs)
+
+    def format(self, record):
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record)
+        if self.level:
+            line = f"{record.asctime} {record.levelname} {record.message}"
+        else:
+            line = f"{record.asctime} {record.message}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
+
+
+def lean_records():
+    """Make log records without the fields no line shows: the caller's file,
+    line and function, the thread, the process, the asyncio task (the Logging
+    HOWTO's "Optimization" switches; they apply to the whole process, which
+    is the proxy's)."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    if hasattr(logging, "logAsyncioTasks"):  # 3.12+
+        logging.logAsyncioTasks = False
+
+
 def open_private(path, truncate=False):
     """``path`` opened for appending (or rewriting) unbuffered bytes, readable
     and writable by its owner only (0600 on POSIX; on Windows the folder's
@@ -100,6 +156,7 @@ def open_private(path, truncate=False):
 
 def setup_logging(paths, quiet):
     """Log to ``proxy.log`` (UTF-8, rotated by size) and, unless quiet, to stderr."""
+    lean_records()
     logger = logging.getLogger("claude_proxy")
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -108,11 +165,11 @@ def setup_logging(paths, quiet):
         handler.close()
     paths.dir.mkdir(parents=True, exist_ok=True)
     file_handler = LogFile(paths.log, LOG_MAX_BYTES, LOG_BACKUPS)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    file_handler.setFormatter(LineFormatter())
     logger.addHandler(file_handler)
     if not quiet:
         console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        console.setFormatter(LineFormatter("%H:%M:%S", level=False))
         console.addFilter(lambda record: getattr(record, "console", True))
         logger.addHandler(console)
 

@@ -638,6 +638,44 @@ def test_the_log_keeps_writing_when_it_cannot_be_rotated(tmp_path, monkeypatch):
     assert path.read_text(encoding="utf-8").splitlines() == [f"line {n} of twenty bytes" for n in range(4)]
 
 
+def test_log_lines_read_as_the_standard_formatter_writes_them_across_seconds():
+    """The formatter makes each second's time text once; every line must still be
+    what ``logging.Formatter`` makes of it, also when the second changes."""
+    from claude_proxy.logfile import LineFormatter
+    cases = [(LineFormatter(), logging.Formatter("%(asctime)s %(levelname)s %(message)s")),
+             (LineFormatter("%H:%M:%S", level=False), logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))]
+    for ours, standard in cases:
+        for created in (1700000000.001, 1700000000.999, 1700000001.0, 1700000001.5, 1700000000.25, 1700003600.75):
+            record = logging.makeLogRecord({"msg": "GET %s -> %s", "args": ("/v1/messages", 200),
+                                            "levelno": logging.WARNING, "levelname": "WARNING",
+                                            "created": created, "msecs": (created % 1) * 1000})
+            assert ours.format(record) == standard.format(record)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            record = logging.makeLogRecord({"msg": "failed", "exc_info": sys.exc_info(), "levelname": "ERROR"})
+        assert ours.format(record) == standard.format(record)
+
+
+def test_after_setup_log_records_skip_the_caller_lookup_and_thread_fields(tmp_path):
+    from claude_proxy.logfile import setup_logging
+    from claude_proxy.state import StatePaths
+    setup_logging(StatePaths(tmp_path), quiet=True)
+    seen = []
+    logger = logging.getLogger("claude_proxy")
+    logger.addFilter(lambda record: seen.append(record) or True)
+    try:
+        logger.info("a request line %s", 1)
+    finally:
+        logger.filters.clear()
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+    record, = seen
+    assert (record.funcName, record.threadName, record.process) == ("(unknown function)", None, None)
+    assert (tmp_path / "proxy.log").read_text(encoding="utf-8").endswith(" INFO a request line 1\n")
+
+
 def test_an_unknown_command_is_named_with_the_ones_there_are(tmp_path):
     result = run_once("frobnicate", cwd=tmp_path)
 

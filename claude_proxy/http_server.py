@@ -15,6 +15,7 @@ provider answers, errors included, are passed through byte for byte.
 
 import errno
 import hmac
+import http.client
 import http.server
 import io
 import json
@@ -25,6 +26,7 @@ import socket
 import sys
 import threading
 import time
+from http import HTTPStatus
 from urllib.parse import parse_qs
 
 from . import __version__
@@ -36,6 +38,7 @@ from .errors import UsageError, error_type
 from .failover import FailoverPolicy
 from .forward import CHUNKED, ClientSide, Exchange, Forwarder, no_provider_message
 from .framing import head_problem, target_problem
+from .head import parse_header_lines, read_header_lines
 from .logfile import printable
 from .relay import ClientGone, ClientWriter
 from .state import read_token
@@ -285,20 +288,6 @@ def _bind_error(config, exc):
     return f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
 
 
-class _HeadRecorder:
-    """Stands in for ``rfile`` while ``http.server`` reads the header lines,
-    and keeps them as they were read, for :func:`framing.head_problem`."""
-
-    def __init__(self, rfile):
-        self.rfile = rfile
-        self.lines = []
-
-    def readline(self, size=-1):
-        line = self.rfile.readline(size)
-        self.lines.append(line)
-        return line
-
-
 class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else each keep-alive response waits ~40 ms for an ACK
@@ -321,36 +310,104 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             self._reader.request_received()
 
     def parse_request(self):
-        """``http.server``'s parsing, then what every request must be: a head
-        that can be read only one way (:mod:`framing`, else 400), addressed
-        to the proxy by one of its own names (:mod:`access`, else 421), from
-        no foreign web page (else 403).  Returns False after answering and
-        closing otherwise.  ``Expect: 100-continue`` is answered only once
-        the head has passed."""
+        """The request line and headers, read as ``http.server`` reads them (its
+        checks, limits and answers, :meth:`_parse_request_line`), the headers
+        parsed without ``email`` when they are plain (:mod:`head`); then what
+        every request must be: a head that can be read only one way
+        (:mod:`framing`, else 400), addressed to the proxy by one of its own
+        names (:mod:`access`, else 421), from no foreign web page (else 403).
+        Returns False after answering and closing otherwise.  ``Expect:
+        100-continue`` is answered only once the head has passed."""
         self._expects_continue = False
-        recorder = _HeadRecorder(self.rfile)
-        self.rfile = recorder
-        try:
-            parsed = super().parse_request()
-        finally:
-            self.rfile = recorder.rfile
-        if not parsed:
+        if not self._parse_request_line():
             return False
-        problem = head_problem(recorder.lines, self.request_version)
+        try:
+            lines = read_header_lines(self.rfile)
+        except http.client.LineTooLong as err:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long", str(err))
+            return False
+        except http.client.HTTPException as err:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers", str(err))
+            return False
+        self.headers = headers = parse_header_lines(lines)
+        conntype = headers.get("Connection", "").lower()
+        if conntype == "close":
+            self.close_connection = True
+        elif conntype == "keep-alive" and self.protocol_version >= "HTTP/1.1":
+            self.close_connection = False
+        if headers.get("Expect", "").lower() == "100-continue" and self.protocol_version >= "HTTP/1.1" \
+                and self.request_version >= "HTTP/1.1":
+            self._expects_continue = True
+        problem = head_problem(lines, self.request_version)
         if problem:
             return self._refuse_head(400, f"Malformed request: {problem}.")
         addresses = self.server.addresses
-        if not addresses.host_allowed(self.headers.get("host")):
+        host = headers.get("host")
+        if not addresses.host_allowed(host):
             return self._refuse_head(421, (
-                f"Host {self.headers.get('host')!r} is not an address of this proxy; use "
+                f"Host {host!r} is not an address of this proxy; use "
                 f"{self.server.url}, or add the name to \"allowed_hosts\" in {self.server.config.path}."))
-        if not addresses.origin_allowed(self.headers.get("origin")):
+        origin = headers.get("origin")
+        if not addresses.origin_allowed(origin):
             return self._refuse_head(403, (
-                f"Requests from web pages (Origin {self.headers.get('origin')!r}) are refused."))
-        if "content-length" not in self.headers and "transfer-encoding" not in self.headers:
+                f"Requests from web pages (Origin {origin!r}) are refused."))
+        if "content-length" not in headers and "transfer-encoding" not in headers:
             self._reader.request_received()  # no body: the head was all of it
         if self._expects_continue:
             return self._continue()
+        return True
+
+    def _parse_request_line(self):
+        """``http.server``'s reading of the request line (as of Python 3.11:
+        the version's numbers must be digits, 10 at most), with its answers:
+        400 for a bad line or version, 505 for HTTP/2 and later, a lone
+        ``GET`` for an HTTP/0.9 request; ``//`` at the start of the path made
+        one ``/`` (gh-87389)."""
+        self.command = None  # set in case of error on the first line
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = requestline
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) >= 3:  # enough to determine the protocol version
+            version = words[-1]
+            try:
+                if not version.startswith("HTTP/"):
+                    raise ValueError
+                base_version_number = version.split("/", 1)[1]
+                version_number = base_version_number.split(".")
+                # RFC 2145 section 3.1: one ".", and the numbers are separate integers.
+                if len(version_number) != 2:
+                    raise ValueError
+                if any(not component.isdigit() for component in version_number):
+                    raise ValueError("non digit in http version")
+                if any(len(component) > 10 for component in version_number):
+                    raise ValueError("unreasonable length http version")
+                version_number = int(version_number[0]), int(version_number[1])
+            except (ValueError, IndexError):
+                self.send_error(HTTPStatus.BAD_REQUEST, "Bad request version (%r)" % version)
+                return False
+            if version_number >= (1, 1) and self.protocol_version >= "HTTP/1.1":
+                self.close_connection = False
+            if version_number >= (2, 0):
+                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                                "Invalid HTTP version (%s)" % base_version_number)
+                return False
+            self.request_version = version
+        if not 2 <= len(words) <= 3:
+            self.send_error(HTTPStatus.BAD_REQUEST, "Bad request syntax (%r)" % requestline)
+            return False
+        command, path = words[:2]
+        if len(words) == 2:
+            self.close_connection = True
+            if command != "GET":
+                self.send_error(HTTPStatus.BAD_REQUEST, "Bad HTTP/0.9 request type (%r)" % command)
+                return False
+        self.command, self.path = command, path
+        if self.path.startswith("//"):  # gh-87389: //path would be read as a host by clients
+            self.path = "/" + self.path.lstrip("/")
         return True
 
     def _refuse_head(self, status, message):
@@ -361,11 +418,6 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status,
                  printable(message))
         return False
-
-    def handle_expect_100(self):
-        """Deferred to :meth:`parse_request`, which calls :meth:`_continue`."""
-        self._expects_continue = True
-        return True
 
     def _continue(self):
         """Refuse an oversized body before the client sends it, else say 100 Continue."""

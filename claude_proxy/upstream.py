@@ -23,6 +23,7 @@ import threading
 import time
 
 from .errors import UpstreamError
+from .head import parse_header_lines, read_header_lines
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,8 @@ MAX_INTERIM_HEADER_LINES = 100
 
 
 class _Response(http.client.HTTPResponse):
-    """``http.client``'s response, skipping every interim (1xx) answer.
+    """``http.client``'s response, skipping every interim (1xx) answer, its
+    headers parsed without ``email`` when they are plain (:mod:`head`).
 
     ``http.client`` skips only ``100 Continue``; a ``102 Processing`` or
     ``103 Early Hints`` would be taken as the final answer, and the real one
@@ -239,6 +241,49 @@ class _Response(http.client.HTTPResponse):
                     break
             else:
                 raise http.client.HTTPException("too many headers in an interim (1xx) answer")
+
+    def begin(self):
+        """``HTTPResponse.begin`` (the same in Python 3.10 to 3.13), with the
+        headers read by :func:`head.read_header_lines` and parsed by
+        :func:`head.parse_header_lines`: the same message, made cheaper."""
+        if self.headers is not None:  # already started reading the response
+            return
+        while True:  # read until a non-100 answer
+            version, status, reason = self._read_status()
+            if status != http.client.CONTINUE:
+                break
+            read_header_lines(self.fp)  # the 100 answer's headers, skipped
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):  # some servers say "0.9": taken as 1.0
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11  # HTTP/1.1 for HTTP/1.x, x >= 1
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.headers = self.msg = parse_header_lines(read_header_lines(self.fp))
+        tr_enc = self.headers.get("transfer-encoding")
+        if tr_enc and tr_enc.lower() == "chunked":
+            self.chunked = True
+            self.chunk_left = None
+        else:
+            self.chunked = False
+        self.will_close = self._check_close()
+        self.length = None
+        length = self.headers.get("content-length")
+        if length and not self.chunked:  # RFC 9112 section 6.3: chunked wins over a length
+            try:
+                self.length = int(length)
+            except ValueError:
+                self.length = None
+            else:
+                if self.length < 0:  # a nonsensical negative length is ignored
+                    self.length = None
+        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200 \
+                or self._method == "HEAD":
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True  # no framing: the body ends when the connection closes
 
 
 class _HTTPConnection(_OneWrite, http.client.HTTPConnection):

@@ -37,6 +37,7 @@ class ClientReader(socket.SocketIO):
         self._idle = idle
         self._limit = limit
         self._deadline = None
+        self._shortened = False  # the socket's timeout is below ``idle`` (a request's clock runs)
 
     def readinto(self, buffer):
         if self._deadline is None:  # waiting for a request: the idle timeout applies
@@ -48,6 +49,7 @@ class ClientReader(socket.SocketIO):
         if left <= 0:
             raise ReceiveTimeout(f"the request did not arrive within {self._limit:g}s")
         self._sock.settimeout(min(self._idle, left))
+        self._shortened = True
         try:
             return super().readinto(buffer)
         except TimeoutError:
@@ -56,9 +58,13 @@ class ClientReader(socket.SocketIO):
             raise
 
     def request_received(self):
-        """The request is in (or refused): reads wait for the next one, idle timeout only."""
-        if self._deadline is not None:
-            self._deadline = None
+        """The request is in (or refused): reads wait for the next one, idle timeout only.
+
+        The socket's timeout is set back only if a read shortened it: a
+        request that arrived in one read costs no system call here."""
+        self._deadline = None
+        if self._shortened:
+            self._shortened = False
             self._sock.settimeout(self._idle)
 
 

@@ -41,6 +41,7 @@ from .framing import head_problem, target_problem
 from .head import parse_header_lines, read_header_lines
 from .logfile import printable
 from .relay import ClientGone, ClientWriter
+from .sending import SocketWriter
 from .state import read_token
 from .upstream import HOP_BY_HOP, Upstreams, requested_model
 
@@ -302,6 +303,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         self.rfile.close()  # replaced by one that also bounds the time a request takes to arrive
         self._reader = ClientReader(self.connection, self.timeout, self.server.config.receive_timeout)
         self.rfile = io.BufferedReader(self._reader)
+        self.wfile = SocketWriter(self.connection)  # a small answer in one system call, not two
 
     def handle_one_request(self):
         try:

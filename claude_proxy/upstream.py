@@ -24,6 +24,7 @@ import time
 
 from .errors import UpstreamError
 from .head import parse_header_lines, read_header_lines
+from .sending import send_all
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,8 @@ class _OneWrite:
     """``http.client``'s connection, cheaper per request.
 
     The request head and a small body go out in one write, not two (with
-    Nagle off, two packets and two reads on the provider's side), and the
+    Nagle off, two packets and two reads on the provider's side), in one
+    system call where the socket takes it (:func:`sending.send_all`), and the
     headers are added in one step: ``upstream_headers`` and the config
     loader already guarantee what ``putheader`` checks one header at a time
     with two regular expressions.
@@ -205,6 +207,12 @@ class _OneWrite:
 
     def put_headers(self, headers):
         self._buffer.extend(f"{name}: {value}".encode("latin-1") for name, value in headers)
+
+    def send(self, data):
+        if self.sock is not None and isinstance(data, bytes):
+            send_all(self.sock, data)
+        else:  # not connected yet (http.client connects or refuses), or a file or an iterable
+            super().send(data)
 
     def _send_output(self, message_body=None, encode_chunked=False):
         if isinstance(message_body, bytes) and len(message_body) <= self.ONE_WRITE_LIMIT:

@@ -53,8 +53,7 @@ def head_problem(lines, version):
     """
     if not lines or lines[-1] not in _LAST_LINES:
         return "the request head ended before its empty line"
-    lengths = codings = hosts = 0
-    length_value = coding_value = b""
+    fields = []
     name = None
     for line in lines[:-1]:
         match = _FIELD_LINE.fullmatch(line)
@@ -67,28 +66,48 @@ def head_problem(lines, version):
                 return "a folded line at the start of the head or in a framing header"
             continue
         name = match.group(1).lower()
-        if name == b"content-length":
+        if name in _FRAMING:
+            fields.append((name.decode("ascii"), line[len(name) + 1:].decode("latin-1")))
+    return fields_problem(fields, version)
+
+
+def fields_problem(fields, version):
+    """The rules of :func:`head_problem` on fields and values, for a head whose
+    every line is a plain ``name: value`` (:mod:`head` parsed it so): the same
+    answer for the same head.  ``fields`` are ``(name, value)`` pairs, in any
+    case; only ``Content-Length``, ``Transfer-Encoding`` and ``Host`` matter."""
+    lengths = codings = hosts = 0
+    length_value = coding_value = ""
+    for name, value in fields:
+        name = name.lower()
+        if name == "content-length":
             lengths += 1
-            length_value = line[15:]
-        elif name == b"transfer-encoding":
+            length_value = value
+        elif name == "transfer-encoding":
             codings += 1
-            coding_value = line[18:]
-        elif name == b"host":
+            coding_value = value
+        elif name == "host":
             hosts += 1
     if lengths > 1:
         return "more than one Content-Length header"
-    if lengths and not length_value.strip(b" \t\r\n").isdigit():
-        return f"invalid Content-Length {_shown(length_value)}"
+    length_value = length_value.strip(" \t\r\n")
+    if lengths and not (length_value.isascii() and length_value.isdigit()):  # "²" is a digit to str
+        return f"invalid Content-Length {_shown(value_of(fields, 'content-length').encode('latin-1'))}"
     if codings:
         if version < "HTTP/1.1":
             return "Transfer-Encoding in an HTTP/1.0 request"
-        if codings > 1 or coding_value.strip(b" \t\r\n").lower() != b"chunked":
+        if codings > 1 or coding_value.strip(" \t\r\n").lower() != "chunked":
             return "a Transfer-Encoding other than exactly \"chunked\""
         if lengths:
             return "both Content-Length and Transfer-Encoding"
     if hosts > 1 or (hosts == 0 and version >= "HTTP/1.1"):
         return "an HTTP/1.1 request needs exactly one Host header"
     return None
+
+
+def value_of(fields, wanted):
+    """The last value of the field ``wanted`` (lower case) in ``fields``."""
+    return [value for name, value in fields if name.lower() == wanted][-1]
 
 
 def _shown(data):

@@ -37,8 +37,8 @@ from .config import http_url
 from .errors import UsageError, error_type
 from .failover import FailoverPolicy
 from .forward import CHUNKED, ClientSide, Exchange, Forwarder, no_provider_message
-from .framing import head_problem, target_problem
-from .head import parse_header_lines, read_header_lines
+from .framing import target_problem
+from .head import read_head
 from .logfile import printable
 from .relay import ClientGone, ClientWriter
 from .sending import SocketWriter
@@ -314,7 +314,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
     def parse_request(self):
         """The request line and headers, read as ``http.server`` reads them (its
         checks, limits and answers, :meth:`_parse_request_line`), the headers
-        parsed without ``email`` when they are plain (:mod:`head`); then what
+        parsed without ``email`` when they are plain (:func:`head.read_head`); then what
         every request must be: a head that can be read only one way
         (:mod:`framing`, else 400), addressed to the proxy by one of its own
         names (:mod:`access`, else 421), from no foreign web page (else 403).
@@ -324,14 +324,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         if not self._parse_request_line():
             return False
         try:
-            lines = read_header_lines(self.rfile)
+            headers, problem = read_head(self.rfile, self.request_version)
         except http.client.LineTooLong as err:
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long", str(err))
             return False
         except http.client.HTTPException as err:
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers", str(err))
             return False
-        self.headers = headers = parse_header_lines(lines)
+        self.headers = headers
         conntype = headers.get("Connection", "").lower()
         if conntype == "close":
             self.close_connection = True
@@ -340,7 +340,6 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         if headers.get("Expect", "").lower() == "100-continue" and self.protocol_version >= "HTTP/1.1" \
                 and self.request_version >= "HTTP/1.1":
             self._expects_continue = True
-        problem = head_problem(lines, self.request_version)
         if problem:
             return self._refuse_head(400, f"Malformed request: {problem}.")
         addresses = self.server.addresses

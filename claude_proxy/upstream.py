@@ -23,7 +23,7 @@ import threading
 import time
 
 from .errors import UpstreamError
-from .head import parse_header_lines, read_header_lines
+from .head import read_head, read_header_lines
 from .sending import send_all
 
 log = logging.getLogger(__name__)
@@ -252,8 +252,7 @@ class _Response(http.client.HTTPResponse):
 
     def begin(self):
         """``HTTPResponse.begin`` (the same in Python 3.10 to 3.13), with the
-        headers read by :func:`head.read_header_lines` and parsed by
-        :func:`head.parse_header_lines`: the same message, made cheaper."""
+        headers read by :func:`head.read_head`: the same message, made cheaper."""
         if self.headers is not None:  # already started reading the response
             return
         while True:  # read until a non-100 answer
@@ -269,7 +268,7 @@ class _Response(http.client.HTTPResponse):
             self.version = 11  # HTTP/1.1 for HTTP/1.x, x >= 1
         else:
             raise http.client.UnknownProtocol(version)
-        self.headers = self.msg = parse_header_lines(read_header_lines(self.fp))
+        self.headers = self.msg = read_head(self.fp)[0]
         tr_enc = self.headers.get("transfer-encoding")
         if tr_enc and tr_enc.lower() == "chunked":
             self.chunked = True

@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from claude_proxy.framing import head_problem  # noqa: E402
-from claude_proxy.head import MAX_LINE, PlainHeaders, parse_header_lines, read_header_lines  # noqa: E402
+from claude_proxy.head import MAX_LINE, PlainHeaders, parse_header_lines, read_head, read_header_lines  # noqa: E402
 from claude_proxy.upstream import _Response  # noqa: E402
 
 TOKEN = "!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-"
 NAMES = ["Host", "host", "Content-Length", "content-length", "Transfer-Encoding", "Connection", "Expect",
          "x-api-key", "Authorization", "Origin", "anthropic-version", "X-Custom", "keep-alive"]
 ODD_BYTES = [b"\r", b"\x00", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\x85", b"\xe9", b"\xff", b"\x7f",
-             b"\t", b" ", b":", b"\xc3\xa9"]
+             b"\t", b" ", b":", b"\xc3\xa9", b"\xb2", b"\xb9"]
 
 names = st.one_of(st.sampled_from(NAMES), st.text(TOKEN, min_size=1, max_size=12))
 plain_values = st.one_of(st.sampled_from(["", "0", "12", "chunked", "close", "keep-alive", "100-continue",
@@ -55,7 +55,8 @@ def odd_line(draw):
         return draw(st.text(TOKEN + " ", min_size=1, max_size=15)).encode() + ending
     if kind == 3:  # a space before the colon, an empty name
         return draw(st.sampled_from([b"Host : x", b"Transfer-Encoding : chunked", b": empty name",
-                                     b"From x", b"From: x", b"Content-Length:\x0b5"])) + ending
+                                     b"From x", b"From: x", b"Content-Length:\x0b5", b"Content-Length: \xb2",
+                                     b"Content-Length: 1\xb9"])) + ending
     if kind == 4:  # a line ending in a bare CR, or cut without an ending
         return draw(plain_line()).rstrip(b"\r\n") + draw(st.sampled_from([b"\r", b""]))
     if kind == 5:  # raw bytes
@@ -91,32 +92,42 @@ def standard(block):
             head_problem(lines, "HTTP/1.1"), head_problem(lines, "HTTP/1.0"))
 
 
-def lean(block):
-    fp = io.BytesIO(block)
+def lean(block, buffer_size=8192):
+    """The handler's reading (``read_head``), from a buffered reader as the handler's ``rfile`` is."""
+    fp = io.BufferedReader(io.BytesIO(block), buffer_size)
     try:
-        lines = read_header_lines(fp)
+        message, problem11 = read_head(fp, "HTTP/1.1")
     except http.client.LineTooLong as exc:
         return ("line too long", str(exc), fp.tell())
     except http.client.HTTPException as exc:
         return ("too many", str(exc), fp.tell())
-    message = parse_header_lines(lines)
+    problem10 = read_head(io.BufferedReader(io.BytesIO(block), buffer_size), "HTTP/1.0")[1]
     assert isinstance(message, http.client.HTTPMessage)
-    return (message.items(), list(message.values()), lookups(message, lines), fp.tell(),
-            head_problem(lines, "HTTP/1.1"), head_problem(lines, "HTTP/1.0"))
+    lines = io.BytesIO(block[:fp.tell()]).readlines()
+    return (message.items(), list(message.values()), lookups(message, lines), fp.tell(), problem11, problem10)
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(blocks, terminators)
-def test_any_header_block_reads_as_the_standard_library_reads_it(lines, terminator):
+@given(blocks, terminators, st.sampled_from([8192, 64]))
+def test_any_header_block_reads_as_the_standard_library_reads_it(lines, terminator, buffer_size):
     block = b"".join(lines) + terminator
-    assert lean(block) == standard(block)
+    assert lean(block, buffer_size) == standard(block)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(plain_line(), max_size=12), endings)
 def test_plain_blocks_take_the_lean_path(lines, terminator):
-    message = parse_header_lines(read_header_lines(io.BytesIO(b"".join(lines) + terminator)))
+    block = b"".join(lines) + terminator
+    message = parse_header_lines(read_header_lines(io.BytesIO(block)))
     assert type(message) is PlainHeaders
+    if b"\n" not in block.replace(b"\r\n", b""):  # CRLF throughout: read in one step from the buffer
+        assert type(read_head(io.BufferedReader(io.BytesIO(block + b"body")))[0]) is PlainHeaders
+
+
+def test_content_length_digits_are_ascii_digits():
+    for value in (b"\xb2", b"1\xb9"):  # superscript digits: str.isdigit() says yes
+        lines = [b"Host: a\r\n", b"Content-Length: " + value + b"\r\n", b"\r\n"]
+        assert head_problem(lines, "HTTP/1.1").startswith("invalid Content-Length")
 
 
 def test_line_and_count_limits_are_the_standard_ones():
@@ -127,6 +138,9 @@ def test_line_and_count_limits_are_the_standard_ones():
         assert lean(block) == standard(block)
     assert lean(b"X: a\r\n" * 99 + b"\r\n")[0] == [("X", "a")] * 99
     assert lean(b"X: a\r\n" * 100 + b"\r\n")[0] == "too many"
+    for count in (97, 98, 99, 100):  # around where the one-step reading hands over to line by line
+        assert lean(b"Host: a\r\n" + b"X: a\r\n" * count + b"\r\n", 1 << 16) == \
+            standard(b"Host: a\r\n" + b"X: a\r\n" * count + b"\r\n")
 
 
 def test_changed_headers_are_looked_up_as_changed():

@@ -269,6 +269,28 @@ def to_anthropic_message(chat, requested_model, names):
 
 # --- a stream ----------------------------------------------------------------------------
 
+#: A text_delta frame as ``_frame`` makes it, for a block index and the text as JSON.
+_TEXT_DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+               b'"delta":{"type":"text_delta","text":%s}}\n\n')
+_TEXT_ONLY_DELTA = ({"content"}, {"role", "content"})
+
+
+def _text_only(chunk):
+    """The text of a chunk that holds nothing but text (one choice, index 0,
+    no finish_reason, a delta of ``content`` and perhaps ``role``, no usage),
+    else None: such a chunk only adds to the open text block."""
+    choices = chunk.get("choices")
+    if type(choices) is not list or len(choices) != 1 or chunk.get("usage") is not None or "x_groq" in chunk:
+        return None
+    choice = choices[0]
+    if type(choice) is not dict or choice.get("finish_reason") is not None or choice.get("index", 0) not in (0, None):
+        return None
+    delta = choice.get("delta")
+    if type(delta) is not dict or delta.keys() not in _TEXT_ONLY_DELTA:
+        return None
+    text = delta["content"]
+    return text if type(text) is str else None
+
 #: An upstream event longer than this without its blank line is a broken stream.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 CUT_MESSAGE = "The provider's stream ended before the answer was complete."
@@ -415,6 +437,11 @@ class StreamTranslator:
         return self._chunk(chunk)
 
     def _chunk(self, chunk):
+        if self._open is not None and self._open[0] == "text" and self._stop_reason is None:
+            text = _text_only(chunk)
+            if text:  # the common chunk, more text for the open text block: what _text makes, made directly
+                self._characters += len(text)
+                return _TEXT_DELTA % (self._open[1], json.dumps(text, ensure_ascii=False).encode("utf-8"))
         usage = _chunk_usage(chunk)
         if usage:
             self._provider_usage = True

@@ -702,3 +702,45 @@ def test_the_sdk_reads_a_translated_json_answer():
     assert [block.type for block in message.content] == ["thinking", "text", "tool_use"]
     assert message.content[2].input == {"p": 1} and message.stop_reason == "tool_use"
     assert (message.usage.input_tokens, message.usage.output_tokens) == (9, 4)
+
+
+# --- the text-only shortcut ----------------------------------------------------------------------
+
+TEXT_KINDS = st.one_of(
+    CHUNK_KINDS,
+    st.sampled_from([
+        chunk({"content": "plain"}), chunk({"content": "é \u2028 \"quoted\" \\ \n"}), chunk({"role": "assistant", "content": "r"}),
+        chunk({"content": ""}), chunk({"content": None}), chunk({"content": "x", "refusal": "no"}),
+        chunk({"content": "u"}, usage={"prompt_tokens": 3, "completion_tokens": 1}), chunk({"content": "n"}, usage=None),
+        chunk({"content": "g"}, x_groq={"usage": {"prompt_tokens": 4, "completion_tokens": 2}}),
+        chunk({"content": "s"}, finish_reason="stop"), chunk({"content": "obf"}, obfuscation="abc"),
+        sse({"choices": [{"index": 1, "delta": {"content": "second choice"}}]}),
+        sse({"choices": [{"delta": {"content": "no index"}}]}),
+        sse({"choices": [{"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {"content": "b"}}]}),
+        sse({"choices": [{"index": 0, "delta": {"content": 5}}]}),
+    ]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(upstream=st.lists(TEXT_KINDS, max_size=25))
+def test_text_chunks_translate_the_same_with_and_without_the_shortcut(upstream):
+    import itertools
+
+    import claude_proxy.openai_answer as answer
+
+    def translated():  # made-up tool ids are random: the same ones for both runs
+        counter = itertools.count()
+        random_hex, answer.secrets.token_hex = answer.secrets.token_hex, lambda n: f"{next(counter):0{2 * n}x}"
+        try:
+            return run(*upstream)
+        finally:
+            answer.secrets.token_hex = random_hex
+
+    fast_translator, fast = translated()
+    shortcut, answer._text_only = answer._text_only, lambda chunk: None
+    try:
+        slow_translator, slow = translated()
+    finally:
+        answer._text_only = shortcut
+    assert fast == slow
+    assert (fast_translator.usage, fast_translator.error) == (slow_translator.usage, slow_translator.error)

@@ -193,22 +193,23 @@ _CHAT_USAGE_T = _CHAT_USAGE.replace(_ID.encode(), b"%s").replace(b"999999999", b
 def iter_chat_events(seed, deltas):
     """The Chat Completions stream for ``seed``: the same text as :func:`iter_stream_events`.
 
-    A role chunk, ``deltas`` content chunks, a ``finish_reason`` chunk, a
+    A role chunk, ``deltas`` content chunks, then a ``finish_reason`` chunk, a
     usage chunk (``choices: []``) and ``data: [DONE]``, as OpenAI sends them.
+    Each item is sent at its own time; the last three come as one item, back
+    to back as OpenAI sends them (the proxy's translation holds the end of the
+    answer until the usage has come).
     """
     chat_id = b"chatcmpl-bench_%08d" % seed
     msg_id = b"msg_bench_%08d" % seed
     yield _CHAT_ROLE_T % chat_id
     for i in range(deltas):
         yield _CHAT_DELTA_T % (chat_id, msg_id, i)
-    yield _CHAT_FINISH_T % chat_id
-    yield _CHAT_USAGE_T % (chat_id, deltas + 1)
-    yield _CHAT_DONE
+    yield _CHAT_FINISH_T % chat_id + _CHAT_USAGE_T % (chat_id, deltas + 1) + _CHAT_DONE
 
 
 def chat_events(seed, deltas):
-    """:func:`iter_chat_events` as a list."""
-    return list(iter_chat_events(seed, deltas))
+    """The events of :func:`iter_chat_events`, one by one."""
+    return [event + b"\n\n" for item in iter_chat_events(seed, deltas) for event in item.split(b"\n\n") if event]
 
 
 def stream_text(seed, deltas):

@@ -7,11 +7,13 @@ The proxy process
 - ``run``         the process: banner, pid file, signals, the serve loop
 - ``http_server`` the HTTP server clients talk to: routes, token, status, shutdown
 - ``framing``     is a request head unambiguous? (RFC 9112 rules, before anything is forwarded)
+- ``head``        reading request and answer heads: plain ones without ``email``, the rest by the standard library
 - ``access``      which requests are addressed to the proxy: their Host and Origin
 - ``body``        reading a request: the body (length or chunked) within the size limit, all of it within the time limit
 - ``forward``     the failover loop: try providers until one answers, book the outcome
 - ``failover``    the policy: which provider next, and the cooldowns
 - ``upstream``    pooled keep-alive connections to the providers
+- ``sending``     writing to a socket in one system call where it can take the data at once
 - ``relay``       streams an answer to the client as it arrives
 - ``cancel``      noticing a client hang-up and stopping the provider's work
 - ``logfile``     ``proxy.log``, rotated by size

@@ -193,3 +193,66 @@ framing_lines = st.lists(st.sampled_from([b"Content-Length: 5\r\n", b"content-le
 def test_a_provider_answer_reads_as_http_client_reads_it(status, framing, lines, end, method):
     raw = status + b"".join(framing + lines) + end + b"hello"
     assert response_state(_Response, raw, method) == response_state(_StandardWith1xx, raw, method)
+
+
+# --- the request line -------------------------------------------------------------------------
+
+from claude_proxy.http_server import ProxyHandler  # noqa: E402
+
+
+class _LineOnly:
+    """Just enough of a handler to read a request line, recording the errors sent."""
+
+    default_request_version = "HTTP/0.9"
+    protocol_version = "HTTP/1.1"
+    MessageClass = http.client.HTTPMessage
+
+    def __init__(self, raw):
+        self.raw_requestline = raw
+        self.rfile = io.BufferedReader(io.BytesIO(b"\r\n"))  # no headers
+        self.errors = []
+
+    def send_error(self, code, message=None, explain=None):
+        self.errors.append((int(code), message))
+
+    def state(self, ok):
+        return (ok, self.errors, getattr(self, "command", None), getattr(self, "path", None),
+                self.request_version, self.close_connection)
+
+
+def _standard_line(raw):
+    import http.server
+    handler = _LineOnly(raw)
+    ok = http.server.BaseHTTPRequestHandler.parse_request(handler)
+    return handler.state(ok)
+
+
+def _ours(raw):
+    handler = _LineOnly(raw)
+    ok = ProxyHandler._parse_request_line(handler)
+    return handler.state(ok)
+
+
+request_lines = st.one_of(
+    st.sampled_from([b"POST /v1/messages HTTP/1.1\r\n", b"GET / HTTP/1.0\r\n", b"GET /\r\n", b"POST /\r\n",
+                     b"GET / HTTP/2.0\r\n", b"GET / HTTP/1\r\n", b"GET / FTP/1.1\r\n", b"GET / HTTP/1.1 x\r\n",
+                     b"\r\n", b"  \r\n", b"GET //evil.example/x HTTP/1.1\r\n", b"GET / HTTP/01.01\r\n",
+                     b"GET / HTTP/1.12345678901\r\n", b"GET\r\n", b"GET / HTTP/1.1\n", b"G\xe9T / HTTP/1.1\r\n"]),
+    st.builds(lambda m, p, v: b" ".join(x for x in (m, p, v) if x) + b"\r\n",
+              st.sampled_from([b"GET", b"POST", b"BREW", b""]), st.sampled_from([b"/", b"/a b", b"//x", b""]),
+              st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/0.9", b"HTTP/3.0", b"HTTP/1.x", b"HTTP/a.1", b""])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(request_lines)
+def test_the_request_line_reads_as_http_server_reads_it(raw):
+    if sys.version_info < (3, 11) and b"HTTP/1.12345678901" in raw:  # 3.10 took any length of digits
+        assert _ours(raw)[0] is False
+        return
+    assert _ours(raw) == _standard_line(raw)
+
+
+def test_a_version_with_a_sign_is_refused_on_every_python():
+    """Python 3.10's http.server took int("+1"); 3.11 and later, and the proxy, refuse it."""
+    ok, errors, *_ = _ours(b"GET / HTTP/+1.1\r\n")
+    assert not ok and errors == [(400, "Bad request version ('HTTP/+1.1')")]

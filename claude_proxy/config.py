@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .headers import HEADER_NAME, PROXY_SET_HEADERS, sendable_in_header
 
 CONFIG_ENV_VAR = "CLAUDE_PROXY_CONFIG"
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -89,6 +90,14 @@ class Provider:
     @property
     def usable(self):
         return self.enabled and bool(self.api_key)
+
+    @property
+    def availability(self):
+        """``"disabled"``, ``"no_key"`` or ``"ready"``: what the config alone says
+        (a running proxy adds ``"cooling"``, see ``FailoverPolicy.snapshot``)."""
+        if not self.enabled:
+            return "disabled"
+        return "ready" if self.api_key else "no_key"
 
     def missing_key(self, env_path):
         """Why this provider has no usable key, as a phrase for messages."""
@@ -497,20 +506,7 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 PRINTABLE_ASCII = re.compile(r"[!-~]+\Z")
-#: What RFC 9110 allows in a field value: visible characters, spaces, tabs, and Latin-1 text.
-HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
-#: Framing, routing and hop-by-hop headers: the proxy sets these for each connection.
-PROXY_SET_HEADERS = frozenset({
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
-    "upgrade", "proxy-connection", "accept-encoding", "expect",
-})
-
-
-def sendable_in_header(value):
-    """Can ``value`` go into an HTTP header as it is?"""
-    return bool(HEADER_VALUE.match(value))
 
 
 def _split_url(text):

@@ -19,12 +19,13 @@ The policy only decides; sockets are the business of ``upstream``.
 import dataclasses
 import email.utils
 import json
-import math
 import logging
+import math
 import threading
 import time
 
 from .logfile import printable
+from .wording import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class FailoverPolicy:
                 else:
                     self._model_cooling[(provider.name, model)] = until
                 log.warning("%s: cooldown%s %s %s (%s)", provider.name, f" of {model}" if model else "",
-                            "extended to" if current else "for", _duration(seconds), reason)
+                            "extended to" if current else "for", format_duration(seconds), reason)
 
     def record_success(self, provider, usage=None, model=None):
         """``provider`` answered (with ``model``): clear its cooldown and count the tokens."""
@@ -217,17 +218,13 @@ class FailoverPolicy:
             for p in self.config.providers:
                 self._expire(p, now)
                 s = self._state[p.name]
-                if not p.enabled:
-                    state = "disabled"
-                elif not p.api_key:
-                    state = "no_key"
-                elif s.cooling_until:
+                state = p.availability
+                if state == "ready" and s.cooling_until:
                     state = "cooling"
-                else:
-                    state = "ready"
                 rows.append({
                     "name": p.name,
                     "base_url": p.base_url,
+                    "type": p.type,
                     "enabled": p.enabled,
                     "key_set": bool(p.api_key),
                     "key_env": p.api_key_env,
@@ -256,11 +253,3 @@ class FailoverPolicy:
         if state.cooling_until and state.cooling_until <= now:
             state.cooling_until = 0.0
             log.warning("%s: cooldown over; it is tried again", provider.name)
-
-
-def _duration(seconds):
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    return f"{minutes}m{seconds:02d}s"

@@ -39,7 +39,8 @@ from .framing import head_problem, target_problem
 from .logfile import printable
 from .relay import ClientGone, ClientWriter
 from .state import read_token
-from .upstream import HOP_BY_HOP, Upstreams, requested_model
+from .headers import HOP_BY_HOP
+from .upstream import Upstreams, requested_model
 
 log = logging.getLogger("claude_proxy")
 

@@ -23,18 +23,9 @@ import threading
 import time
 
 from .errors import UpstreamError
+from .headers import REPLACED_REQUEST_HEADERS
 
 log = logging.getLogger(__name__)
-
-#: RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-})
-#: Client headers the proxy replaces: credentials, framing, routing, encoding.
-REPLACED_REQUEST_HEADERS = HOP_BY_HOP | {
-    "x-api-key", "authorization", "host", "content-length", "accept-encoding", "expect",
-}
 
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _UNSENDABLE = re.compile(r"[\r\n\0]")

@@ -513,7 +513,7 @@ def test_cooldown_start_and_end_are_logged(providers, proxy):
     running.policy.plan()
 
     log = running.log_text()
-    assert "p1: cooldown for 1m00s (429 rate_limit_error: fake 429)" in log
+    assert "p1: cooldown for 1m 00s (429 rate_limit_error: fake 429)" in log
     assert "p1: cooldown over" in log
 
 

@@ -180,7 +180,7 @@ def _error_detail(body):
     try:
         error = json.loads(body).get("error", {})
         text = f"{error.get('type', '')}: {error.get('message', '')}".strip(": ")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError):  # not a JSON error body: the status says enough
         return ""
     return f" {text[:200]}" if text else ""
 

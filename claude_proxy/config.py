@@ -513,7 +513,7 @@ def _split_url(text):
     try:
         url = urlsplit(text)
         url.hostname  # noqa: B018 -- parsed lazily; a malformed address raises here
-    except ValueError:
+    except ValueError:  # not a URL: the caller says what is wrong
         return None
     return url
 
@@ -521,7 +521,7 @@ def _split_url(text):
 def _valid_port(url):
     try:
         port = url.port
-    except ValueError:
+    except ValueError:  # a port that is not a number
         return False
     return port is None or port > 0
 
@@ -547,7 +547,7 @@ def is_loopback(host):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+    except ValueError:  # a host name: only "localhost" counts as loopback
         return False
 
 
@@ -575,7 +575,7 @@ def read_env_file(path):
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
+    except FileNotFoundError:  # no .env: keys come from the environment only
         return {}, []
     except (OSError, UnicodeDecodeError) as exc:
         return {}, [f"{path}: cannot read it ({exc}); keys from it are ignored"]

@@ -35,7 +35,7 @@ def describe_error(status, body):
     try:
         error = json.loads(body).get("error", {})
         detail = f" {error.get('type', '')}: {error.get('message', '')}".rstrip(": ")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError, UnicodeDecodeError):  # not JSON: the status alone
         pass
     return printable(f"{status}{detail}"[:300])
 
@@ -75,7 +75,7 @@ def _finite(text):
         return None
     try:
         number = float(text)
-    except ValueError:
+    except ValueError:  # not a number (maybe an HTTP date): the caller tries that
         return None
     return number if math.isfinite(number) and number >= 0 else None
 

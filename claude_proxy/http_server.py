@@ -110,7 +110,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             return False
         try:
             mtime = os.stat(self.token_path).st_mtime_ns
-        except OSError:
+        except OSError:  # no token file (deleted?): the token this server has stays
             return False
         if mtime == self._token_mtime:
             return False
@@ -539,7 +539,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         if values:
             try:
                 grace = max(0.0, float(values[0]))
-            except ValueError:
+            except ValueError:  # the user's typo: say so
                 return self._refuse(400, "grace must be a number of seconds")
         if self._read_body() is None:
             return None

@@ -41,7 +41,7 @@ class LogFile(logging.Handler):
             return False
         try:
             line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
-        except Exception:
+        except Exception:  # a bad format argument: logging's own policy, never the request's failure
             self.handleError(record)
             return False
         with self.lock:
@@ -52,7 +52,7 @@ class LogFile(logging.Handler):
                     self._rotate()
                 self._file.write(line)
                 self._size += len(line)
-            except Exception:
+            except Exception:  # a full disk, say: reported by logging, the request goes on
                 self.handleError(record)
         return True
 

@@ -214,7 +214,7 @@ def register_session(paths, pid):
 def forget_session(paths, pid):
     try:
         (paths.sessions / f"{pid}.json").unlink()
-    except FileNotFoundError:
+    except FileNotFoundError:  # forgotten already
         pass
     except OSError:  # e.g. a read-only folder: the shell exiting makes it dead all the same
         pass

@@ -117,7 +117,7 @@ def _top_level_string(body, wanted):
     """
     try:
         text = body.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError:  # not UTF-8 JSON: sent untouched
         return None
     n = len(text)
 
@@ -148,7 +148,7 @@ def _top_level_string(body, wanted):
                 i += 1
             else:
                 return None
-    except (json.JSONDecodeError, IndexError):
+    except (json.JSONDecodeError, IndexError):  # not a JSON object: sent untouched
         return None
 
 

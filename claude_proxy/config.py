@@ -76,8 +76,10 @@ class Provider:
 
     name: str
     base_url: str
-    api_key_env: str
-    api_key: str | None = dataclasses.field(default=None, repr=False)
+    api_key_env: str  # the variable's name (names, comma-separated, when several)
+    api_key: str | None = dataclasses.field(default=None, repr=False)  # the first of api_keys
+    api_keys: list = dataclasses.field(default_factory=list, repr=False)  # rotated per request
+    key_env_names: tuple = ()  # the variables that hold the keys, in order
     key_source: str | None = None  # "environment" or the .env path
     key_problem: str | None = None  # why a key that is set cannot be used
     enabled: bool = True
@@ -91,6 +93,12 @@ class Provider:
     models: dict = dataclasses.field(default_factory=dict)
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
+
+    def __post_init__(self):
+        if self.api_key and not self.api_keys:
+            self.api_keys = [self.api_key]
+        if not self.key_env_names:
+            self.key_env_names = (self.api_key_env,)
 
     @property
     def usable(self):
@@ -138,9 +146,10 @@ class Provider:
         return self._url.path.rstrip("/")
 
     def redact(self, text):
-        """``text`` with this provider's key masked (providers do echo keys in errors)."""
-        if self.api_key and len(self.api_key) >= 4 and self.api_key in text:
-            text = text.replace(self.api_key, mask_key(self.api_key))
+        """``text`` with this provider's keys masked (providers do echo keys in errors)."""
+        for key in self.api_keys:
+            if len(key) >= 4 and key in text:
+                text = text.replace(key, mask_key(key))
         return text
 
     def models_for(self, model):
@@ -235,16 +244,35 @@ def load_config(path, environ=None, must_exist=False):
     config = _validate(raw, path, exists, env_path)
     config.warnings = warnings
     for provider in config.providers:
-        if environ.get(provider.api_key_env):
-            provider.api_key, provider.key_source = environ[provider.api_key_env], "environment"
-        elif dotenv.get(provider.api_key_env):
-            provider.api_key, provider.key_source = dotenv[provider.api_key_env], str(env_path)
-        if provider.api_key and not sendable_in_header(provider.api_key):
-            where = "the environment" if provider.key_source == "environment" else env_path
-            provider.key_problem = (f"{provider.api_key_env} in {where} has a character an HTTP "
-                                    "header cannot carry (a curly quote or a line break pasted with it?)")
-            provider.api_key = provider.key_source = None
+        _load_keys(provider, environ, dotenv, env_path)
     return config
+
+
+def _load_keys(provider, environ, dotenv, env_path):
+    """The provider's keys: every variable it names, each holding one key or
+    several separated by commas (whitespace around them ignored)."""
+    keys = []
+    for name in provider.key_env_names:
+        if environ.get(name):
+            value, source = environ[name], "environment"
+        elif dotenv.get(name):
+            value, source = dotenv[name], str(env_path)
+        else:
+            continue
+        where = "the environment" if source == "environment" else env_path
+        entries = [entry.strip() for entry in value.split(",")]
+        if not all(entries):
+            provider.key_problem = (f"{name} in {where} has an empty entry between its commas; "
+                                    "separate several keys with single commas")
+            return
+        if not all(sendable_in_header(entry) for entry in entries):
+            provider.key_problem = (f"{name} in {where} has a character an HTTP header cannot carry "
+                                    "(a curly quote or a line break pasted with it?)")
+            return
+        provider.key_source = provider.key_source or source
+        keys.extend(entry for entry in entries if entry not in keys)
+    provider.api_keys = keys
+    provider.api_key = keys[0] if keys else None
 
 
 def _read_json(path):
@@ -376,12 +404,17 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
     elif not _valid_port(url):
         fail(f'"base_url" has a port that is not a number from 1 to 65535: {base_url!r}')
     key_env = entry.get("api_key_env")
+    key_names = key_env if isinstance(key_env, list) and key_env else [key_env]
     if key_env is None:
         fail('missing "api_key_env" (the name of the variable that holds the key)')
-    elif not isinstance(key_env, str) or not ENV_NAME.match(key_env):
-        shown = repr(key_env) if not isinstance(key_env, str) or len(key_env) < 12 else repr(mask_key(key_env))
-        fail(f'"api_key_env" must be the name of a variable like "MOONSHOT_API_KEY" that holds the key, '
-             f'not {shown} (a key belongs in .env, not in config.json)')
+    else:
+        for variable in key_names:
+            if not isinstance(variable, str) or not ENV_NAME.match(variable):
+                shown = (repr(variable) if not isinstance(variable, str) or len(variable) < 12
+                         else repr(mask_key(variable)))
+                fail(f'"api_key_env" must be the name of a variable like "MOONSHOT_API_KEY" that holds '
+                     f'the key (or a list of such names), not {shown} (a key belongs in .env, not in '
+                     'config.json)')
     enabled = entry.get("enabled", True)
     if not isinstance(enabled, bool):
         fail(f'"enabled" must be true or false, not {enabled!r}')
@@ -426,7 +459,8 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
     if not ok:
         return None
     return Provider(
-        name=name, base_url=base_url.rstrip("/"), api_key_env=key_env, enabled=enabled,
+        name=name, base_url=base_url.rstrip("/"), api_key_env=", ".join(key_names),
+        key_env_names=tuple(key_names), enabled=enabled,
         auth_header=auth_header, headers=dict(headers), models=dict(models),
         connect_timeout=conn_t, read_timeout=read_t, type=kind, openai=options, chat_path=chat_path,
         weight=weight, min_tps=provider_min_tps,

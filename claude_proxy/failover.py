@@ -24,6 +24,7 @@ import math
 import threading
 import time
 
+from .config import mask_key
 from .logfile import printable
 from .routing import Router, Speeds
 from .wording import format_duration
@@ -82,6 +83,17 @@ def _finite(text):
 
 
 @dataclasses.dataclass
+class KeyState:
+    """One key of a provider with several: its own cooldown, or refused for good."""
+
+    cooling_until: float = 0.0
+    refused: str | None = None  # why the provider refused it (401/403): never used again
+    requests: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+
+@dataclasses.dataclass
 class ProviderState:
     """What the proxy has seen of one provider since it started."""
 
@@ -108,6 +120,9 @@ class FailoverPolicy:
         self._model_cooling = {}
         self.router = Router()
         self.speeds = Speeds()
+        self._keys = {p.name: [KeyState() for _ in p.api_keys] for p in config.providers
+                      if len(p.api_keys) > 1}
+        self._key_turn = {name: 0 for name in self._keys}
 
     def plan(self, pinned=None, model=None, strategy=None):
         """The providers to try for a request for ``model``, in order.
@@ -135,6 +150,63 @@ class FailoverPolicy:
         ordered = self.router.order(strategy or self.config.strategy, ready, self.speeds, model,
                                     self.config.min_tps)
         return ordered + [p for _, p in cooling]
+
+    # --- several keys per provider ---------------------------------------------------
+
+    def keys_in_order(self, provider):
+        """The indexes of ``provider``'s keys to try for one request: the ready ones
+        from the next in turn, then the cooling ones, the soonest to recover first;
+        refused keys never.  ``[None]`` for a provider with one key."""
+        states = self._keys.get(provider.name)
+        if states is None:
+            return [None]
+        now = self.clock()
+        with self._lock:
+            start = self._key_turn[provider.name] % len(states)
+            self._key_turn[provider.name] += 1
+            turn = [(start + i) % len(states) for i in range(len(states))]
+            ready = [i for i in turn if not states[i].refused and states[i].cooling_until <= now]
+            cooling = sorted((i for i in turn if not states[i].refused and states[i].cooling_until > now),
+                             key=lambda i: states[i].cooling_until)
+        return ready + cooling
+
+    def record_key_failure(self, provider, index, reason, retry_after=None, refused=False):
+        """Key ``index`` of ``provider`` was rate-limited (cool it) or ``refused`` (401/403:
+        never use it again).  The provider cools as a whole only when no key is left."""
+        reason = printable(provider.redact(reason))
+        seconds = self.config.cooldown_seconds if retry_after is None else \
+            min(retry_after, self.config.max_cooldown_seconds)
+        now = self.clock()
+        with self._lock:
+            key = self._keys[provider.name][index]
+            key.requests += 1
+            key.failures += 1
+            key.last_error = reason
+            if refused:
+                key.refused = reason
+                log.warning("%s: key %s refused (%s); it is not used again until a restart",
+                            provider.name, mask_key(provider.api_keys[index]), reason)
+            elif seconds > 0 and now + seconds > key.cooling_until:
+                key.cooling_until = now + seconds
+                log.warning("%s: key %s cooling for %s (%s)", provider.name,
+                            mask_key(provider.api_keys[index]), format_duration(seconds), reason)
+
+    def record_key_success(self, provider, index):
+        with self._lock:
+            key = self._keys[provider.name][index]
+            key.requests += 1
+            key.cooling_until = 0.0
+
+    def _key_rows(self, provider, now):
+        """Each key of a provider with several, by its mask: for status (lock held)."""
+        rows = []
+        for key, state in zip(provider.api_keys, self._keys.get(provider.name, ())):
+            cooling = max(0.0, state.cooling_until - now)
+            rows.append({"key": mask_key(key),
+                         "state": "refused" if state.refused else "cooling" if cooling else "ready",
+                         "cooldown_seconds_left": round(cooling, 1), "requests": state.requests,
+                         "failures": state.failures, "last_error": state.last_error})
+        return rows
 
     def record_speed(self, provider, model, ttft, output_tokens, stream_seconds):
         """A successful answer's speed, for the ``fastest`` strategy and status."""
@@ -252,6 +324,7 @@ class FailoverPolicy:
                          for (name, model), until in self._model_cooling.items()
                          if name == p.name and until > now), key=lambda row: row["model"]),
                     "weight": p.weight,
+                    "keys": self._key_rows(p, now),
                     "speed": self.speeds.snapshot(p.name),
                     "last_error": s.last_error,
                     "requests": s.requests,

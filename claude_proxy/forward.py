@@ -98,6 +98,8 @@ class Exchange:
     model_key: str = None   # the target, when the provider has several models for this request
     strip_thinking: bool = False  # a provider refused a thinking signature: send none
     attempt_started: float = None  # when the current provider was asked
+    key_index: int = None   # which of the provider's keys, when it has several
+    keys_left: int = 0      # how many more of its keys this request may try
     _parsed: object = dataclasses.field(default=_UNPARSED, repr=False)
 
     def parsed_body(self):
@@ -109,8 +111,14 @@ class Exchange:
                 self._parsed = None
         return self._parsed
 
+    def key(self, provider):
+        """The provider key this attempt sends (its first, unless it has several)."""
+        return provider.api_key if self.key_index is None else provider.api_keys[self.key_index]
+
     def note(self, provider, outcome):
-        name = provider.name if self.model_key is None else f"{provider.name}[{self.model_key}]"
+        details = [d for d in (self.model_key, self.key_index is not None and mask_key(self.key(provider)))
+                   if d]
+        name = f"{provider.name}[{' '.join(details)}]" if details else provider.name
         self.tried.append(f"{name}={outcome}")
 
     def elapsed(self):
@@ -128,6 +136,7 @@ class FailedAnswer:
     reason: str
     headers: list
     body: bytes
+    provider_status: int = None  # the provider's own status, when a translation changed it
 
 
 def classify(status, failover_statuses, stream_error=None):
@@ -155,15 +164,7 @@ class Forwarder:
             models = self.policy.models_in_order(provider, ex.model)
             for target in models:  # model fallback inside the provider, when its map gives a list
                 ex.target, ex.model_key = target, (target if len(models) > 1 else None)
-                ex.attempt_started = time.monotonic()
-                if provider.type == "openai":
-                    outcome = openai_forward.attempt(self, provider, ex)
-                else:
-                    outcome = self._attempt(provider, ex)
-                    if self._refuses_a_signature(outcome, ex):  # once more, without any thinking
-                        ex.note(provider, "400-signature")
-                        ex.strip_thinking = True
-                        outcome = self._attempt(provider, ex)
+                outcome = self._attempt_with_keys(provider, ex, failures)
                 if isinstance(outcome, tuple):
                     return self._answer(provider, *outcome, ex, client)
                 if isinstance(outcome, openai_forward.LocalAnswer):
@@ -199,7 +200,7 @@ class Forwarder:
         """
         body = rewrite_model(self._body_for(provider, ex), provider, ex.target)
         length = len(body) if body or ex.method in ("POST", "PUT", "PATCH") else None
-        headers = upstream_headers(provider, ex.client_headers, length)
+        headers = upstream_headers(provider, ex.client_headers, length, ex.key(provider))
         try:
             response = self.upstreams.send(
                 provider, ex.method, provider.base_path + ex.api_path, headers, body, ex.cancel)
@@ -226,6 +227,46 @@ class Forwarder:
             self.policy.record_failure(provider, f"stream began with {failed}", model=ex.model_key)
             return FailedAnswer(response.status, response.reason, response.headers, first)
         return response, first
+
+    def _attempt_with_keys(self, provider, ex, failures):
+        """Attempt ``provider``; one with several keys moves on to its next key at once
+        when a key is rate-limited (429) or refused (401/403), until none is left."""
+        keys = self.policy.keys_in_order(provider)
+        if not keys:
+            ex.note(provider, "no-key")
+            return UpstreamError(provider.name, "keys", "every key was refused (401/403); see status")
+        for position, index in enumerate(keys):
+            ex.key_index, ex.keys_left = index, len(keys) - position - 1
+            ex.attempt_started = time.monotonic()
+            if provider.type == "openai":
+                outcome = openai_forward.attempt(self, provider, ex)
+            else:
+                outcome = self._attempt(provider, ex)
+                if self._refuses_a_signature(outcome, ex):  # once more, without any thinking
+                    ex.note(provider, "400-signature")
+                    ex.strip_thinking = True
+                    outcome = self._attempt(provider, ex)
+            if index is None or not ex.keys_left or ex.cancel.is_set() or ex.cancel.aborted:
+                return outcome
+            if isinstance(outcome, FailedAnswer) and (outcome.provider_status or outcome.status) == 429:
+                failures.append(outcome)  # booked for the key; the next key is tried at once
+                continue
+            status = _answer_status(outcome)
+            if status in (401, 403):  # that key is bad: refuse it, and try the next
+                self.policy.record_key_failure(provider, index, f"{status} key refused", refused=True)
+                _discard(outcome)
+                continue
+            return outcome
+        return outcome
+
+    def book_failure(self, provider, ex, status, reason, retry_after):
+        """Book a failover answer: a 429 for one of several keys cools that key only,
+        as long as another key is left to try; anything else is the provider's."""
+        if ex.key_index is not None and status == 429:
+            self.policy.record_key_failure(provider, ex.key_index, reason, retry_after)
+            if ex.keys_left:
+                return
+        self.policy.record_failure(provider, reason, retry_after, model=ex.model_key)
 
     def _body_for(self, provider, ex):
         """The body for an Anthropic-type ``provider``: as the client sent it, less the
@@ -258,8 +299,8 @@ class Forwarder:
             log.debug("%s: error body unreadable: %s", provider.name, exc)
             body = b""
         ex.note(provider, response.status)
-        self.policy.record_failure(provider, describe_error(response.status, body),
-                                   retry_after_seconds(response.headers), model=ex.model_key)
+        self.book_failure(provider, ex, response.status, describe_error(response.status, body),
+                          retry_after_seconds(response.headers))
         return FailedAnswer(response.status, response.reason, response.headers, body)
 
     def _answer(self, provider, response, first, ex, client):
@@ -350,6 +391,8 @@ class Forwarder:
             self.policy.record_failure(provider, failure)
         elif 200 <= status < 300:
             self.policy.record_success(provider, usage, model=ex.model_key)
+            if ex.key_index is not None:
+                self.policy.record_key_success(provider, ex.key_index)
             if ex.first_byte is not None and ex.attempt_started is not None:
                 self.policy.record_speed(provider, ex.model, ex.first_byte - ex.attempt_started,
                                          usage.output_tokens, time.monotonic() - ex.first_byte)
@@ -380,7 +423,7 @@ def key_masks(providers):
     """``(key, masked)`` as bytes for every configured key of at least
     ``MASKED_KEY_MIN`` characters, longest first (a key inside another is
     then never left half-masked)."""
-    keys = {p.api_key for p in providers if p.api_key and len(p.api_key) >= MASKED_KEY_MIN}
+    keys = {key for p in providers for key in p.api_keys if len(key) >= MASKED_KEY_MIN}
     return [(key.encode(), mask_key(key).encode()) for key in sorted(keys, key=len, reverse=True)]
 
 
@@ -420,3 +463,18 @@ def no_provider_message(config, pinned):
 
 def _reason(status):
     return http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else ""
+
+
+def _answer_status(outcome):
+    """The status of an answer that would go to the client, or None."""
+    if isinstance(outcome, tuple):
+        return outcome[0].status
+    if isinstance(outcome, openai_forward.LocalAnswer):
+        return outcome.status
+    return None
+
+
+def _discard(outcome):
+    """Drop an answer that will not reach the client (its connection, if any)."""
+    if isinstance(outcome, tuple):
+        outcome[0].close()

@@ -101,16 +101,17 @@ def attempt(forwarder, provider, ex):
     estimate = estimate_input_tokens(body)
     try:
         response = forwarder.upstreams.send(provider, "POST", provider.base_path + provider.chat_path,
-                                            request_headers(provider, len(data), stream), data, ex.cancel)
+                                            request_headers(provider, len(data), stream, ex.key(provider)),
+                                            data, ex.cancel)
         if response.status != 200:
             error_body = _read_error_body(response)
             status, translated = translate_error(response.status, error_body, estimate)
             headers = list(JSON_HEADERS) + _kept(response.headers)
             ex.note(provider, response.status)
             if response.status in forwarder.config.failover_statuses:
-                forwarder.policy.record_failure(provider, _describe(status, translated),
-                                                retry_after_seconds(response.headers), model=ex.model_key)
-                return FailedAnswer(status, response.reason, headers, translated)
+                forwarder.book_failure(provider, ex, response.status, _describe(status, translated),
+                                       retry_after_seconds(response.headers))
+                return FailedAnswer(status, response.reason, headers, translated, response.status)
             return LocalAnswer(status, headers, translated)
         if stream:
             first = read_first_event(response)
@@ -145,14 +146,14 @@ def attempt(forwarder, provider, ex):
     return local_json(200, message, message.get("usage"))
 
 
-def request_headers(provider, length, stream):
+def request_headers(provider, length, stream, key=None):
     """The headers of a Chat Completions request: only what it needs (no ``anthropic-*``)."""
     headers = [("Host", provider.netloc), ("Content-Type", "application/json"),
                ("Accept", "text/event-stream" if stream else "application/json"),
                ("Accept-Encoding", "identity"), ("User-Agent", f"claude-proxy/{__version__}")]
     headers = [(name, value) for name, value in headers if name.lower() not in provider.header_names]
     headers.extend(provider.headers.items())
-    headers.extend(key_headers(provider))
+    headers.extend(key_headers(provider, key))
     headers.append(("Content-Length", str(length)))
     return headers
 

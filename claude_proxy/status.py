@@ -140,6 +140,12 @@ def format_status(current, target, session, silent=False):
             f"{plural(row.get('requests', 0), 'request')}, {plural(row.get('failures', 0), 'failure')}, tokens "
             f"in {tokens.get('input', 0):,} out {tokens.get('output', 0):,} "
             f"cache read {tokens.get('cache_read', 0):,} write {tokens.get('cache_creation', 0):,}")
+        if row.get("keys"):
+            lines.append("       keys: " + ", ".join(
+                f"{k['key']} " + ("refused" if k["state"] == "refused" else
+                                  f"cooling for {format_duration(k['cooldown_seconds_left'])}"
+                                  if k["state"] == "cooling" else "ready")
+                + f" ({plural(k['requests'], 'request')})" for k in row["keys"]))
         for model, speed in (row.get("speed") or {}).items():
             if speed.get("samples"):
                 lines.append(f"       speed{f' ({model})' if model else ''}: first token "

@@ -37,7 +37,7 @@ RECENT = 1.0     # seconds; a connection idle for less is reused without a liven
 READ_SIZE = 64 * 1024
 
 
-def upstream_headers(provider, client_headers, body_length):
+def upstream_headers(provider, client_headers, body_length, key=None):
     """The headers sent to ``provider``: the client's, minus its credentials
     and hop-by-hop headers, plus the provider's key and configured headers."""
     dropped = REPLACED_REQUEST_HEADERS | provider.header_names
@@ -57,25 +57,27 @@ def upstream_headers(provider, client_headers, body_length):
     headers.extend(provider.headers.items())
     headers.append(("Host", provider.netloc))
     headers.append(("Accept-Encoding", "identity"))
-    headers.extend(key_headers(provider))
+    headers.extend(key_headers(provider, key))
     if body_length is not None:
         headers.append(("Content-Length", str(body_length)))
     return headers
 
 
-def key_headers(provider):
-    """The headers that carry ``provider``'s key, as its ``auth_header`` says.
+def key_headers(provider, key=None):
+    """The headers that carry ``key`` (default: ``provider``'s first key), as its
+    ``auth_header`` says.
 
     A configured header of the same name (``headers`` in the config) is
     sent instead of the one made from the key.
     """
+    key = key or provider.api_key
     wanted = provider.auth_header
     if wanted == "both":
-        pairs = [("x-api-key", provider.api_key), ("Authorization", f"Bearer {provider.api_key}")]
+        pairs = [("x-api-key", key), ("Authorization", f"Bearer {key}")]
     elif wanted == "bearer":
-        pairs = [("Authorization", f"Bearer {provider.api_key}")]
+        pairs = [("Authorization", f"Bearer {key}")]
     else:  # "x-api-key", or the name of a header that carries the key as it is (Azure: api-key)
-        pairs = [(wanted, provider.api_key)]
+        pairs = [(wanted, key)]
     return [(name, value) for name, value in pairs if name.lower() not in provider.header_names]
 
 

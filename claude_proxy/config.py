@@ -60,12 +60,12 @@ TOP_LEVEL_KEYS = {
     "proxy_port", "proxy_host", "providers", "cooldown_minutes", "failover_statuses",
     "max_body_mb", "require_token", "state_dir", "connect_timeout", "read_timeout",
     "max_cooldown_minutes", "allowed_hosts", "max_connections", "receive_timeout",
-    "strategy", "min_tps",
+    "strategy", "min_tps", "failover_on_body",
 }
 PROVIDER_TYPES = ("anthropic", "openai")
 PROVIDER_KEYS = {
     "name", "type", "openai", "base_url", "api_key_env", "models", "enabled", "auth_header", "headers",
-    "weight", "min_tps",
+    "weight", "min_tps", "retries", "retry_backoff_ms", "failure_threshold",
     "connect_timeout", "read_timeout",
 }
 
@@ -88,6 +88,9 @@ class Provider:
     openai: object = None      # an openai_request.OpenAIOptions, for type "openai"
     chat_path: str = "/chat/completions"  # appended to base_url, for type "openai"
     weight: float = 1.0        # the "weighted" strategy draws the first provider by weight
+    retries: int = 0           # same-provider retries of a 5xx or connection failure
+    retry_backoff_ms: float = 500.0  # the first retry's pause; doubled each time, capped
+    failure_threshold: int = 1  # failures in a row before it cools (a retry-after cools at once)
     min_tps: float = None      # "fastest": slower than this (tokens/s) goes to the back
     headers: dict = dataclasses.field(default_factory=dict)
     models: dict = dataclasses.field(default_factory=dict)
@@ -180,6 +183,7 @@ class Config:
     max_cooldown_seconds: float = 86400.0
     strategy: str = "fallback"
     min_tps: float = None
+    failover_on_body: tuple = ()  # substrings that make a 4xx answer a failover
     failover_statuses: frozenset = frozenset()
     max_body_bytes: int = 10 * 1024 * 1024
     require_token: bool = True
@@ -323,6 +327,10 @@ def _validate(raw, path, exists, env_path):
         bad("", f'"strategy" must be one of {", ".join(STRATEGIES)}, not {strategy!r}')
         strategy = "fallback"
     min_tps = _number(raw, "min_tps", None, "", bad, minimum=0) if "min_tps" in raw else None
+    body_triggers = raw.get("failover_on_body", [])
+    if not isinstance(body_triggers, list) or not all(isinstance(t, str) and t for t in body_triggers):
+        bad("", '"failover_on_body" must be a list of texts, e.g. ["no available accounts"]')
+        body_triggers = []
     max_body_mb = _number(raw, "max_body_mb", 10, "", bad, minimum=0.001)
     connect_timeout = _number(raw, "connect_timeout", 10, "", bad, minimum=0.001)
     read_timeout = _number(raw, "read_timeout", 300, "", bad, minimum=0.001)
@@ -364,7 +372,7 @@ def _validate(raw, path, exists, env_path):
     return Config(
         path=path, exists=exists, providers=providers, host=host, port=port,
         cooldown_seconds=cooldown * 60, max_cooldown_seconds=max_cooldown * 60,
-        strategy=strategy, min_tps=min_tps,
+        strategy=strategy, min_tps=min_tps, failover_on_body=tuple(body_triggers),
         failover_statuses=statuses,
         max_body_bytes=int(max_body_mb * 1024 * 1024), require_token=require_token,
         allowed_hosts=allowed_hosts, max_connections=max_connections,
@@ -452,6 +460,9 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
                 fail(f'"headers": the value of {header!r} has a line break or a character '
                      'an HTTP header cannot carry')
     weight = _number(entry, "weight", 1, where, lambda w, m: fail(m), 0.001)
+    retries = _count(entry, "retries", 0, 0, 10, fail)
+    threshold = _count(entry, "failure_threshold", 1, 1, 1000, fail)
+    backoff = _number(entry, "retry_backoff_ms", 500, where, lambda w, m: fail(m), 0)
     provider_min_tps = (_number(entry, "min_tps", None, where, lambda w, m: fail(m), 0)
                         if "min_tps" in entry else None)
     conn_t = _number(entry, "connect_timeout", connect_timeout, where, lambda w, m: fail(m), 0.001)
@@ -463,7 +474,8 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
         key_env_names=tuple(key_names), enabled=enabled,
         auth_header=auth_header, headers=dict(headers), models=dict(models),
         connect_timeout=conn_t, read_timeout=read_t, type=kind, openai=options, chat_path=chat_path,
-        weight=weight, min_tps=provider_min_tps,
+        weight=weight, min_tps=provider_min_tps, retries=retries, retry_backoff_ms=backoff,
+        failure_threshold=threshold,
     )
 
 
@@ -496,6 +508,15 @@ def _openai_options(value, kind, fail):
     except (TypeError, ValueError) as exc:  # a wrong value: the dataclass says which, in one line
         fail(f'"openai": {exc}')
         return OpenAIOptions(), chat_path
+
+
+def _count(mapping, key, default, low, high, fail):
+    """A whole number from ``low`` to ``high`` (the provider's ``fail`` reports one that is not)."""
+    value = mapping.get(key, default)
+    if not _is_int(value) or not low <= value <= high:
+        fail(f'"{key}" must be a whole number from {low} to {high}, not {value!r}')
+        return default
+    return value
 
 
 def _unknown_keys(mapping, known, where, bad):

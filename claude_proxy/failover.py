@@ -98,6 +98,7 @@ class ProviderState:
     """What the proxy has seen of one provider since it started."""
 
     cooling_until: float = 0.0  # time.monotonic() value; 0 when not cooling
+    failures_in_a_row: int = 0  # toward failure_threshold; a success resets it
     last_error: str | None = None
     requests: int = 0
     failures: int = 0
@@ -266,6 +267,9 @@ class FailoverPolicy:
             state.requests += 1
             state.failures += 1
             state.last_error = reason if model is None else f"{model}: {reason}"
+            state.failures_in_a_row += 1
+            if retry_after is None and state.failures_in_a_row < provider.failure_threshold:
+                return  # the circuit breaker has not tripped yet (a retry-after always cools)
             until = now + seconds
             current = state.cooling_until if model is None else self._model_cooling.get((provider.name, model), 0.0)
             if seconds > 0 and until > current:
@@ -281,6 +285,7 @@ class FailoverPolicy:
         with self._lock:
             state = self._state[provider.name]
             state.requests += 1
+            state.failures_in_a_row = 0
             if state.cooling_until:
                 state.cooling_until = 0.0
                 log.info("%s: cooldown cleared (it answered)", provider.name)

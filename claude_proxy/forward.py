@@ -28,6 +28,7 @@ import dataclasses
 import http
 import json
 import logging
+import random
 import time
 
 from . import openai_forward
@@ -48,6 +49,7 @@ from .upstream import rewrite_model, upstream_headers
 
 log = logging.getLogger("claude_proxy")
 
+RETRY_BACKOFF_CAP = 8.0        # seconds: the longest pause between same-provider retries
 ERROR_BODY_LIMIT = 1024 * 1024  # an error answer's body is kept for the client up to this
 MASKED_KEY_MIN = 8              # shorter "keys" are not searched for: they would mangle ordinary text
 WHOLE_BODY_LIMIT = 256 * 1024   # a non-stream body up to this is read whole before the commit point
@@ -220,6 +222,11 @@ class Forwarder:
             if not (ex.cancel.is_set() or ex.cancel.aborted):  # a hang-up or a shutdown is not its fault
                 self.policy.record_failure(provider, f"{exc.kind}: {exc.detail}")
             return exc
+        if not 200 <= response.status < 300 and self.body_says_fail_over(first):
+            ex.note(provider, f"{response.status}-body")
+            self.book_failure(provider, ex, response.status, describe_error(response.status, first),
+                              retry_after_seconds(response.headers))
+            return FailedAnswer(response.status, response.reason, response.headers, first)
         failed = first_event_error(first) if stream else None
         if classify(response.status, self.config.failover_statuses, failed) is FAIL_OVER:
             response.close()
@@ -237,15 +244,7 @@ class Forwarder:
             return UpstreamError(provider.name, "keys", "every key was refused (401/403); see status")
         for position, index in enumerate(keys):
             ex.key_index, ex.keys_left = index, len(keys) - position - 1
-            ex.attempt_started = time.monotonic()
-            if provider.type == "openai":
-                outcome = openai_forward.attempt(self, provider, ex)
-            else:
-                outcome = self._attempt(provider, ex)
-                if self._refuses_a_signature(outcome, ex):  # once more, without any thinking
-                    ex.note(provider, "400-signature")
-                    ex.strip_thinking = True
-                    outcome = self._attempt(provider, ex)
+            outcome = self._attempt_with_retries(provider, ex)
             if index is None or not ex.keys_left or ex.cancel.is_set() or ex.cancel.aborted:
                 return outcome
             if isinstance(outcome, FailedAnswer) and (outcome.provider_status or outcome.status) == 429:
@@ -258,6 +257,36 @@ class Forwarder:
                 continue
             return outcome
         return outcome
+
+    def _attempt_with_retries(self, provider, ex):
+        """One attempt, tried again up to the provider's ``retries`` times after a 5xx
+        or a connection failure, with exponential back-off and jitter.  Nothing has
+        reached the client yet; a client that hangs up ends the wait at once."""
+        outcome = self._attempt_once(provider, ex)
+        for retry in range(1, provider.retries + 1):
+            if not _retryable(outcome) or ex.cancel.is_set() or ex.cancel.aborted:
+                break
+            pause = min(RETRY_BACKOFF_CAP, provider.retry_backoff_ms / 1000 * 2 ** (retry - 1))
+            pause *= random.uniform(0.5, 1.0)  # jitter: retries of many requests do not line up
+            if ex.cancel.wait(pause):
+                break
+            outcome = self._attempt_once(provider, ex)
+        return outcome
+
+    def _attempt_once(self, provider, ex):
+        ex.attempt_started = time.monotonic()
+        if provider.type == "openai":
+            return openai_forward.attempt(self, provider, ex)
+        outcome = self._attempt(provider, ex)
+        if self._refuses_a_signature(outcome, ex):  # once more, without any thinking
+            ex.note(provider, "400-signature")
+            ex.strip_thinking = True
+            outcome = self._attempt(provider, ex)
+        return outcome
+
+    def body_says_fail_over(self, body):
+        """Does an error answer's body hold one of the ``failover_on_body`` texts?"""
+        return any(trigger.encode() in body for trigger in self.config.failover_on_body)
 
     def book_failure(self, provider, ex, status, reason, retry_after):
         """Book a failover answer: a 429 for one of several keys cools that key only,
@@ -478,3 +507,10 @@ def _discard(outcome):
     """Drop an answer that will not reach the client (its connection, if any)."""
     if isinstance(outcome, tuple):
         outcome[0].close()
+
+
+def _retryable(outcome):
+    """A failure worth trying the same provider again for: a 5xx, or no connection."""
+    if isinstance(outcome, UpstreamError):
+        return outcome.kind not in ("cancelled", "keys")
+    return isinstance(outcome, FailedAnswer) and (outcome.provider_status or outcome.status) >= 500

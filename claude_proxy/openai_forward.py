@@ -108,7 +108,8 @@ def attempt(forwarder, provider, ex):
             status, translated = translate_error(response.status, error_body, estimate)
             headers = list(JSON_HEADERS) + _kept(response.headers)
             ex.note(provider, response.status)
-            if response.status in forwarder.config.failover_statuses:
+            if response.status in forwarder.config.failover_statuses \
+                    or forwarder.body_says_fail_over(error_body):
                 forwarder.book_failure(provider, ex, response.status, _describe(status, translated),
                                        retry_after_seconds(response.headers))
                 return FailedAnswer(status, response.reason, headers, translated, response.status)

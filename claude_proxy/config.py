@@ -60,7 +60,7 @@ TOP_LEVEL_KEYS = {
     "proxy_port", "proxy_host", "providers", "cooldown_minutes", "failover_statuses",
     "max_body_mb", "require_token", "state_dir", "connect_timeout", "read_timeout",
     "max_cooldown_minutes", "allowed_hosts", "max_connections", "receive_timeout",
-    "strategy", "min_tps", "failover_on_body",
+    "strategy", "min_tps", "failover_on_body", "wait_when_all_fail",
 }
 PROVIDER_TYPES = ("anthropic", "openai")
 PROVIDER_KEYS = {
@@ -184,6 +184,8 @@ class Config:
     strategy: str = "fallback"
     min_tps: float = None
     failover_on_body: tuple = ()  # substrings that make a 4xx answer a failover
+    wait_seconds: float = 0.0   # wait_when_all_fail.max_seconds: 0 means answer at once
+    wait_every: float = 5.0     # wait_when_all_fail.every_seconds
     failover_statuses: frozenset = frozenset()
     max_body_bytes: int = 10 * 1024 * 1024
     require_token: bool = True
@@ -327,6 +329,12 @@ def _validate(raw, path, exists, env_path):
         bad("", f'"strategy" must be one of {", ".join(STRATEGIES)}, not {strategy!r}')
         strategy = "fallback"
     min_tps = _number(raw, "min_tps", None, "", bad, minimum=0) if "min_tps" in raw else None
+    wait = raw.get("wait_when_all_fail", {})
+    if not isinstance(wait, dict) or set(wait) - {"max_seconds", "every_seconds"}:
+        bad("", '"wait_when_all_fail" must be {"max_seconds": 60, "every_seconds": 5}')
+        wait = {}
+    wait_seconds = _number(wait, "max_seconds", 0, "wait_when_all_fail: ", bad, minimum=0)
+    wait_every = _number(wait, "every_seconds", 5, "wait_when_all_fail: ", bad, minimum=0.1)
     body_triggers = raw.get("failover_on_body", [])
     if not isinstance(body_triggers, list) or not all(isinstance(t, str) and t for t in body_triggers):
         bad("", '"failover_on_body" must be a list of texts, e.g. ["no available accounts"]')
@@ -373,6 +381,7 @@ def _validate(raw, path, exists, env_path):
         path=path, exists=exists, providers=providers, host=host, port=port,
         cooldown_seconds=cooldown * 60, max_cooldown_seconds=max_cooldown * 60,
         strategy=strategy, min_tps=min_tps, failover_on_body=tuple(body_triggers),
+        wait_seconds=wait_seconds, wait_every=wait_every,
         failover_statuses=statuses,
         max_body_bytes=int(max_body_mb * 1024 * 1024), require_token=require_token,
         allowed_hosts=allowed_hosts, max_connections=max_connections,

@@ -29,6 +29,7 @@ import http
 import json
 import logging
 import random
+import threading
 import time
 
 from . import openai_forward
@@ -56,6 +57,7 @@ WHOLE_BODY_LIMIT = 256 * 1024   # a non-stream body up to this is read whole bef
 CHUNKED = object()              # a framing: Transfer-Encoding: chunked
 
 ANSWERED, FAIL_OVER, PASS_BACK = "answered", "fail over", "pass back"
+_NOT_ANSWERED = object()
 
 
 class ClientSide:
@@ -157,6 +159,8 @@ class Forwarder:
         self.upstreams = upstreams
         self.key_masks = key_masks(config.providers)
         self.signatures = SignatureBook()
+        self.waiting = 0  # requests waiting for a provider to recover (wait_when_all_fail)
+        self._waiting_lock = threading.Lock()
 
     def forward(self, ex, plan, client):
         """Try ``plan``'s providers in order until one answers, and relay that answer;
@@ -167,12 +171,9 @@ class Forwarder:
             for target in models:  # model fallback inside the provider, when its map gives a list
                 ex.target, ex.model_key = target, (target if len(models) > 1 else None)
                 outcome = self._attempt_with_keys(provider, ex, failures)
-                if isinstance(outcome, tuple):
-                    return self._answer(provider, *outcome, ex, client)
-                if isinstance(outcome, openai_forward.LocalAnswer):
-                    return self._answer_local(provider, outcome, ex, client)
-                if isinstance(outcome, openai_forward.TranslatedStream):
-                    return self._answer_translated(provider, outcome, ex, client)
+                answered = self._deliver(provider, outcome, ex, client)
+                if answered is not _NOT_ANSWERED:
+                    return answered
                 if ex.cancel.is_set():
                     client.close_connection = True
                     log.info("%s -> client cancelled before the answer", ex)
@@ -186,7 +187,47 @@ class Forwarder:
                 failures.append(outcome)
                 if isinstance(outcome, UpstreamError):
                     break  # the provider could not be reached: its other models cannot either
+        if self.config.wait_seconds and not (ex.cancel.is_set() or ex.cancel.aborted):
+            return self._wait_for_one(plan, failures, ex, client)
         return self._all_failed(failures, ex, client)
+
+    def _wait_for_one(self, plan, failures, ex, client):
+        """Every provider failed: keep trying the soonest to recover, every
+        ``wait_every`` seconds, until one answers or ``wait_seconds`` have passed
+        since the request came (``wait_when_all_fail``).  Nothing reaches the
+        client meanwhile; a client that hangs up ends the wait at once."""
+        deadline = ex.started + self.config.wait_seconds
+        with self._waiting_lock:
+            self.waiting += 1
+        try:
+            while time.monotonic() + self.config.wait_every <= deadline:
+                if ex.cancel.wait(self.config.wait_every):
+                    break
+                provider = next(p for p in self.policy.plan(model=ex.model) + plan if p in plan)
+                ex.target, ex.model_key = self.policy.models_in_order(provider, ex.model)[0], None
+                outcome = self._attempt_with_keys(provider, ex, failures)
+                answered = self._deliver(provider, outcome, ex, client)
+                if answered is not _NOT_ANSWERED:
+                    return answered
+                failures.append(outcome)
+        finally:
+            with self._waiting_lock:
+                self.waiting -= 1
+        if ex.cancel.is_set():
+            client.close_connection = True
+            log.info("%s -> client cancelled while waiting for a provider", ex)
+            return None
+        return self._all_failed(failures, ex, client)
+
+    def _deliver(self, provider, outcome, ex, client):
+        """Relay ``outcome`` if it is an answer; else ``_NOT_ANSWERED``."""
+        if isinstance(outcome, tuple):
+            return self._answer(provider, *outcome, ex, client)
+        if isinstance(outcome, openai_forward.LocalAnswer):
+            return self._answer_local(provider, outcome, ex, client)
+        if isinstance(outcome, openai_forward.TranslatedStream):
+            return self._answer_translated(provider, outcome, ex, client)
+        return _NOT_ANSWERED
 
     def _attempt(self, provider, ex):
         """Send the request to ``provider`` and wait for its answer to begin.

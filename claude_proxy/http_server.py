@@ -541,6 +541,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             "state_dir": str(config.state_dir),
             "require_token": config.require_token,
             "strategy": config.strategy,
+            "waiting_requests": server.forwarder.waiting,
             "connections": server.connections,
             "providers": server.policy.snapshot(),
         }

@@ -128,6 +128,9 @@ def format_status(current, target, session, silent=False):
     if session.get("token_ok") is False:
         lines.append("  warning: this session's ANTHROPIC_AUTH_TOKEN is not the proxy's client token, so "
                      "its requests get a 401; run claude-fb (or claude-switch) again in this session")
+    if s.get("waiting_requests"):
+        lines.append(f"  waiting: {plural(s['waiting_requests'], 'request')} waiting for a provider "
+                     "to recover (wait_when_all_fail)")
     lines.append(f"  strategy: {s.get('strategy', 'fallback')} (the default for sessions; "
                  "a session can choose its own with claude-fb's strategy option)")
     lines.append("  providers, in config order:")

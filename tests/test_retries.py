@@ -109,3 +109,57 @@ def test_a_body_that_says_so_makes_a_4xx_a_failover(providers, proxy):
     running2 = proxy(other, backup, failover_on_body=["No available accounts"])
     status, _, _ = running2.post()
     assert status == 400  # other 400s go straight back, as always
+
+
+# --- waiting when every provider fails ---------------------------------------------------------
+
+
+def test_waiting_succeeds_when_a_provider_recovers(providers, proxy):
+    pool = providers(Reply(200, {**MESSAGE, "content": [{"type": "text", "text": "recovered"}]}))
+    pool.queue(*[overloaded() for _ in range(3)])
+    running = proxy(pool, wait_when_all_fail={"max_seconds": 10, "every_seconds": 0.3})
+    seen_waiting = []
+
+    def watch():
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not seen_waiting:
+            if running.server.forwarder.waiting:
+                seen_waiting.append(True)
+            time.sleep(0.02)
+
+    import threading
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = time.monotonic()
+    status, _, body = running.post(timeout=15)
+    watcher.join()
+
+    assert (status, text_of(body)) == (200, "recovered")
+    assert len(pool.requests) == 4 and 0.8 < time.monotonic() - started < 8
+    assert seen_waiting  # visible in status while it waited
+    assert running.server.forwarder.waiting == 0
+
+
+def test_waiting_ends_with_the_last_failure_when_the_time_is_up(providers, proxy):
+    pool = providers(overloaded())
+    running = proxy(pool, wait_when_all_fail={"max_seconds": 1, "every_seconds": 0.3})
+
+    status, _, _ = running.post(timeout=15)
+
+    assert status == 529 and 3 <= len(pool.requests) <= 5
+
+
+def test_a_client_that_hangs_up_stops_the_waiting(providers, proxy):
+    pool = providers(overloaded())
+    running = proxy(pool, wait_when_all_fail={"max_seconds": 60, "every_seconds": 0.5})
+    sock = socket.create_connection(("127.0.0.1", running.server.port), timeout=5)
+    sock.sendall(f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:{running.server.port}\r\n"
+                 f"x-api-key: {running.token}\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+    assert eventually(lambda: running.server.forwarder.waiting == 1)
+    sock.close()
+
+    assert eventually(lambda: running.server.forwarder.waiting == 0, timeout=3)
+    assert eventually(lambda: "client cancelled while waiting" in running.log_text(), timeout=3)
+    count = len(pool.requests)
+    time.sleep(1.2)
+    assert len(pool.requests) == count  # no more tries for a client that left

@@ -72,12 +72,16 @@ def build_parser():
     providers.add_argument("name", nargs="?", metavar="NAME",
                            help="check that this provider is configured (exit 1 if not)")
     providers.set_defaults(func=session.cmd_providers)
-    check_ = commands.add_parser("check", parents=[common], help="validate the config and .env")
-    check_.add_argument("--live", action="store_true",
-                       help="also send each provider one tiny request (max_tokens 1)")
-    check_.add_argument("--timeout", type=float, default=check.LIVE_TIMEOUT, metavar="SECONDS",
-                        help="with --live: give up on the providers after this long (default: %(default)g)")
-    check_.set_defaults(func=check.cmd_check)
+    for name, help_text in (("check", "validate the config and .env"),
+                            ("validate", "the same as check --live")):
+        check_ = commands.add_parser(name, parents=[common], help=help_text)
+        check_.add_argument("--live", action="store_true", default=name == "validate",
+                            help="also ask each provider for its model list (or one tiny message)")
+        check_.add_argument("--timeout", type=float, default=check.LIVE_TIMEOUT, metavar="SECONDS",
+                            help="with --live: give up on the providers after this long "
+                                 "(default: %(default)g)")
+        check_.add_argument("--dump", metavar="NAME", help="print this provider's model list as it sends it")
+        check_.set_defaults(func=check.cmd_check)
     return parser
 
 

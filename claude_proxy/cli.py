@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from . import __version__, check, daemon, lifecycle, session, status
+from . import __version__, check, control, daemon, lifecycle, session, status
 from .config import is_loopback
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, ProxyError, UsageError
 from .routing import STRATEGIES
@@ -72,6 +72,18 @@ def build_parser():
     providers.add_argument("name", nargs="?", metavar="NAME",
                            help="check that this provider is configured (exit 1 if not)")
     providers.set_defaults(func=session.cmd_providers)
+    # Runtime control of the running proxy (claude_proxy.control).
+    for name, help_text, needs_name, takes_for in (
+            ("disable", "take a provider out of use (until enabled, or --for a while)", True, True),
+            ("enable", "put a disabled provider back in use", True, False),
+            ("cool", "put a provider in cooldown (--for a while, default cooldown_minutes)", True, True),
+            ("uncool", "clear the cooldowns of a provider, or of all", False, False)):
+        command = commands.add_parser(name, parents=[common], help=help_text)
+        command.add_argument("name", nargs=None if needs_name else "?", metavar="NAME", help="the provider")
+        if takes_for:
+            command.add_argument("--for", dest="duration", metavar="DURATION",
+                                 help="how long: 90s, 10m, 1h, 1h30m (a bare number is minutes)")
+        command.set_defaults(func=control.cmd_control)
     for name, help_text in (("check", "validate the config and .env"),
                             ("validate", "the same as check --live")):
         check_ = commands.add_parser(name, parents=[common], help=help_text)

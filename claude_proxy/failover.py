@@ -99,6 +99,8 @@ class ProviderState:
 
     cooling_until: float = 0.0  # time.monotonic() value; 0 when not cooling
     failures_in_a_row: int = 0  # toward failure_threshold; a success resets it
+    disabled_until: float = 0.0  # by `proxy.py disable` (math.inf: until enabled); 0 when not
+    disabled_at: float = 0.0     # wall-clock time of that command, for status
     last_error: str | None = None
     requests: int = 0
     failures: int = 0
@@ -140,7 +142,7 @@ class FailoverPolicy:
         ready, cooling = [], []
         with self._lock:
             for p in self.config.providers:
-                if p.usable:
+                if p.usable and not self._disabled(p, now):
                     self._expire(p, now)
                     until = self._cooling_until(p, model, now)
                     if until:
@@ -212,6 +214,56 @@ class FailoverPolicy:
     def record_speed(self, provider, model, ttft, output_tokens, stream_seconds):
         """A successful answer's speed, for the ``fastest`` strategy and status."""
         self.speeds.record(provider.name, model, ttft, output_tokens, stream_seconds, self.clock())
+
+    # --- runtime control (proxy.py disable/enable/cool/uncool) ---------------------------
+
+    def disable(self, provider, seconds=None):
+        """Take ``provider`` out of every plan, for ``seconds`` or until :meth:`enable`."""
+        with self._lock:
+            state = self._state[provider.name]
+            state.disabled_until = math.inf if seconds is None else self.clock() + seconds
+            state.disabled_at = time.time()
+        log.warning("%s: disabled %s by proxy.py disable", provider.name,
+                    "until enabled" if seconds is None else f"for {format_duration(seconds)}")
+
+    def enable(self, provider):
+        with self._lock:
+            was = self._state[provider.name].disabled_until
+            self._state[provider.name].disabled_until = 0.0
+        if was:
+            log.warning("%s: enabled again by proxy.py enable", provider.name)
+        return bool(was)
+
+    def cool(self, provider, seconds):
+        """Put ``provider`` in cooldown for ``seconds``, as a failure would."""
+        with self._lock:
+            self._state[provider.name].cooling_until = self.clock() + seconds
+        log.warning("%s: cooldown for %s by proxy.py cool", provider.name, format_duration(seconds))
+
+    def uncool(self, provider):
+        """Clear every cooldown of ``provider``: its own, its models' and its keys'."""
+        with self._lock:
+            state = self._state[provider.name]
+            cleared = bool(state.cooling_until)
+            state.cooling_until = 0.0
+            state.failures_in_a_row = 0
+            for key in [k for k in self._model_cooling if k[0] == provider.name]:
+                del self._model_cooling[key]
+                cleared = True
+            for key in self._keys.get(provider.name, ()):
+                cleared = cleared or bool(key.cooling_until)
+                key.cooling_until = 0.0
+        if cleared:
+            log.warning("%s: cooldowns cleared by proxy.py uncool", provider.name)
+        return cleared
+
+    def _disabled(self, provider, now):
+        """Taken out by ``proxy.py disable`` and not yet back (lock held)."""
+        state = self._state[provider.name]
+        if state.disabled_until and state.disabled_until <= now:
+            state.disabled_until = 0.0
+            log.warning("%s: back in use (its proxy.py disable --for is over)", provider.name)
+        return bool(state.disabled_until)
 
     def models_in_order(self, provider, model):
         """The provider's models for ``model``, ready ones first (in config order),
@@ -311,7 +363,10 @@ class FailoverPolicy:
                 self._expire(p, now)
                 s = self._state[p.name]
                 state = p.availability
-                if state == "ready" and s.cooling_until:
+                switched_off = self._disabled(p, now)
+                if state == "ready" and switched_off:
+                    state = "disabled"
+                elif state == "ready" and s.cooling_until:
                     state = "cooling"
                 rows.append({
                     "name": p.name,
@@ -328,6 +383,11 @@ class FailoverPolicy:
                         ({"model": model, "seconds_left": round(until - now, 1)}
                          for (name, model), until in self._model_cooling.items()
                          if name == p.name and until > now), key=lambda row: row["model"]),
+                    "disabled_by_command": {
+                        "at": s.disabled_at,
+                        "seconds_left": None if s.disabled_until == math.inf
+                        else round(s.disabled_until - now, 1),
+                    } if switched_off else None,
                     "weight": p.weight,
                     "keys": self._key_rows(p, now),
                     "speed": self.speeds.snapshot(p.name),

@@ -405,6 +405,10 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             if self._authorized(required=True):
                 self._shutdown(query)
             return None
+        if path == "/control" and self.command == "POST":
+            if self._authorized(required=True):
+                self._control(query)
+            return None
         pinned = name = strategy = None
         api_path = self.path
         if path.startswith(PINNED_PREFIX):
@@ -545,6 +549,43 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             "connections": server.connections,
             "providers": server.policy.snapshot(),
         }
+
+    def _control(self, query):
+        """``POST /control?action=disable|enable|cool|uncool&provider=NAME&seconds=N``:
+        runtime control of the providers (``proxy.py disable`` and friends).  Nothing
+        is written to the config; a restart forgets it."""
+        values = {key: found[0] for key, found in parse_qs(query).items()}
+        action, name = values.get("action"), values.get("provider")
+        policy, config = self.server.policy, self.server.config
+        try:
+            seconds = float(values["seconds"]) if "seconds" in values else None
+        except ValueError:  # the CLI always sends a number: this is a hand-made request
+            seconds = -1.0
+        if action not in ("disable", "enable", "cool", "uncool") or (seconds is not None and not (
+                0 < seconds <= config.max_cooldown_seconds * 365)):
+            return self._refuse(400, "action must be disable, enable, cool or uncool, and seconds a "
+                                     "positive number")
+        if name is None and action != "uncool":
+            return self._refuse(400, f"{action} needs a provider")
+        targets = config.providers if name is None else [config.provider(name)]
+        if targets == [None]:
+            names = ", ".join(config.provider_names)
+            return self._refuse(404, f"unknown provider '{name}'; configured providers: {names}")
+        if self._read_body() is None:
+            return None
+        changed = []
+        for provider in targets:
+            if action == "disable":
+                policy.disable(provider, seconds)
+            elif action == "enable":
+                policy.enable(provider)
+            elif action == "cool":
+                policy.cool(provider, seconds or config.cooldown_seconds)
+            elif policy.uncool(provider):
+                changed.append(provider.name)
+        self._send_json(200, {"action": action, "providers": [p.name for p in targets],
+                              "changed": changed if action == "uncool" else [p.name for p in targets]})
+        return None
 
     def _shutdown(self, query):
         grace = None

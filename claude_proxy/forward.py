@@ -91,6 +91,13 @@ class Exchange:
     first_byte: float = None
     tried: list = dataclasses.field(default_factory=list)
     _parsed: object = dataclasses.field(default=_UNPARSED, repr=False)
+    # How it ended (see ended()), for the usage record and the request log.
+    outcome: str = None
+    provider: object = None
+    status: int = None
+    usage: Usage = None
+    failure: str = None
+    stream: bool = False
 
     def parsed_body(self):
         """The body as JSON (parsed once, when a provider needs more than its bytes), or None."""
@@ -106,6 +113,13 @@ class Exchange:
 
     def elapsed(self):
         return time.monotonic() - self.started
+
+    def ended(self, outcome, provider=None, status=None, usage=None, failure=None, stream=False):
+        """Say how the request ended: ``"answered"`` (by ``provider``; ``failure`` if its
+        answer was cut), ``"client cancelled"``, ``"all failed"``, ``"shutting down"``
+        or ``"no provider"``; ``status`` is what the client got.  Read by :mod:`usage`."""
+        self.outcome, self.provider, self.status = outcome, provider, status
+        self.usage, self.failure, self.stream = usage, failure, stream
 
     def __str__(self):  # outcomes may carry a provider's words (an error event's type)
         return printable(f"{self.method} {self.path} {self.mode} {' '.join(self.tried)}".rstrip())
@@ -154,12 +168,14 @@ class Forwarder:
                 return self._answer_translated(provider, outcome, ex, client)
             if ex.cancel.is_set():
                 client.close_connection = True
+                ex.ended("client cancelled")
                 log.info("%s -> client cancelled before the answer", ex)
                 return None
             if ex.cancel.aborted:
                 client.close_connection = True
                 client.send_error_json(503, "claude-proxy is shutting down; try again in a moment.",
                                        {"x-should-retry": "true"})
+                ex.ended("shutting down", status=503)
                 log.info("%s -> 503 (shutting down before the answer)", ex)
                 return None
             failures.append(outcome)
@@ -257,9 +273,11 @@ class Forwarder:
             response.close()
             client.close_connection = True
             self._book(provider, response.status, None, usage)  # it answered; the tokens were spent
+            ex.ended("client cancelled", provider, response.status, usage, stream=stream)
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
         self._book(provider, response.status, failure, usage, ex.cancel.aborted)
+        ex.ended("answered", provider, response.status, usage, failure, stream)
         log.info("%s -> %s%s ttfb=%.3fs total=%.3fs %s", ex, response.status,
                  f" ({failure})" if failure else "", ex.first_byte - ex.started, ex.elapsed(), usage)
 
@@ -276,6 +294,7 @@ class Forwarder:
             client.close_connection = True
         ex.first_byte = time.monotonic()
         self._book(provider, answer.status, None, usage)
+        ex.ended("answered", provider, answer.status, usage)
         log.info("%s -> %s ttfb=%.3fs total=%.3fs %s", ex, answer.status, ex.first_byte - ex.started,
                  ex.elapsed(), usage)
 
@@ -294,9 +313,11 @@ class Forwarder:
             started.response.close()
             client.close_connection = True
             self._book(provider, 200, None, usage)  # it answered; the tokens were spent
+            ex.ended("client cancelled", provider, 200, usage, stream=True)
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
         self._book(provider, 200, failure, usage, ex.cancel.aborted)
+        ex.ended("answered", provider, 200, usage, failure, stream=True)
         log.info("%s -> 200%s ttfb=%.3fs total=%.3fs %s", ex, f" ({failure})" if failure else "",
                  ex.first_byte - ex.started, ex.elapsed(), usage)
 
@@ -318,10 +339,12 @@ class Forwarder:
             last = answers[-1]
             status = last.status
             body = mask_keys(last.body, self.key_masks)
+            ex.ended("all failed", status=status)
             client.send_head(last.status, last.reason, last.headers, len(body), body)
         else:
             error = failures[-1]
             status = 504 if error.kind == "timeout" else 502
+            ex.ended("all failed", status=status)
             client.send_error_json(status, f"No provider could answer ({', '.join(ex.tried)}); "
                                            f"last: {error.provider} {error.kind}: {error.detail}")
         outcome = "pinned provider failed" if ex.mode != "fallback" else "all failed"

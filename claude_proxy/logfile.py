@@ -44,17 +44,21 @@ class LogFile(logging.Handler):
         except Exception:
             self.handleError(record)
             return False
+        try:
+            self.write(line)
+        except Exception:
+            self.handleError(record)
+        return True
+
+    def write(self, line):
+        """Append ``line`` (bytes, one whole line), rotating first if it would pass ``max_bytes``."""
         with self.lock:
             if self._file is None:  # closed: a request thread outlived the stop
-                return False
-            try:
-                if self._size and self._size + len(line) > self.max_bytes:
-                    self._rotate()
-                self._file.write(line)
-                self._size += len(line)
-            except Exception:
-                self.handleError(record)
-        return True
+                return
+            if self._size and self._size + len(line) > self.max_bytes:
+                self._rotate()
+            self._file.write(line)
+            self._size += len(line)
 
     def emit(self, record):
         self.handle(record)

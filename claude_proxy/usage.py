@@ -264,6 +264,10 @@ class UsageRecord:
     def close(self, timeout=5.0):
         """Write what is queued (for up to ``timeout`` seconds) and stop the writer."""
         self._closing.set()
+        try:
+            self._queue.put_nowait(None)  # wake the writer now
+        except queue.Full:  # it has plenty to wake it
+            pass
         self._thread.join(timeout)
 
     # --- the writer thread --------------------------------------------------------
@@ -271,10 +275,11 @@ class UsageRecord:
     def _run(self):
         try:
             while True:
+                closing = self._closing.is_set()
                 try:
-                    batch = [self._queue.get(timeout=0.5)]
+                    batch = [self._queue.get(timeout=0.01 if closing else 0.5)]
                 except queue.Empty:
-                    if self._closing.is_set():
+                    if closing:
                         break
                     self._prune_if_due()
                     continue
@@ -283,7 +288,9 @@ class UsageRecord:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                self._write(batch)
+                batch = [entry for entry in batch if entry is not None]  # None: close() waking it
+                if batch:
+                    self._write(batch)
                 self._prune_if_due()
         except Exception:  # the record stops; requests go on
             log.exception("usage record: the writer stopped; usage is no longer recorded until a restart")

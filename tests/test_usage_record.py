@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from claude_proxy import usage
+from claude_proxy import usage, usage_report
 from claude_proxy.usage import MIGRATIONS, SCHEMA_VERSION, UsageRecord
 from fakes import CutBody, Reply, Stream, error_json, eventually, message_events
 
@@ -114,6 +114,14 @@ def test_a_known_mix_of_requests_leaves_one_true_row_each(providers, proxy):
     assert (cut["provider"], cut["outcome"], cut["stream"]) == ("p1", "cut", 1)
     assert cut["error"].startswith("cut mid-stream")
     assert tokens(cut)[0] == 25
+
+    # and the totals `proxy.py usage --by provider` makes of them
+    groups, total = usage_report.report(running.paths.usage, {}, ("provider",), 0, None, ["p1", "p2"])
+    assert [(g.key, g.requests, g.failovers, g.failures) for g in groups] == [
+        (("p1",), 4, 2, 1), (("p2",), 1, 0, 0), ((None,), 1, 0, 1)]
+    assert (total.requests, total.failovers, total.failures) == (6, 2, 2)
+    assert total.tokens == [sum(tokens(r)[i] for r in rows(running)) for i in range(4)]
+    assert total.tokens[0] == 12 + 25 + 12 + 25 + 25
 
 
 def tokens(row):

@@ -45,20 +45,22 @@ class LogFile(logging.Handler):
             self.handleError(record)
             return False
         try:
-            self.write(line)
+            return self.write(line)
         except Exception:
             self.handleError(record)
         return True
 
     def write(self, line):
-        """Append ``line`` (bytes, one whole line), rotating first if it would pass ``max_bytes``."""
+        """Append ``line`` (bytes, one whole line), rotating first if it would pass
+        ``max_bytes``; False if the file is closed."""
         with self.lock:
             if self._file is None:  # closed: a request thread outlived the stop
-                return
+                return False
             if self._size and self._size + len(line) > self.max_bytes:
                 self._rotate()
             self._file.write(line)
             self._size += len(line)
+            return True
 
     def emit(self, record):
         self.handle(record)

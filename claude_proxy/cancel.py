@@ -109,7 +109,7 @@ class DisconnectWatcher:
                 return
             try:
                 self._selector.unregister(client_sock)
-            except (KeyError, ValueError, OSError):
+            except (KeyError, ValueError, OSError):  # never registered, or closed: nothing to undo
                 pass
 
     def abort_all(self):
@@ -166,16 +166,16 @@ class DisconnectWatcher:
             with sock.dup() as probe:
                 probe.setblocking(False)
                 data = probe.recv(1, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError):  # nothing to read after all: still there
             return
-        except OSError:
+        except OSError:  # reset or closed: the client is gone
             data = b""
         with self._lock:
             try:
                 if self._selector.get_key(sock).data is not cancel:
                     return  # unwatched meanwhile: that request is over
                 self._selector.unregister(sock)
-            except (KeyError, ValueError):
+            except (KeyError, ValueError):  # unwatched meanwhile: that request is over
                 return
         if not data:
             cancel.fire()

@@ -12,6 +12,7 @@ from . import __version__
 from .config import env_file_exposed, load_config, read_env_file, resolve_config_path
 from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, UpstreamError
 from .state import StatePaths, state_dir_problem
+from .wording import plural
 
 LIVE_TIMEOUT = 30.0      # for one `check --live` request to a provider
 LIVE_MODEL = "claude-haiku-4-5"  # what `check --live` asks for; the provider's model map applies
@@ -95,12 +96,9 @@ def check(path, explicit, live=False, environ=None, out=None, live_timeout=LIVE_
 
 
 def _check_summary(problems, warnings_, out):
-    def count(n, word):
-        return f"{n} {word}{'' if n == 1 else 's'}"
-
     verdict = "config has problems" if problems else "config is usable"
-    print(f"check: {verdict} ({count(len(problems), 'problem')}, "
-          f"{count(len(warnings_), 'warning')})", file=out)
+    print(f"check: {verdict} ({plural(len(problems), 'problem')}, "
+          f"{plural(len(warnings_), 'warning')})", file=out)
     return EXIT_FAILURE if problems else EXIT_OK
 
 
@@ -182,7 +180,7 @@ def _error_detail(body):
     try:
         error = json.loads(body).get("error", {})
         text = f"{error.get('type', '')}: {error.get('message', '')}".strip(": ")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError):  # not a JSON error body: the status says enough
         return ""
     return f" {text[:200]}" if text else ""
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .headers import HEADER_NAME, PROXY_SET_HEADERS, sendable_in_header
 
 CONFIG_ENV_VAR = "CLAUDE_PROXY_CONFIG"
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -93,6 +94,14 @@ class Provider:
     def usable(self):
         return self.enabled and bool(self.api_key)
 
+    @property
+    def availability(self):
+        """``"disabled"``, ``"no_key"`` or ``"ready"``: what the config alone says
+        (a running proxy adds ``"cooling"``, see ``FailoverPolicy.snapshot``)."""
+        if not self.enabled:
+            return "disabled"
+        return "ready" if self.api_key else "no_key"
+
     def missing_key(self, env_path):
         """Why this provider has no usable key, as a phrase for messages."""
         return self.key_problem or f"{self.api_key_env} is not set (environment or {env_path})"
@@ -132,13 +141,21 @@ class Provider:
             text = text.replace(self.api_key, mask_key(self.api_key))
         return text
 
-    def map_model(self, model):
-        """The provider's name for ``model``: first matching glob wins, else unchanged."""
-        lowered = model.lower()
+    def models_for(self, model):
+        """The provider's models for a request for ``model``, to try in order.
+
+        The first matching glob of ``models`` wins; its value is one name or
+        a list (model fallback inside this provider).  No match: ``[model]``.
+        """
+        lowered = (model or "").lower()
         for pattern, target in self.models.items():
             if fnmatch.fnmatchcase(lowered, pattern.lower()):
-                return target
-        return model
+                return [target] if isinstance(target, str) else list(target)
+        return [model]
+
+    def map_model(self, model):
+        """The provider's first model for ``model``."""
+        return self.models_for(model)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +208,11 @@ class Config:
         """The provider called ``name`` (case-insensitive), or None."""
         wanted = name.lower()
         return next((p for p in self.providers if p.name.lower() == wanted), None)
+
+    @functools.cached_property
+    def has_model_lists(self):
+        """Does any provider map a model to a list (model fallback inside a provider)?"""
+        return any(isinstance(target, list) for p in self.providers for target in p.models.values())
 
     @property
     def provider_names(self):
@@ -402,8 +424,13 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
         fail(f'"auth_header" must be one of {", ".join(AUTH_HEADER_CHOICES)}, or the name of the header '
              f'that carries the key as it is (Azure: "api-key"), not {auth_header!r}')
     models = entry.get("models", {})
-    if not _string_map(models):
-        fail('"models" must map model globs to model names, e.g. {"claude-*haiku*": "fast-model", "*": "big-model"}')
+    if not isinstance(models, dict) or not all(
+            isinstance(k, str) and (isinstance(v, str) or (
+                isinstance(v, list) and v and all(isinstance(m, str) and m for m in v)))
+            for k, v in models.items()):
+        fail('"models" must map model globs to a model name or a list of them, tried in order, e.g. '
+             '{"claude-*opus*": ["big-model", "other-big-model"], "*": "fast-model"}')
+        models = {}
     headers = entry.get("headers", {})
     if not _string_map(headers):
         fail('"headers" must map header names to string values')
@@ -603,27 +630,14 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 PRINTABLE_ASCII = re.compile(r"[!-~]+\Z")
-#: What RFC 9110 allows in a field value: visible characters, spaces, tabs, and Latin-1 text.
-HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
-#: Framing, routing and hop-by-hop headers: the proxy sets these for each connection.
-PROXY_SET_HEADERS = frozenset({
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
-    "upgrade", "proxy-connection", "accept-encoding", "expect",
-})
-
-
-def sendable_in_header(value):
-    """Can ``value`` go into an HTTP header as it is?"""
-    return bool(HEADER_VALUE.match(value))
 
 
 def _split_url(text):
     try:
         url = urlsplit(text)
         url.hostname  # noqa: B018 -- parsed lazily; a malformed address raises here
-    except ValueError:
+    except ValueError:  # not a URL: the caller says what is wrong
         return None
     return url
 
@@ -631,7 +645,7 @@ def _split_url(text):
 def _valid_port(url):
     try:
         port = url.port
-    except ValueError:
+    except ValueError:  # a port that is not a number
         return False
     return port is None or port > 0
 
@@ -657,7 +671,7 @@ def is_loopback(host):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+    except ValueError:  # a host name: only "localhost" counts as loopback
         return False
 
 
@@ -685,7 +699,7 @@ def read_env_file(path):
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
+    except FileNotFoundError:  # no .env: keys come from the environment only
         return {}, []
     except (OSError, UnicodeDecodeError) as exc:
         return {}, [f"{path}: cannot read it ({exc}); keys from it are ignored"]

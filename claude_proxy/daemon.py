@@ -70,7 +70,7 @@ def _state_dir_of_broken_config(path):
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))
         value = raw.get("state_dir") if isinstance(raw, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # unreadable or not JSON: the config's folder, as by default
         value = None
     if isinstance(value, str) and value:
         return (Path(path).parent / Path(value).expanduser()).resolve()
@@ -239,7 +239,7 @@ def ownership(record):
 def same_path(a, b):
     try:
         return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # not a path (a status without "config"): not the same
         return False
 
 

@@ -19,12 +19,13 @@ The policy only decides; sockets are the business of ``upstream``.
 import dataclasses
 import email.utils
 import json
-import math
 import logging
+import math
 import threading
 import time
 
 from .logfile import printable
+from .wording import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def describe_error(status, body):
     try:
         error = json.loads(body).get("error", {})
         detail = f" {error.get('type', '')}: {error.get('message', '')}".rstrip(": ")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError, UnicodeDecodeError):  # not JSON: the status alone
         pass
     return printable(f"{status}{detail}"[:300])
 
@@ -74,7 +75,7 @@ def _finite(text):
         return None
     try:
         number = float(text)
-    except ValueError:
+    except ValueError:  # not a number (maybe an HTTP date): the caller tries that
         return None
     return number if math.isfinite(number) and number >= 0 else None
 
@@ -101,9 +102,16 @@ class FailoverPolicy:
         self.clock = clock
         self._lock = threading.Lock()
         self._state = {p.name: ProviderState() for p in config.providers}
+        #: (provider name, model) -> time.monotonic() its cooldown ends: for providers
+        #: whose model map gives a list, a 429/5xx cools that model only.
+        self._model_cooling = {}
 
-    def plan(self, pinned=None):
-        """The providers to try for one request, in order."""
+    def plan(self, pinned=None, model=None):
+        """The providers to try for a request for ``model``, in order.
+
+        A provider counts as cooling when it is, or when every model it would
+        try for ``model`` is (then it is as soon ready as the first of them).
+        """
         if pinned is not None:
             return [pinned] if pinned.usable else []
         now = self.clock()
@@ -112,9 +120,43 @@ class FailoverPolicy:
             for p in self.config.providers:
                 if p.usable:
                     self._expire(p, now)
-                    (cooling if self._state[p.name].cooling_until else ready).append(p)
-            cooling.sort(key=lambda p: self._state[p.name].cooling_until)
-        return ready + cooling
+                    until = self._cooling_until(p, model, now)
+                    (cooling if until else ready).append((until, p))
+        cooling.sort(key=lambda item: item[0])
+        return [p for _, p in ready + cooling]
+
+    def models_in_order(self, provider, model):
+        """The provider's models for ``model``, ready ones first (in config order),
+        then cooling ones, the soonest to recover first.  ``[None]`` when the
+        requested model was not looked at (no provider maps a model to a list):
+        the request's own model is then mapped as it goes out."""
+        if model is None:
+            return [None]
+        models = provider.models_for(model)
+        if len(models) < 2:
+            return models
+        now = self.clock()
+        with self._lock:
+            until = {m: self._model_until(provider, m, now) for m in models}
+        return sorted(models, key=lambda m: (until[m] > 0, until[m]))
+
+    def _cooling_until(self, provider, model, now):
+        """When ``provider`` is ready again for ``model`` (0: now); lock held."""
+        until = self._state[provider.name].cooling_until
+        models = provider.models_for(model) if model is not None else ()
+        if len(models) > 1:
+            soonest = min(self._model_until(provider, m, now) for m in models)
+            until = max(until, soonest)
+        return until
+
+    def _model_until(self, provider, model, now):
+        """When ``model`` at ``provider`` is ready again (0: now); lock held."""
+        until = self._model_cooling.get((provider.name, model), 0.0)
+        if until and until <= now:
+            del self._model_cooling[(provider.name, model)]
+            log.warning("%s: cooldown of %s over; it is tried again", provider.name, model)
+            return 0.0
+        return until
 
     def cooling_for(self, provider):
         """Seconds left in ``provider``'s cooldown (0 when ready)."""
@@ -124,8 +166,8 @@ class FailoverPolicy:
             until = self._state[provider.name].cooling_until
         return max(0.0, until - now) if until else 0.0
 
-    def record_failure(self, provider, reason, retry_after=None):
-        """``provider`` failed; start or extend its cooldown."""
+    def record_failure(self, provider, reason, retry_after=None, model=None):
+        """``provider`` failed; start or extend its cooldown (``model``'s only, when given)."""
         if retry_after is None:
             seconds = self.config.cooldown_seconds
         else:  # the provider's word, within the user's bound
@@ -136,22 +178,27 @@ class FailoverPolicy:
             state = self._state[provider.name]
             state.requests += 1
             state.failures += 1
-            state.last_error = reason
+            state.last_error = reason if model is None else f"{model}: {reason}"
             until = now + seconds
-            if seconds > 0 and until > state.cooling_until:
-                extended = bool(state.cooling_until)
-                state.cooling_until = until
-                log.warning("%s: cooldown %s %s (%s)", provider.name,
-                            "extended to" if extended else "for", _duration(seconds), reason)
+            current = state.cooling_until if model is None else self._model_cooling.get((provider.name, model), 0.0)
+            if seconds > 0 and until > current:
+                if model is None:
+                    state.cooling_until = until
+                else:
+                    self._model_cooling[(provider.name, model)] = until
+                log.warning("%s: cooldown%s %s %s (%s)", provider.name, f" of {model}" if model else "",
+                            "extended to" if current else "for", format_duration(seconds), reason)
 
-    def record_success(self, provider, usage=None):
-        """``provider`` answered: clear its cooldown and count the tokens."""
+    def record_success(self, provider, usage=None, model=None):
+        """``provider`` answered (with ``model``): clear its cooldown and count the tokens."""
         with self._lock:
             state = self._state[provider.name]
             state.requests += 1
             if state.cooling_until:
                 state.cooling_until = 0.0
                 log.info("%s: cooldown cleared (it answered)", provider.name)
+            if model is not None and self._model_cooling.pop((provider.name, model), None):
+                log.info("%s: cooldown of %s cleared (it answered)", provider.name, model)
             if usage is not None:
                 state.input_tokens += usage.input_tokens
                 state.output_tokens += usage.output_tokens
@@ -171,17 +218,13 @@ class FailoverPolicy:
             for p in self.config.providers:
                 self._expire(p, now)
                 s = self._state[p.name]
-                if not p.enabled:
-                    state = "disabled"
-                elif not p.api_key:
-                    state = "no_key"
-                elif s.cooling_until:
+                state = p.availability
+                if state == "ready" and s.cooling_until:
                     state = "cooling"
-                else:
-                    state = "ready"
                 rows.append({
                     "name": p.name,
                     "base_url": p.base_url,
+                    "type": p.type,
                     "enabled": p.enabled,
                     "key_set": bool(p.api_key),
                     "key_env": p.api_key_env,
@@ -189,6 +232,10 @@ class FailoverPolicy:
                     "state": state,
                     "cooldown_seconds_left": round(max(0.0, s.cooling_until - now), 1)
                     if s.cooling_until else 0.0,
+                    "models_cooling": sorted(
+                        ({"model": model, "seconds_left": round(until - now, 1)}
+                         for (name, model), until in self._model_cooling.items()
+                         if name == p.name and until > now), key=lambda row: row["model"]),
                     "last_error": s.last_error,
                     "requests": s.requests,
                     "failures": s.failures,
@@ -206,11 +253,3 @@ class FailoverPolicy:
         if state.cooling_until and state.cooling_until <= now:
             state.cooling_until = 0.0
             log.warning("%s: cooldown over; it is tried again", provider.name)
-
-
-def _duration(seconds):
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    return f"{minutes}m{seconds:02d}s"

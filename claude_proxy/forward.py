@@ -35,8 +35,10 @@ from .cancel import Cancel
 from .config import mask_key
 from .errors import UpstreamError
 from .failover import describe_error, retry_after_seconds
-from .openai_answer import PROXY_SIGNATURE_PREFIX, strip_proxy_thinking
 from .logfile import printable
+from .signatures import (
+    SignatureBook, all_thinking_removed, foreign_thinking_removed, is_signature_rejection,
+)
 from .relay import (
     ClientGone, Usage, is_event_stream, read_first_event, relay_body, relay_stream,
 )
@@ -90,6 +92,10 @@ class Exchange:
     cancel: Cancel = None
     first_byte: float = None
     tried: list = dataclasses.field(default_factory=list)
+    model: str = None       # the model the client asked for (set when planning)
+    target: str = None      # the model sent in this attempt
+    model_key: str = None   # the target, when the provider has several models for this request
+    strip_thinking: bool = False  # a provider refused a thinking signature: send none
     _parsed: object = dataclasses.field(default=_UNPARSED, repr=False)
     # How it ended (see ended()), for the usage record and the request log.
     outcome: str = None
@@ -109,7 +115,8 @@ class Exchange:
         return self._parsed
 
     def note(self, provider, outcome):
-        self.tried.append(f"{provider.name}={outcome}")
+        name = provider.name if self.model_key is None else f"{provider.name}[{self.model_key}]"
+        self.tried.append(f"{name}={outcome}")
 
     def elapsed(self):
         return time.monotonic() - self.started
@@ -150,35 +157,45 @@ class Forwarder:
         self.policy = policy
         self.upstreams = upstreams
         self.key_masks = key_masks(config.providers)
+        self.signatures = SignatureBook()
 
     def forward(self, ex, plan, client):
         """Try ``plan``'s providers in order until one answers, and relay that answer;
         if none does, send the last failure.  ``ex.cancel`` must be set."""
         failures = []
         for provider in plan:
-            if provider.type == "openai":
-                outcome = openai_forward.attempt(self, provider, ex)
-            else:
-                outcome = self._attempt(provider, ex)
-            if isinstance(outcome, tuple):
-                return self._answer(provider, *outcome, ex, client)
-            if isinstance(outcome, openai_forward.LocalAnswer):
-                return self._answer_local(provider, outcome, ex, client)
-            if isinstance(outcome, openai_forward.TranslatedStream):
-                return self._answer_translated(provider, outcome, ex, client)
-            if ex.cancel.is_set():
-                client.close_connection = True
-                ex.ended("client cancelled")
-                log.info("%s -> client cancelled before the answer", ex)
-                return None
-            if ex.cancel.aborted:
-                client.close_connection = True
-                client.send_error_json(503, "claude-proxy is shutting down; try again in a moment.",
-                                       {"x-should-retry": "true"})
-                ex.ended("shutting down", status=503)
-                log.info("%s -> 503 (shutting down before the answer)", ex)
-                return None
-            failures.append(outcome)
+            models = self.policy.models_in_order(provider, ex.model)
+            for target in models:  # model fallback inside the provider, when its map gives a list
+                ex.target, ex.model_key = target, (target if len(models) > 1 else None)
+                if provider.type == "openai":
+                    outcome = openai_forward.attempt(self, provider, ex)
+                else:
+                    outcome = self._attempt(provider, ex)
+                    if self._refuses_a_signature(outcome, ex):  # once more, without any thinking
+                        ex.note(provider, "400-signature")
+                        ex.strip_thinking = True
+                        outcome = self._attempt(provider, ex)
+                if isinstance(outcome, tuple):
+                    return self._answer(provider, *outcome, ex, client)
+                if isinstance(outcome, openai_forward.LocalAnswer):
+                    return self._answer_local(provider, outcome, ex, client)
+                if isinstance(outcome, openai_forward.TranslatedStream):
+                    return self._answer_translated(provider, outcome, ex, client)
+                if ex.cancel.is_set():
+                    client.close_connection = True
+                    ex.ended("client cancelled")
+                    log.info("%s -> client cancelled before the answer", ex)
+                    return None
+                if ex.cancel.aborted:
+                    client.close_connection = True
+                    client.send_error_json(503, "claude-proxy is shutting down; try again in a moment.",
+                                           {"x-should-retry": "true"})
+                    ex.ended("shutting down", status=503)
+                    log.info("%s -> 503 (shutting down before the answer)", ex)
+                    return None
+                failures.append(outcome)
+                if isinstance(outcome, UpstreamError):
+                    break  # the provider could not be reached: its other models cannot either
         return self._all_failed(failures, ex, client)
 
     def _attempt(self, provider, ex):
@@ -193,7 +210,7 @@ class Forwarder:
         masked; the rest of a longer one is dropped).  Failures are booked
         with the policy here.
         """
-        body = rewrite_model(without_proxy_thinking(ex), provider)
+        body = rewrite_model(self._body_for(provider, ex), provider, ex.target)
         length = len(body) if body or ex.method in ("POST", "PUT", "PATCH") else None
         headers = upstream_headers(provider, ex.client_headers, length)
         try:
@@ -219,9 +236,32 @@ class Forwarder:
         if classify(response.status, self.config.failover_statuses, failed) is FAIL_OVER:
             response.close()
             ex.note(provider, f"stream-{failed}")
-            self.policy.record_failure(provider, f"stream began with {failed}")
+            self.policy.record_failure(provider, f"stream began with {failed}", model=ex.model_key)
             return FailedAnswer(response.status, response.reason, response.headers, first)
         return response, first
+
+    def _body_for(self, provider, ex):
+        """The body for an Anthropic-type ``provider``: as the client sent it, less the
+        thinking blocks it did not sign (or all of them after it refused one)."""
+        if ex.strip_thinking:
+            cleaned = all_thinking_removed(ex.parsed_body())
+        elif b'"signature"' in ex.body:
+            cleaned = foreign_thinking_removed(ex.parsed_body(), self.signatures, provider.name)
+        else:
+            return ex.body
+        return ex.body if cleaned is None else json.dumps(cleaned, ensure_ascii=False).encode("utf-8")
+
+    def _refuses_a_signature(self, outcome, ex):
+        """A 400 about a thinking block's signature, for a body that has thinking to remove."""
+        if not isinstance(outcome, tuple) or ex.strip_thinking:
+            return False
+        response, first = outcome
+        if not is_signature_rejection(response.status, first):
+            return False
+        if all_thinking_removed(ex.parsed_body()) is None:
+            return False
+        response.close()
+        return True
 
     def _failover_answer(self, provider, response, ex):
         """Keep a 429/5xx answer whole, in case it is the last one (the client then gets it)."""
@@ -232,7 +272,7 @@ class Forwarder:
             body = b""
         ex.note(provider, response.status)
         self.policy.record_failure(provider, describe_error(response.status, body),
-                                   retry_after_seconds(response.headers))
+                                   retry_after_seconds(response.headers), model=ex.model_key)
         return FailedAnswer(response.status, response.reason, response.headers, body)
 
     def _answer(self, provider, response, first, ex, client):
@@ -272,11 +312,11 @@ class Forwarder:
         except ClientGone:
             response.close()
             client.close_connection = True
-            self._book(provider, response.status, None, usage)  # it answered; the tokens were spent
+            self._book(provider, ex, response.status, None, usage)  # it answered; the tokens were spent
             ex.ended("client cancelled", provider, response.status, usage, stream=stream)
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
-        self._book(provider, response.status, failure, usage, ex.cancel.aborted)
+        self._book(provider, ex, response.status, failure, usage)
         ex.ended("answered", provider, response.status, usage, failure, stream)
         log.info("%s -> %s%s ttfb=%.3fs total=%.3fs %s", ex, response.status,
                  f" ({failure})" if failure else "", ex.first_byte - ex.started, ex.elapsed(), usage)
@@ -293,7 +333,7 @@ class Forwarder:
         except ClientGone:
             client.close_connection = True
         ex.first_byte = time.monotonic()
-        self._book(provider, answer.status, None, usage)
+        self._book(provider, ex, answer.status, None, usage)
         ex.ended("answered", provider, answer.status, usage)
         log.info("%s -> %s ttfb=%.3fs total=%.3fs %s", ex, answer.status, ex.first_byte - ex.started,
                  ex.elapsed(), usage)
@@ -312,22 +352,24 @@ class Forwarder:
         except ClientGone:
             started.response.close()
             client.close_connection = True
-            self._book(provider, 200, None, usage)  # it answered; the tokens were spent
+            self._book(provider, ex, 200, None, usage)  # it answered; the tokens were spent
             ex.ended("client cancelled", provider, 200, usage, stream=True)
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
-        self._book(provider, 200, failure, usage, ex.cancel.aborted)
+        self._book(provider, ex, 200, failure, usage)
         ex.ended("answered", provider, 200, usage, failure, stream=True)
         log.info("%s -> 200%s ttfb=%.3fs total=%.3fs %s", ex, f" ({failure})" if failure else "",
                  ex.first_byte - ex.started, ex.elapsed(), usage)
 
-    def _book(self, provider, status, failure, usage, aborted=False):
-        if failure and aborted:  # ended by the proxy's shutdown, not by the provider
+    def _book(self, provider, ex, status, failure, usage):
+        if failure and ex.cancel.aborted:  # ended by the proxy's shutdown, not by the provider
             self.policy.record_answer(provider)
         elif failure:
             self.policy.record_failure(provider, failure)
         elif 200 <= status < 300:
-            self.policy.record_success(provider, usage)
+            self.policy.record_success(provider, usage, model=ex.model_key)
+            if usage.signatures:
+                self.signatures.remember(provider.name, usage.signatures)
         else:
             self.policy.record_answer(provider)
 
@@ -391,21 +433,6 @@ def no_provider_message(config, pinned):
     wanted = ", ".join(p.api_key_env for p in config.providers if p.enabled) or "a provider"
     return (f"No provider is usable: set {wanted} in {config.env_path} "
             f"(or enable one in {config.path}) and restart claude-proxy")
-
-
-def without_proxy_thinking(ex):
-    """``ex.body``, less the thinking blocks this proxy signed (from an OpenAI-type
-    provider's reasoning): an Anthropic provider rejects their signature.  The
-    body is re-encoded only when it has such a block; otherwise it goes as sent."""
-    if PROXY_SIGNATURE_PREFIX.encode() not in ex.body:
-        return ex.body
-    body = ex.parsed_body()
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-        return ex.body
-    stripped = strip_proxy_thinking(body["messages"])
-    if stripped == body["messages"]:
-        return ex.body
-    return json.dumps({**body, "messages": stripped}, ensure_ascii=False).encode("utf-8")
 
 
 def _reason(status):

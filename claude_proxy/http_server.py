@@ -40,7 +40,8 @@ from .logfile import printable
 from .relay import ClientGone, ClientWriter
 from .request_log import CapturingWriter, RequestLog
 from .state import StatePaths, read_token
-from .upstream import HOP_BY_HOP, Upstreams
+from .headers import HOP_BY_HOP
+from .upstream import Upstreams, requested_model
 from .usage import Entry, NoRecord, UsageRecord
 
 log = logging.getLogger("claude_proxy")
@@ -130,7 +131,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             return False
         try:
             mtime = os.stat(self.token_path).st_mtime_ns
-        except OSError:
+        except OSError:  # no token file (deleted?): the token this server has stays
             return False
         if mtime == self._token_mtime:
             return False
@@ -484,10 +485,12 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             return None
         ex = Exchange(self.command, self.path, api_path, pinned.name if pinned else "fallback",
                       body, list(self.headers.items()), started)
+        if self.server.config.has_model_lists:  # only then does the plan depend on the model
+            ex.model = requested_model(body)
         request_log = self.server.request_log
         self._capture = request_log.capture() if request_log is not None else None
         try:
-            plan = self.server.policy.plan(pinned)
+            plan = self.server.policy.plan(pinned, ex.model)
             if not plan:
                 ex.ended("no provider", status=503)
                 self.send_error_json(503, no_provider_message(self.server.config, pinned),
@@ -570,7 +573,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         if values:
             try:
                 grace = max(0.0, float(values[0]))
-            except ValueError:
+            except ValueError:  # the user's typo: say so
                 return self._refuse(400, "grace must be a number of seconds")
         if self._read_body() is None:
             return None

@@ -41,12 +41,12 @@ class LogFile(logging.Handler):
             return False
         try:
             line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
-        except Exception:
+        except Exception:  # a bad format argument: logging's own policy, never the request's failure
             self.handleError(record)
             return False
         try:
             return self.write(line)
-        except Exception:
+        except Exception:  # a full disk, say: reported by logging, the request goes on
             self.handleError(record)
         return True
 

@@ -96,7 +96,7 @@ def attempt(forwarder, provider, ex):
 
     requested = body.get("model") if isinstance(body.get("model"), str) else ""
     stream = body.get("stream") is True
-    chat, names = to_chat_completions(body, provider.map_model(requested), provider.openai, stream)
+    chat, names = to_chat_completions(body, ex.target or provider.map_model(requested), provider.openai, stream)
     data = json.dumps(chat, ensure_ascii=False).encode("utf-8")
     estimate = estimate_input_tokens(body)
     try:
@@ -109,7 +109,7 @@ def attempt(forwarder, provider, ex):
             ex.note(provider, response.status)
             if response.status in forwarder.config.failover_statuses:
                 forwarder.policy.record_failure(provider, _describe(status, translated),
-                                                retry_after_seconds(response.headers))
+                                                retry_after_seconds(response.headers), model=ex.model_key)
                 return FailedAnswer(status, response.reason, headers, translated)
             return LocalAnswer(status, headers, translated)
         if stream:
@@ -128,7 +128,8 @@ def attempt(forwarder, provider, ex):
             response.close()
             status, translated = translate_error(502, json.dumps({"error": error}).encode(), estimate)
             ex.note(provider, "stream-error")
-            forwarder.policy.record_failure(provider, f"stream began with an error: {_describe(status, translated)}")
+            forwarder.policy.record_failure(provider, f"stream began with an error: {_describe(status, translated)}",
+                                            model=ex.model_key)
             return FailedAnswer(status, "Bad Gateway", list(JSON_HEADERS), translated)
         ex.note(provider, 200)
         return TranslatedStream(response, StreamTranslator(requested, names, estimate), first)
@@ -138,7 +139,7 @@ def attempt(forwarder, provider, ex):
         ex.note(provider, "bad-answer")
         translated = json.dumps({"type": "error", "error": {
             "type": "api_error", "message": f"The provider {provider.name} sent no usable answer: {exc}"}}).encode()
-        forwarder.policy.record_failure(provider, f"unusable answer: {str(exc)[:200]}")
+        forwarder.policy.record_failure(provider, f"unusable answer: {str(exc)[:200]}", model=ex.model_key)
         return FailedAnswer(502, "Bad Gateway", list(JSON_HEADERS), translated)
     ex.note(provider, 200)
     return local_json(200, message, message.get("usage"))

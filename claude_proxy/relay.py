@@ -18,6 +18,7 @@ import json
 import logging
 
 from .errors import UpstreamError
+from .signatures import signatures_in_events, signatures_in_message
 from .sse import EventBuffer, error_frame, event_name_and_data, split_events
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Usage:
     def __init__(self):
         self.input_tokens = self.output_tokens = 0
         self.cache_read_tokens = self.cache_creation_tokens = 0
+        self.signatures = []  # of the thinking blocks in the answer (see signatures.py)
 
     def update(self, usage):
         """Take the figures in an Anthropic ``usage`` object (later ones win: they are cumulative)."""
@@ -83,6 +85,7 @@ class Usage:
                 setattr(self, attr, value)
 
     def feed_events(self, data):
+        self.signatures.extend(signatures_in_events(data))
         for event in split_events(data):
             head = event[:40]
             if b"message_start" not in head and b"message_delta" not in head:
@@ -90,7 +93,7 @@ class Usage:
             name, payload = event_name_and_data(event)
             try:
                 message = json.loads(payload)
-            except ValueError:
+            except ValueError:  # not JSON: no usage to read in it
                 continue
             if name == "message_start":
                 self.update((message.get("message") or {}).get("usage"))
@@ -98,9 +101,10 @@ class Usage:
                 self.update(message.get("usage"))
 
     def feed_json(self, body):
+        self.signatures.extend(signatures_in_message(body))
         try:
             message = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # not JSON: no usage to read in it
             return
         if isinstance(message, dict):
             self.update(message.get("usage"))

@@ -151,7 +151,8 @@ class RequestLog:
             "mode": fields["mode"],
             "pinned": fields["pinned"],
             "provider": fields["provider"],
-            "tried": [{"provider": name, "outcome": outcome} for name, outcome in attempts_of(entry.tried)],
+            "tried": [{"provider": name, "outcome": outcome, **({"model": model} if model else {})}
+                      for name, model, outcome, _ in attempts_of(entry.tried)],
             "model": fields["model"],
             "model_sent": fields["model_sent"],
             "status": fields["status"],

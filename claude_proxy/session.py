@@ -94,8 +94,7 @@ def env_summary(config, current, url, pinned):
     """One line: where this session now goes, and which providers lack a key."""
     rows = (current.status or {}).get("providers") if current.running else None
     if rows is None:  # not running: what this config would do
-        rows = [{"name": p.name, "state": "disabled" if not p.enabled else
-                 ("ready" if p.api_key else "no_key"), "key_env": p.api_key_env}
+        rows = [{"name": p.name, "state": p.availability, "key_env": p.api_key_env}
                 for p in config.providers]
     if pinned is not None:
         row = next((r for r in rows if r.get("name") == pinned.name), {})
@@ -215,7 +214,7 @@ def register_session(paths, pid):
 def forget_session(paths, pid):
     try:
         (paths.sessions / f"{pid}.json").unlink()
-    except FileNotFoundError:
+    except FileNotFoundError:  # forgotten already
         pass
     except OSError:  # e.g. a read-only folder: the shell exiting makes it dead all the same
         pass

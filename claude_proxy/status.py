@@ -181,6 +181,9 @@ def format_status(current, target, session, silent=False, today=None):
             f"{plural(row.get('requests', 0), 'request')}, {plural(row.get('failures', 0), 'failure')}, tokens "
             f"in {tokens.get('input', 0):,} out {tokens.get('output', 0):,} "
             f"cache read {tokens.get('cache_read', 0):,} write {tokens.get('cache_creation', 0):,}")
+        if row.get("models_cooling"):
+            lines.append("       models cooling: " + ", ".join(
+                f"{m['model']} for {format_duration(m['seconds_left'])}" for m in row["models_cooling"]))
         if row.get("last_error"):
             lines.append(f"       last error: {row['last_error']}")
         if row.get("key_problem"):

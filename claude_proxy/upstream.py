@@ -23,18 +23,9 @@ import threading
 import time
 
 from .errors import UpstreamError
+from .headers import REPLACED_REQUEST_HEADERS
 
 log = logging.getLogger(__name__)
-
-#: RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-})
-#: Client headers the proxy replaces: credentials, framing, routing, encoding.
-REPLACED_REQUEST_HEADERS = HOP_BY_HOP | {
-    "x-api-key", "authorization", "host", "content-length", "accept-encoding", "expect",
-}
 
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _UNSENDABLE = re.compile(r"[\r\n\0]")
@@ -88,8 +79,8 @@ def key_headers(provider):
     return [(name, value) for name, value in pairs if name.lower() not in provider.header_names]
 
 
-def rewrite_model(body, provider):
-    """``body`` with its top-level ``"model"`` mapped for ``provider``.
+def rewrite_model(body, provider, target=None):
+    """``body`` with its top-level ``"model"`` mapped for ``provider`` (or set to ``target``).
 
     Only the model's string is replaced; every other byte of the JSON stays
     as the client sent it (field order, spacing, escapes, numbers).  Bodies
@@ -101,10 +92,16 @@ def rewrite_model(body, provider):
     if span is None:
         return body
     text, start, end, model = span
-    mapped = provider.map_model(model)
+    mapped = provider.map_model(model) if target is None else target
     if mapped == model:
         return body
     return (text[:start] + json.dumps(mapped, ensure_ascii=False) + text[end:]).encode("utf-8")
+
+
+def requested_model(body):
+    """The top-level ``"model"`` of a JSON request body, or None."""
+    span = _top_level_string(body, "model") if body else None
+    return span[3] if span else None
 
 
 _decoder = json.JSONDecoder()
@@ -120,7 +117,7 @@ def _top_level_string(body, wanted):
     """
     try:
         text = body.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError:  # not UTF-8 JSON: sent untouched
         return None
     n = len(text)
 
@@ -151,7 +148,7 @@ def _top_level_string(body, wanted):
                 i += 1
             else:
                 return None
-    except (json.JSONDecodeError, IndexError):
+    except (json.JSONDecodeError, IndexError):  # not a JSON object: sent untouched
         return None
 
 

@@ -37,6 +37,8 @@ import threading
 import time
 from pathlib import Path
 
+from . import upstream
+
 log = logging.getLogger("claude_proxy")
 
 QUEUE_SIZE = 10_000          # entries waiting for the writer; more are dropped (and counted)
@@ -85,8 +87,9 @@ MIGRATIONS = [
             request_id INTEGER NOT NULL,
             seq INTEGER NOT NULL,             -- 0 for the first provider tried
             provider TEXT NOT NULL,
+            model TEXT,                       -- the model tried, when the provider has several for it
             outcome TEXT NOT NULL,            -- its status, or what went wrong (timeout, refused, ...)
-            passed_on INTEGER NOT NULL,       -- 1: it failed and the next provider was tried
+            passed_on INTEGER NOT NULL,       -- 1: it failed and the request went on to another provider
             PRIMARY KEY (request_id, seq)
         ) WITHOUT ROWID""",
     ),
@@ -100,7 +103,8 @@ REQUEST_COLUMNS = (
 )
 INSERT_REQUEST = (f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
                   f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})")
-INSERT_ATTEMPT = "INSERT INTO attempts (request_id, seq, provider, outcome, passed_on) VALUES (?, ?, ?, ?, ?)"
+INSERT_ATTEMPT = ("INSERT INTO attempts (request_id, seq, provider, model, outcome, passed_on) "
+                  "VALUES (?, ?, ?, ?, ?, ?)")
 
 
 @dataclasses.dataclass
@@ -121,6 +125,8 @@ class Entry:
     total: float
     tokens: tuple
     body: bytes        # the request body, for the requested model (read by the writer)
+    model: str = None  # the requested model, when the proxy read it already
+    target: str = None  # the model sent to the provider last tried, when the proxy chose it
 
     @classmethod
     def of(cls, ex, now=None, wall=None):
@@ -140,52 +146,54 @@ class Entry:
             total=now - ex.started,
             tokens=(0, 0, 0, 0) if usage is None else (
                 usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_creation_tokens),
-            body=ex.body,
+            body=ex.body, model=ex.model, target=ex.target,
         )
 
 
 def attempts_of(tried):
-    """``[(provider, outcome), ...]`` from an exchange's ``tried`` ("name=outcome") notes."""
-    return [tuple(note.split("=", 1)) if "=" in note else (note, "") for note in tried]
+    """``[(provider, model, outcome, passed_on), ...]`` from an exchange's ``tried`` notes
+    ("name=outcome", or "name[model]=outcome" when a provider has several models).
+    ``passed_on``: it failed and the request went on to another provider."""
+    parsed = []
+    for note in tried:
+        name, _, outcome = note.rpartition("=")
+        provider, bracket, model = name.partition("[")
+        parsed.append((provider, model[:-1] if bracket else None, outcome))
+    return [(provider, model, outcome, int(later is not None and later[0] != provider))
+            for (provider, model, outcome), later in zip(parsed, [*parsed[1:], None])]
 
 
-_MODEL_FIRST = re.compile(rb'\A\s*\{\s*"model"\s*:\s*"((?:[^"\\]|\\.){0,200})"')
+_MODEL_FIRST = re.compile(rb'\A\s*\{\s*"model"\s*:\s*"([^"\\]{0,200})"')
 
 
 def requested_model(body):
     """The top-level ``"model"`` of a JSON request body, or None."""
-    if not body:
-        return None
-    match = _MODEL_FIRST.match(body)
-    if match and b"\\" not in match.group(1):  # the common case: the model first, no escapes
+    match = _MODEL_FIRST.match(body) if body else None
+    if match:  # the common case, and Claude Code's: the model first, without escapes
         return match.group(1).decode("utf-8", "replace")
-    from .upstream import _top_level_string  # the same reading the model map uses
-
-    span = _top_level_string(body, "model")
-    return span[3] if span else None
+    return upstream.requested_model(body)
 
 
 def row_of(entry, config):
     """The ``requests`` row and the ``attempts`` rows for ``entry`` (in the writer)."""
     attempts = attempts_of(entry.tried)
-    failovers = max(0, len(attempts) - 1)
+    failovers = sum(passed_on for *_, passed_on in attempts)
     outcome = entry.outcome
     if outcome == "answered":
         outcome = CUT if entry.failure else FAILED_OVER if failovers else OK
-    model = requested_model(entry.body)
+    model = entry.model if entry.model is not None else requested_model(entry.body)
     provider = entry.provider
     pinned = entry.mode != "fallback"
     row = (
         entry.time, "pinned" if pinned else "fallback", None if pinned else "order",
         entry.mode if pinned else None, entry.method, entry.path,
         provider.name if provider is not None else None, model,
-        provider.map_model(model) if provider is not None and model is not None else None,
+        None if provider is None else entry.target or (provider.map_model(model) if model is not None else None),
         entry.status, outcome, entry.failure, int(entry.stream), failovers,
         None if entry.ttfb is None else round(entry.ttfb * 1000, 3), round(entry.total * 1000, 3),
         *entry.tokens,
     )
-    return row, [(seq, name, result, int(seq < len(attempts) - 1))
-                 for seq, (name, result) in enumerate(attempts)]
+    return row, [(seq, *attempt) for seq, attempt in enumerate(attempts)]
 
 
 def connect_for_reading(path):

@@ -270,7 +270,7 @@ def test_bad_config_exits_2_with_one_line_per_problem_and_no_traceback(tmp_path)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"proxy_port": 0, "colldown_minutes": 5, "providers": [
         {"name": "a", "api_key_env": "CPX_KEY_A"},
-        {"name": "b", "base_url": "http://127.0.0.1:9", "api_key_env": "CPX_KEY_B", "auth_header": "token"},
+        {"name": "b", "base_url": "http://127.0.0.1:9", "api_key_env": "CPX_KEY_B", "auth_header": "not a header"},
     ]}), encoding="utf-8")
 
     result = run_once("--config", str(config), cwd=tmp_path)

@@ -397,3 +397,21 @@ def test_concurrent_requests_are_all_recorded(providers, proxy):
     assert results == [200] * 50
     recorded(running, 50)
     assert len(rows(running)) == 50
+
+
+def test_model_fallback_inside_a_provider_is_not_a_failover(providers, proxy):
+    first, second = providers(), providers(Reply(200))
+    running = proxy(first, second, cooldown_minutes=0,
+                    provider_settings={"p1": {"models": {"*": ["model-a", "model-b"]}}})
+    first.queue(overloaded(529), Reply(200))  # model-a is busy, model-b answers
+    assert running.post()[0] == 200
+    first.queue(overloaded(529), overloaded(529))  # both busy: on to p2
+    assert running.post()[0] == 200
+    recorded(running, 2)
+    same, moved = rows(running)
+    assert (same["provider"], same["model_sent"], same["outcome"], same["failovers"]) == ("p1", "model-b", "ok", 0)
+    assert [(a["provider"], a["model"], a["outcome"], a["passed_on"]) for a in rows(
+        running, "SELECT * FROM attempts WHERE request_id = ? ORDER BY seq", (same["id"],))] == [
+        ("p1", "model-a", "529", 0), ("p1", "model-b", "200", 0)]
+    assert (moved["provider"], moved["outcome"], moved["failovers"]) == ("p2", "failed over", 1)
+    assert attempts(running, moved["id"]) == [("p1", "529", 0), ("p1", "529", 1), ("p2", "200", 0)]

@@ -114,7 +114,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         try:
             entry = Entry.of(ex)
             if self.request_log is not None:
-                self.request_log.add(entry, ex.client_headers, capture, self.token)
+                self.request_log.add(entry, ex.body, ex.client_headers, capture, self.token)
             self.usage.add(entry)
         except Exception:  # neither may ever break a request
             log.exception("could not record a request")

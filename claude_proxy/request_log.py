@@ -99,11 +99,11 @@ class RequestLog:
         """A new :class:`Capture` for a request about to be forwarded."""
         return Capture(self.settings.max_body_bytes if self.settings.bodies else None)
 
-    def add(self, entry, client_headers, capture, token):
-        """Hand a finished request to the writer (its :class:`usage.Entry`); never waits."""
-        body = entry.body[:self.settings.max_body_bytes] if self.settings.bodies else None
+    def add(self, entry, body, client_headers, capture, token):
+        """Hand a finished request to the writer (its :class:`usage.Entry`, and its body); never waits."""
+        kept = body[:self.settings.max_body_bytes] if self.settings.bodies else None
         try:
-            self._queue.put_nowait((entry, client_headers, capture, token, body))
+            self._queue.put_nowait((entry, len(body), client_headers, capture, token, kept))
         except queue.Full:
             self.dropped += 1
             if self.dropped == 1:
@@ -138,7 +138,7 @@ class RequestLog:
             except Exception:  # a bug here must not stop the log
                 log.exception("request log: could not write a line")
 
-    def line(self, entry, client_headers, capture, token, request_body):
+    def line(self, entry, body_size, client_headers, capture, token, request_body):
         """The JSON object logged for one request."""
         masks = self._masks_with(token)
         request, attempts = row_of(entry, self.config)
@@ -167,7 +167,7 @@ class RequestLog:
         }
         if request_body is not None:
             record["request_body"] = _text(mask_keys(request_body, masks))
-            record["request_body_truncated"] = len(entry.body) > len(request_body)
+            record["request_body_truncated"] = body_size > len(request_body)
             record["response_body"] = _text(mask_keys(bytes(capture.body), masks)) if capture else ""
             record["response_body_truncated"] = bool(capture and capture.truncated)
         return record

@@ -124,8 +124,8 @@ class Entry:
     ttfb: float
     total: float
     tokens: tuple
-    body: bytes        # the request body, for the requested model (read by the writer)
-    model: str = None  # the requested model, when the proxy read it already
+    body: bytes        # the request body, when the model must still be read from it (by the writer)
+    model: str = None  # the requested model, when it is known already
     target: str = None  # the model sent to the provider last tried, when the proxy chose it
 
     @classmethod
@@ -134,6 +134,13 @@ class Entry:
         now = time.monotonic() if now is None else now
         wall = time.time() if wall is None else wall
         usage = ex.usage
+        model, body = ex.model, b""
+        if model is None and ex.body:
+            match = _MODEL_FIRST.match(ex.body, 0, MODEL_FIRST_SCAN)
+            if match:  # the common case, and Claude Code's: the model first, without escapes
+                model = match.group(1).decode("utf-8", "replace")
+            else:  # the writer reads it
+                body = ex.body
         outcome = ex.outcome
         if outcome is None:  # ended without saying how: an internal error, or a hang-up
             outcome = CANCELLED if ex.cancel is not None and ex.cancel.is_set() else ERROR
@@ -146,7 +153,7 @@ class Entry:
             total=now - ex.started,
             tokens=(0, 0, 0, 0) if usage is None else (
                 usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_creation_tokens),
-            body=ex.body, model=ex.model, target=ex.target,
+            body=body, model=model, target=ex.target,
         )
 
 
@@ -163,12 +170,13 @@ def attempts_of(tried):
             for (provider, model, outcome), later in zip(parsed, [*parsed[1:], None])]
 
 
-_MODEL_FIRST = re.compile(rb'\A\s*\{\s*"model"\s*:\s*"([^"\\]{0,200})"')
+_MODEL_FIRST = re.compile(rb'\s*\{\s*"model"\s*:\s*"([^"\\]{0,200})"')
+MODEL_FIRST_SCAN = 512  # bytes of the body the request thread looks at for the model
 
 
 def requested_model(body):
     """The top-level ``"model"`` of a JSON request body, or None."""
-    match = _MODEL_FIRST.match(body) if body else None
+    match = _MODEL_FIRST.match(body, 0, MODEL_FIRST_SCAN) if body else None
     if match:  # the common case, and Claude Code's: the model first, without escapes
         return match.group(1).decode("utf-8", "replace")
     return upstream.requested_model(body)

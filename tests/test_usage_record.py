@@ -415,3 +415,11 @@ def test_model_fallback_inside_a_provider_is_not_a_failover(providers, proxy):
         ("p1", "model-a", "529", 0), ("p1", "model-b", "200", 0)]
     assert (moved["provider"], moved["outcome"], moved["failovers"]) == ("p2", "failed over", 1)
     assert attempts(running, moved["id"]) == [("p1", "529", 0), ("p1", "529", 1), ("p2", "200", 0)]
+
+
+def test_the_model_is_recorded_when_the_body_names_it_last(providers, proxy):
+    running = proxy(providers(Reply(200)))
+    body = b'{"max_tokens": 5, "messages": [{"role": "user", "content": "' + b"x" * 5000 + b'"}], "model": "late"}'
+    assert running.post(body)[0] == 200
+    recorded(running, 1)
+    assert rows(running)[0]["model"] == "late"

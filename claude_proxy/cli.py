@@ -13,6 +13,7 @@ from pathlib import Path
 from . import __version__, check, daemon, lifecycle, session, status, usage_report
 from .config import RequestLogSettings, is_loopback
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, ProxyError, UsageError
+from .routing import STRATEGIES
 
 
 def build_parser():
@@ -64,6 +65,8 @@ def build_parser():
     env.add_argument("--shell", choices=session.SHELLS, default=session.default_shell(),
                      help="output format (default: %(default)s)")
     env.add_argument("--provider", metavar="NAME", help="pin the session to this provider")
+    env.add_argument("--strategy", choices=STRATEGIES,
+                     help="route this session's requests by this strategy (default: the config's)")
     env.add_argument("--announce", action="store_true", help="also print a one-line summary on stderr")
     env.add_argument("--session", type=int, metavar="PID",
                      help="record this shell (its process id) as one using the proxy (see release)")

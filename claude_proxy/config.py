@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .headers import HEADER_NAME, PROXY_SET_HEADERS, sendable_in_header
+from .routing import STRATEGIES
 
 CONFIG_ENV_VAR = "CLAUDE_PROXY_CONFIG"
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -59,6 +60,7 @@ TOP_LEVEL_KEYS = {
     "proxy_port", "proxy_host", "providers", "cooldown_minutes", "failover_statuses",
     "max_body_mb", "require_token", "state_dir", "connect_timeout", "read_timeout",
     "max_cooldown_minutes", "allowed_hosts", "max_connections", "receive_timeout",
+    "strategy", "min_tps",
     "usage_record", "usage_retention_days", "prices", "request_log",
 }
 PRICE_KEYS = ("input", "output", "cache_read", "cache_write")  # US dollars per million tokens
@@ -66,6 +68,7 @@ REQUEST_LOG_KEYS = {"path", "bodies", "max_mb", "keep", "max_body_kb"}
 PROVIDER_TYPES = ("anthropic", "openai")
 PROVIDER_KEYS = {
     "name", "type", "openai", "base_url", "api_key_env", "models", "enabled", "auth_header", "headers",
+    "weight", "min_tps",
     "connect_timeout", "read_timeout",
 }
 
@@ -85,6 +88,8 @@ class Provider:
     type: str = "anthropic"    # or "openai": Chat Completions, translated both ways
     openai: object = None      # an openai_request.OpenAIOptions, for type "openai"
     chat_path: str = "/chat/completions"  # appended to base_url, for type "openai"
+    weight: float = 1.0        # the "weighted" strategy draws the first provider by weight
+    min_tps: float = None      # "fastest": slower than this (tokens/s) goes to the back
     headers: dict = dataclasses.field(default_factory=dict)
     models: dict = dataclasses.field(default_factory=dict)
     connect_timeout: float = 10.0
@@ -186,6 +191,8 @@ class Config:
     port: int = 8787
     cooldown_seconds: float = 1800.0
     max_cooldown_seconds: float = 86400.0
+    strategy: str = "fallback"
+    min_tps: float = None
     failover_statuses: frozenset = frozenset()
     max_body_bytes: int = 10 * 1024 * 1024
     require_token: bool = True
@@ -313,6 +320,11 @@ def _validate(raw, path, exists, env_path):
                 'or "proxy_host": "127.0.0.1"')
     cooldown = _number(raw, "cooldown_minutes", 30, "", bad, minimum=0)
     max_cooldown = _number(raw, "max_cooldown_minutes", 1440, "", bad, minimum=0)
+    strategy = raw.get("strategy", "fallback")
+    if strategy not in STRATEGIES:
+        bad("", f'"strategy" must be one of {", ".join(STRATEGIES)}, not {strategy!r}')
+        strategy = "fallback"
+    min_tps = _number(raw, "min_tps", None, "", bad, minimum=0) if "min_tps" in raw else None
     max_body_mb = _number(raw, "max_body_mb", 10, "", bad, minimum=0.001)
     connect_timeout = _number(raw, "connect_timeout", 10, "", bad, minimum=0.001)
     read_timeout = _number(raw, "read_timeout", 300, "", bad, minimum=0.001)
@@ -361,6 +373,7 @@ def _validate(raw, path, exists, env_path):
     return Config(
         path=path, exists=exists, providers=providers, host=host, port=port,
         cooldown_seconds=cooldown * 60, max_cooldown_seconds=max_cooldown * 60,
+        strategy=strategy, min_tps=min_tps,
         failover_statuses=statuses,
         max_body_bytes=int(max_body_mb * 1024 * 1024), require_token=require_token,
         allowed_hosts=allowed_hosts, max_connections=max_connections,
@@ -443,6 +456,9 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
             elif not sendable_in_header(value):
                 fail(f'"headers": the value of {header!r} has a line break or a character '
                      'an HTTP header cannot carry')
+    weight = _number(entry, "weight", 1, where, lambda w, m: fail(m), 0.001)
+    provider_min_tps = (_number(entry, "min_tps", None, where, lambda w, m: fail(m), 0)
+                        if "min_tps" in entry else None)
     conn_t = _number(entry, "connect_timeout", connect_timeout, where, lambda w, m: fail(m), 0.001)
     read_t = _number(entry, "read_timeout", read_timeout, where, lambda w, m: fail(m), 0.001)
     if not ok:
@@ -451,6 +467,7 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
         name=name, base_url=base_url.rstrip("/"), api_key_env=key_env, enabled=enabled,
         auth_header=auth_header, headers=dict(headers), models=dict(models),
         connect_timeout=conn_t, read_timeout=read_t, type=kind, openai=options, chat_path=chat_path,
+        weight=weight, min_tps=provider_min_tps,
     )
 
 

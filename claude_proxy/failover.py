@@ -25,6 +25,7 @@ import threading
 import time
 
 from .logfile import printable
+from .routing import Router, Speeds
 from .wording import format_duration
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,17 @@ class FailoverPolicy:
         #: (provider name, model) -> time.monotonic() its cooldown ends: for providers
         #: whose model map gives a list, a 429/5xx cools that model only.
         self._model_cooling = {}
+        self.router = Router()
+        self.speeds = Speeds()
 
-    def plan(self, pinned=None, model=None):
+    def plan(self, pinned=None, model=None, strategy=None):
         """The providers to try for a request for ``model``, in order.
 
-        A provider counts as cooling when it is, or when every model it would
-        try for ``model`` is (then it is as soon ready as the first of them).
+        The ready ones in the order of ``strategy`` (default: the config's,
+        see :mod:`routing`), then the cooling ones, the soonest to recover
+        first.  A provider counts as cooling when it is, or when every model
+        it would try for ``model`` is (then it is as soon ready as the first
+        of them).  A pinned request tries its provider only.
         """
         if pinned is not None:
             return [pinned] if pinned.usable else []
@@ -121,9 +127,18 @@ class FailoverPolicy:
                 if p.usable:
                     self._expire(p, now)
                     until = self._cooling_until(p, model, now)
-                    (cooling if until else ready).append((until, p))
+                    if until:
+                        cooling.append((until, p))
+                    else:
+                        ready.append(p)
         cooling.sort(key=lambda item: item[0])
-        return [p for _, p in ready + cooling]
+        ordered = self.router.order(strategy or self.config.strategy, ready, self.speeds, model,
+                                    self.config.min_tps)
+        return ordered + [p for _, p in cooling]
+
+    def record_speed(self, provider, model, ttft, output_tokens, stream_seconds):
+        """A successful answer's speed, for the ``fastest`` strategy and status."""
+        self.speeds.record(provider.name, model, ttft, output_tokens, stream_seconds, self.clock())
 
     def models_in_order(self, provider, model):
         """The provider's models for ``model``, ready ones first (in config order),
@@ -236,6 +251,8 @@ class FailoverPolicy:
                         ({"model": model, "seconds_left": round(until - now, 1)}
                          for (name, model), until in self._model_cooling.items()
                          if name == p.name and until > now), key=lambda row: row["model"]),
+                    "weight": p.weight,
+                    "speed": self.speeds.snapshot(p.name),
                     "last_error": s.last_error,
                     "requests": s.requests,
                     "failures": s.failures,

@@ -39,6 +39,7 @@ from .logfile import printable
 from .signatures import (
     SignatureBook, all_thinking_removed, foreign_thinking_removed, is_signature_rejection,
 )
+from .routing import STRATEGIES
 from .relay import (
     ClientGone, Usage, is_event_stream, read_first_event, relay_body, relay_stream,
 )
@@ -85,7 +86,7 @@ class Exchange:
     method: str
     path: str       # as the client sent it
     api_path: str   # what is appended to each provider's base URL
-    mode: str       # "fallback", or the pinned provider's name
+    mode: str       # the strategy ("fallback", ...), or the pinned provider's name
     body: bytes
     client_headers: list
     started: float
@@ -96,6 +97,7 @@ class Exchange:
     target: str = None      # the model sent in this attempt
     model_key: str = None   # the target, when the provider has several models for this request
     strip_thinking: bool = False  # a provider refused a thinking signature: send none
+    attempt_started: float = None  # when the current provider was asked
     _parsed: object = dataclasses.field(default=_UNPARSED, repr=False)
     # How it ended (see ended()), for the usage record and the request log.
     outcome: str = None
@@ -167,6 +169,7 @@ class Forwarder:
             models = self.policy.models_in_order(provider, ex.model)
             for target in models:  # model fallback inside the provider, when its map gives a list
                 ex.target, ex.model_key = target, (target if len(models) > 1 else None)
+                ex.attempt_started = time.monotonic()
                 if provider.type == "openai":
                     outcome = openai_forward.attempt(self, provider, ex)
                 else:
@@ -368,6 +371,9 @@ class Forwarder:
             self.policy.record_failure(provider, failure)
         elif 200 <= status < 300:
             self.policy.record_success(provider, usage, model=ex.model_key)
+            if ex.first_byte is not None and ex.attempt_started is not None:
+                self.policy.record_speed(provider, ex.model, ex.first_byte - ex.attempt_started,
+                                         usage.output_tokens, time.monotonic() - ex.first_byte)
             if usage.signatures:
                 self.signatures.remember(provider.name, usage.signatures)
         else:
@@ -389,7 +395,7 @@ class Forwarder:
             ex.ended("all failed", status=status)
             client.send_error_json(status, f"No provider could answer ({', '.join(ex.tried)}); "
                                            f"last: {error.provider} {error.kind}: {error.detail}")
-        outcome = "pinned provider failed" if ex.mode != "fallback" else "all failed"
+        outcome = "all failed" if ex.mode in STRATEGIES else "pinned provider failed"
         log.warning("%s -> %s (%s) total=%.3fs", ex, status, outcome, ex.elapsed())
 
 

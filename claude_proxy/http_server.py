@@ -41,6 +41,7 @@ from .relay import ClientGone, ClientWriter
 from .request_log import CapturingWriter, RequestLog
 from .state import StatePaths, read_token
 from .headers import HOP_BY_HOP
+from .routing import STRATEGIES
 from .upstream import Upstreams, requested_model
 from .usage import Entry, NoRecord, UsageRecord
 
@@ -51,6 +52,7 @@ LISTEN_BACKLOG = 1024
 SHUTDOWN_GRACE = 10.0
 ABORT_WAIT = 2.0  # seconds requests get to write their ending after the grace period
 PINNED_PREFIX = "/provider/"
+STRATEGY_PREFIX = "/strategy/"
 RETRYABLE_REFUSALS = (408, 429)  # a timeout or a rate limit may pass; other 4xx of ours will not
 #: accept() failing for want of resources: the connection stays in the backlog (the
 #: listening socket stays readable), so retrying at once would spin.
@@ -428,11 +430,15 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             if self._authorized(required=True):
                 self._shutdown(query)
             return None
-        pinned = name = None
+        pinned = name = strategy = None
         api_path = self.path
         if path.startswith(PINNED_PREFIX):
             name, slash, rest = path[len(PINNED_PREFIX):].partition("/")
             pinned = server.config.provider(name)
+            api_path = slash + rest + (f"?{query}" if query else "")
+            path = slash + rest
+        elif path.startswith(STRATEGY_PREFIX):  # this session's own strategy
+            strategy, slash, rest = path[len(STRATEGY_PREFIX):].partition("/")
             api_path = slash + rest + (f"?{query}" if query else "")
             path = slash + rest
         if self.command == "HEAD" and path in ("", "/"):  # the same for every name: none is revealed
@@ -449,13 +455,16 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             return self._refuse(400, f"Unknown provider '{name}' in ANTHROPIC_BASE_URL "
                                      f"(.../provider/{name}). Configured providers: {names}. "
                                      "Run claude-switch with one of them, or claude-fb.")
+        if strategy is not None and strategy.lower() not in STRATEGIES:
+            return self._refuse(400, f"Unknown strategy '{strategy}' in ANTHROPIC_BASE_URL "
+                                     f"(.../strategy/{strategy}). Strategies: {', '.join(STRATEGIES)}.")
         if server.stopping:
             self.close_connection = True
             return self._refuse(503, "claude-proxy is shutting down; try again in a moment.",
                                 {"x-should-retry": "true"})
         server.request_started()
         try:
-            self._forward(api_path or "/", pinned)
+            self._forward(api_path or "/", pinned, strategy and strategy.lower())
         finally:
             server.request_finished()
         return None
@@ -477,20 +486,22 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
 
     # --- the proxy ------------------------------------------------------------
 
-    def _forward(self, api_path, pinned):
+    def _forward(self, api_path, pinned, strategy=None):
         """Read the body, plan the providers, and hand the request to the forwarder."""
         started = time.monotonic()
         body = self._read_body()
         if body is None:
             return None
-        ex = Exchange(self.command, self.path, api_path, pinned.name if pinned else "fallback",
-                      body, list(self.headers.items()), started)
-        if self.server.config.has_model_lists:  # only then does the plan depend on the model
+        config = self.server.config
+        mode = pinned.name if pinned else (strategy or config.strategy)
+        ex = Exchange(self.command, self.path, api_path, mode, body, list(self.headers.items()), started)
+        # The plan depends on the model only with model lists or speed routing.
+        if config.has_model_lists or "fastest" in (strategy, config.strategy):
             ex.model = requested_model(body)
         request_log = self.server.request_log
         self._capture = request_log.capture() if request_log is not None else None
         try:
-            plan = self.server.policy.plan(pinned, ex.model)
+            plan = self.server.policy.plan(pinned, ex.model, strategy)
             if not plan:
                 ex.ended("no provider", status=503)
                 self.send_error_json(503, no_provider_message(self.server.config, pinned),
@@ -561,6 +572,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             "config_exists": config.exists,
             "state_dir": str(config.state_dir),
             "require_token": config.require_token,
+            "strategy": config.strategy,
             "connections": server.connections,
             "providers": server.policy.snapshot(),
             "usage_record": server.usage.stats(),

@@ -31,7 +31,8 @@ def status(target, as_json=False, environ=None, out=None):
         url = None
     session = session_mode(environ.get("ANTHROPIC_BASE_URL"), url)
     today = usage_today(target)
-    if current.running and session["mode"] in ("fallback", "pinned") and current.status.get("require_token"):
+    if current.running and session["mode"] in ("fallback", "pinned", "strategy") \
+            and current.status.get("require_token"):
         offered = environ.get("ANTHROPIC_AUTH_TOKEN") or environ.get("ANTHROPIC_API_KEY")
         session["token_ok"] = offered == read_token(target.paths.token)
     if as_json:
@@ -70,9 +71,9 @@ def session_mode(session_url, proxy_url):
     path = theirs.path.rstrip("/")
     if path == "":
         return {**mode, "mode": "fallback"}
-    prefix = "/provider/"
-    if path.startswith(prefix) and "/" not in path[len(prefix):]:
-        return {**mode, "mode": "pinned", "provider": path[len(prefix):]}
+    for prefix, kind, key in (("/provider/", "pinned", "provider"), ("/strategy/", "strategy", "strategy")):
+        if path.startswith(prefix) and "/" not in path[len(prefix):]:
+            return {**mode, "mode": kind, key: path[len(prefix):]}
     return mode
 
 
@@ -83,6 +84,8 @@ def describe_session(session):
         return f"fallback through the proxy ({session['base_url']})"
     if session["mode"] == "pinned":
         return f"pinned to {session['provider']} ({session['base_url']})"
+    if session["mode"] == "strategy":
+        return f"through the proxy with strategy {session['strategy']} ({session['base_url']})"
     return f"not through this proxy (ANTHROPIC_BASE_URL={session['base_url']})"
 
 
@@ -166,12 +169,17 @@ def format_status(current, target, session, silent=False, today=None):
     lines.append(f"  log:      {target.paths.log}")
     lines.append(f"  this session: {describe_session(session)}")
     rows = s.get("providers") or []
-    if session["mode"] in ("fallback", "pinned"):
+    strategy = session.get("strategy") or s.get("strategy") or "fallback"
+    if session["mode"] == "pinned" or (session["mode"] in ("fallback", "strategy") and strategy == "fallback"):
         lines.append(f"  next request: {where_next(rows, session['provider'])}")
+    elif session["mode"] in ("fallback", "strategy"):
+        lines.append(f"  next request: by strategy {strategy} among the ready providers, cooling ones last")
     if session.get("token_ok") is False:
         lines.append("  warning: this session's ANTHROPIC_AUTH_TOKEN is not the proxy's client token, so "
                      "its requests get a 401; run claude-fb (or claude-switch) again in this session")
-    lines.append("  providers, in fallback order:")
+    lines.append(f"  strategy: {s.get('strategy', 'fallback')} (the default for sessions; "
+                 "a session can choose its own with claude-fb's strategy option)")
+    lines.append("  providers, in config order:")
     width = max((len(r.get("name", "")) for r in rows), default=0)
     state_width = max((len(describe_provider_state(r)) for r in rows), default=0)
     for number, row in enumerate(rows, start=1):
@@ -181,6 +189,11 @@ def format_status(current, target, session, silent=False, today=None):
             f"{plural(row.get('requests', 0), 'request')}, {plural(row.get('failures', 0), 'failure')}, tokens "
             f"in {tokens.get('input', 0):,} out {tokens.get('output', 0):,} "
             f"cache read {tokens.get('cache_read', 0):,} write {tokens.get('cache_creation', 0):,}")
+        for model, speed in (row.get("speed") or {}).items():
+            if speed.get("samples"):
+                lines.append(f"       speed{f' ({model})' if model else ''}: first token "
+                             f"{speed['ttft_ms']} ms, {speed['tokens_per_second'] or '?'} tokens/s, "
+                             f"score {speed['score_seconds']} s over {plural(speed['samples'], 'answer')}")
         if row.get("models_cooling"):
             lines.append("       models cooling: " + ", ".join(
                 f"{m['model']} for {format_duration(m['seconds_left'])}" for m in row["models_cooling"]))

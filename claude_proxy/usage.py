@@ -62,8 +62,8 @@ MIGRATIONS = [
         """CREATE TABLE requests (
             id INTEGER PRIMARY KEY,
             time REAL NOT NULL,               -- when it began, UTC epoch seconds
-            mode TEXT NOT NULL,               -- fallback | pinned
-            strategy TEXT,                    -- fallback: how the providers were ordered
+            mode TEXT NOT NULL,               -- the session's: fallback | strategy (its own) | pinned
+            strategy TEXT,                    -- unless pinned: the strategy that ordered the providers
             pinned TEXT,                      -- pinned: the provider named in the URL
             method TEXT NOT NULL,
             path TEXT NOT NULL,               -- the API path, without the query
@@ -114,7 +114,8 @@ class Entry:
     time: float
     method: str
     path: str
-    mode: str
+    mode: str          # the exchange's: the pinned provider's name, or the strategy in effect
+    session: str       # fallback (the root URL), strategy (/strategy/NAME) or pinned (/provider/NAME)
     tried: list
     provider: object   # config.Provider that answered, or None
     status: int
@@ -147,6 +148,8 @@ class Entry:
         return cls(
             time=wall - (now - ex.started),
             method=ex.method, path=ex.api_path.partition("?")[0], mode=ex.mode, tried=list(ex.tried),
+            session="pinned" if ex.path.startswith("/provider/") else
+            "strategy" if ex.path.startswith("/strategy/") else "fallback",
             provider=ex.provider, status=ex.status, outcome=outcome, failure=ex.failure,
             stream=bool(ex.stream),
             ttfb=None if ex.first_byte is None else ex.first_byte - ex.started,
@@ -191,9 +194,9 @@ def row_of(entry, config):
         outcome = CUT if entry.failure else FAILED_OVER if failovers else OK
     model = entry.model if entry.model is not None else requested_model(entry.body)
     provider = entry.provider
-    pinned = entry.mode != "fallback"
+    pinned = entry.session == "pinned"
     row = (
-        entry.time, "pinned" if pinned else "fallback", None if pinned else "order",
+        entry.time, entry.session, None if pinned else entry.mode,
         entry.mode if pinned else None, entry.method, entry.path,
         provider.name if provider is not None else None, model,
         None if provider is None else entry.target or (provider.map_model(model) if model is not None else None),

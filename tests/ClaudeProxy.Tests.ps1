@@ -329,6 +329,18 @@ Describe 'ClaudeProxy' {
             Get-FakeCount -Name alpha | Should -Be 1
         }
 
+        It 'takes a strategy of its own for this session (-Strategy), completed from the valid names (before alpha cools below)' {
+            $printed = @(claude-fb -Strategy round_robin 6>&1 | ForEach-Object { "$_" })
+            $env:ANTHROPIC_BASE_URL | Should -Be ((Get-TestDaemon -Config $config).url + '/strategy/round_robin')
+            $printed[0] | Should -Match 'strategy round_robin over alpha, beta'
+            $first, $second = (Send-TestRequest).Text, (Send-TestRequest).Text
+            @($first, $second) | Sort-Object | Should -Be @('hello from alpha', 'hello from beta')
+            { claude-fb -Strategy cheapest } | Should -Throw
+            $line = 'claude-fb -Strategy r'
+            (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText |
+                Should -Be @('random', 'round_robin')
+        }
+
         It 'Claude Code itself (claude -p) is answered through it, while alpha answers 529' -Skip:(-not $env:CLAUDE_CODE_BIN) {
             claude-fb 6>$null
             Set-FakeMode -Name alpha -Mode overloaded

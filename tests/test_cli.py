@@ -123,14 +123,21 @@ class Daemon:
         else:
             self.proc.terminate()
         code = self.proc.wait(DEADLINE)
-        for reader in self._readers:
-            reader.join(DEADLINE)
+        self._close_pipes()
         return code
 
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(DEADLINE)
+        self._close_pipes()
+
+    def _close_pipes(self):
+        """Once the child has exited: let the readers reach the end, then close the pipes."""
+        for reader in self._readers:
+            reader.join(DEADLINE)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
 
 
 @pytest.fixture

@@ -527,3 +527,26 @@ def test_check_live_asks_an_openai_provider_in_chat_completions(workspace, fake)
     assert sent.path == "/v1/chat/completions"
     assert sent.headers["authorization"] == "Bearer secret-oai"
     assert sent.json()["messages"] == [{"role": "user", "content": "ping"}] and sent.json()["max_tokens"] == 1
+
+
+def test_env_and_status_with_a_sessions_own_strategy(workspace, fake):
+    config = workspace.config([("a", fake().url), ("b", fake().url)])
+    workspace.keys(KEY_A="secret-a", KEY_B="secret-b")
+    workspace.run("start", "--quiet", config=config)
+    url = url_of(workspace.record(config))
+
+    variables = json.loads(env_of(workspace, config, "json", "--strategy", "round_robin"))
+    assert variables["variables"]["ANTHROPIC_BASE_URL"] == f"{url}/strategy/round_robin"
+    assert (variables["mode"], variables["strategy"]) == ("strategy", "round_robin")
+    assert "(strategy round_robin over a, b)" in variables["summary"]
+
+    shown = workspace.run("status", config=config, env={
+        "ANTHROPIC_BASE_URL": f"{url}/strategy/round_robin", "ANTHROPIC_AUTH_TOKEN": workspace.token(config)})
+    assert "this session: through the proxy with strategy round_robin" in shown.stdout
+    assert "next request: by strategy round_robin among the ready providers" in shown.stdout
+    assert "strategy: fallback (the default for sessions" in shown.stdout
+
+    both = workspace.run("env", "--strategy", "random", "--provider", "a", config=config)
+    assert_one_line_error(both)
+    unknown = workspace.run("env", "--strategy", "cheapest", config=config)
+    assert unknown.returncode == 2 and "invalid choice: 'cheapest'" in unknown.stderr

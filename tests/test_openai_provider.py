@@ -85,8 +85,21 @@ def openai_proxy(proxy):
     return start
 
 
+_clients = []
+
+
 def sdk(running, prefix=""):
-    return anthropic.Anthropic(base_url=running.url + prefix, api_key=running.token, max_retries=0, timeout=20)
+    """An SDK client for ``running`` (closed after the test, with its connections)."""
+    client = anthropic.Anthropic(base_url=running.url + prefix, api_key=running.token, max_retries=0, timeout=20)
+    _clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _clients:
+        _clients.pop().close()
 
 
 # --- one OpenAI provider --------------------------------------------------------------------

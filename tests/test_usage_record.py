@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import threading
 import time
+from contextlib import closing
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_a_known_mix_of_requests_leaves_one_true_row_each(providers, proxy):
     plain, streamed, failed_over, all_failed, cancelled, cut = rows(running)
     assert {k: plain[k] for k in ("mode", "strategy", "pinned", "method", "path", "provider", "model",
                                   "model_sent", "status", "outcome", "error", "stream", "failovers")} == {
-        "mode": "fallback", "strategy": "order", "pinned": None, "method": "POST", "path": "/v1/messages",
+        "mode": "fallback", "strategy": "fallback", "pinned": None, "method": "POST", "path": "/v1/messages",
         "provider": "p1", "model": "claude-sonnet-4-5", "model_sent": "claude-sonnet-4-5", "status": 200,
         "outcome": "ok", "error": None, "stream": 0, "failovers": 0}
     assert tokens(plain) == (12, 7, 3, 0)
@@ -269,7 +270,8 @@ def _get(running, path):
 def entry(when, provider=None, outcome="answered", model="claude-sonnet-4-5", tried=(), tokens=(1, 2, 3, 4),
           ttfb=0.1, status=200, stream=False, failure=None):
     body = json.dumps({"model": model, "messages": []}).encode() if model else b""
-    return usage.Entry(time=when, method="POST", path="/v1/messages", mode="fallback", tried=list(tried),
+    return usage.Entry(time=when, method="POST", path="/v1/messages", mode="fallback", session="fallback",
+                       tried=list(tried),
                        provider=provider, status=status, outcome=outcome, failure=failure, stream=stream,
                        ttfb=ttfb, total=(ttfb or 0) + 0.5, tokens=tokens, body=body)
 
@@ -296,25 +298,25 @@ def config(tmp_path):
 
 def test_a_new_database_is_at_the_current_schema_in_wal_mode(tmp_path, config):
     write_entries(tmp_path / "usage.db", config, [entry(1_700_000_000.0, config.providers[0])])
-    conn = sqlite3.connect(tmp_path / "usage.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with closing(sqlite3.connect(tmp_path / "usage.db")) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     if os.name == "posix":
         assert (tmp_path / "usage.db").stat().st_mode & 0o077 == 0
 
 
 def test_a_database_from_a_newer_version_is_left_alone(tmp_path, config, caplog):
     path = tmp_path / "usage.db"
-    conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     record = UsageRecord(path, config)
     record.add(entry(1_700_000_000.0, config.providers[0]))
     record.add(entry(1_700_000_001.0, config.providers[0]))
     record.close()
     assert (record.recorded, record.unwritten) == (0, 2)
     assert "newer claude-proxy" in record.problem
-    assert sqlite3.connect(path).execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
 
 
 def test_migrations_bring_an_older_database_up_to_date(tmp_path, config, monkeypatch):
@@ -324,9 +326,9 @@ def test_migrations_bring_an_older_database_up_to_date(tmp_path, config, monkeyp
     monkeypatch.setattr(usage, "MIGRATIONS", later)
     monkeypatch.setattr(usage, "SCHEMA_VERSION", len(later))
     write_entries(path, config, [entry(1_700_000_100.0, config.providers[0])])
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(later)
-    assert conn.execute("SELECT count(*), count(note) FROM requests").fetchone() == (2, 0)
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(later)
+        assert conn.execute("SELECT count(*), count(note) FROM requests").fetchone() == (2, 0)
 
 
 def test_retention_prunes_old_rows_and_their_attempts(tmp_path, config):
@@ -340,10 +342,11 @@ def test_retention_prunes_old_rows_and_their_attempts(tmp_path, config):
     ])
     record = UsageRecord(path, config, retention_days=5, clock=lambda: now)
     try:
-        conn = sqlite3.connect(path, isolation_level=None)
-        assert record.prune(conn) == 1
-        assert [r[0] for r in conn.execute("SELECT time FROM requests ORDER BY time")] == [now - 3 * 86400, now - 3600]
-        assert conn.execute("SELECT count(*) FROM attempts").fetchone()[0] == 2
+        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            assert record.prune(conn) == 1
+            assert [r[0] for r in conn.execute("SELECT time FROM requests ORDER BY time")] == [
+                now - 3 * 86400, now - 3600]
+            assert conn.execute("SELECT count(*) FROM attempts").fetchone()[0] == 2
     finally:
         record.close()
 
@@ -423,3 +426,13 @@ def test_the_model_is_recorded_when_the_body_names_it_last(providers, proxy):
     assert running.post(body)[0] == 200
     recorded(running, 1)
     assert rows(running)[0]["model"] == "late"
+
+
+def test_a_session_with_its_own_strategy_is_recorded_with_it(providers, proxy):
+    running = proxy(providers(Reply(200)), providers(Reply(200)))
+    assert running.post(prefix="/strategy/round_robin")[0] == 200
+    assert running.post()[0] == 200
+    recorded(running, 2)
+    own, default = rows(running)
+    assert (own["mode"], own["strategy"], own["pinned"]) == ("strategy", "round_robin", None)
+    assert (default["mode"], default["strategy"], default["pinned"]) == ("fallback", "fallback", None)

@@ -22,6 +22,8 @@ The proxy process
   ``openai_request`` and ``openai_answer`` (the translation both ways)
 - ``cancel``      noticing a client hang-up and stopping the provider's work
 - ``logfile``     ``proxy.log``, rotated by size
+- ``usage``       ``usage.db``: a row per forwarded request, written by one thread off the request path
+- ``request_log`` the opt-in JSONL request log, credentials redacted, written off the request path
 - ``state``       the runtime files (token, pid, sessions) in the state directory
 
 The commands that manage it (``proxy.py start`` and friends)
@@ -32,6 +34,7 @@ The commands that manage it (``proxy.py start`` and friends)
 - ``session``     ``env`` and ``providers``: pointing shell sessions at the proxy
 - ``check``       validating the config, and ``--live`` provider checks
 - ``control``     ``disable``, ``enable``, ``cool``, ``uncool`` of the running proxy
+- ``usage_report`` ``proxy.py usage``: requests, failovers, tokens and cost per day, provider, model
 - ``wording``     durations, counts and provider states worded once
 - ``process``     every platform-specific decision (detaching, pid identity)
 """

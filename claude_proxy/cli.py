@@ -5,11 +5,13 @@ errors end as one line on stderr and a non-zero exit, never a traceback.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
+from pathlib import Path
 
-from . import __version__, check, control, daemon, lifecycle, session, status
-from .config import is_loopback
+from . import __version__, check, control, daemon, lifecycle, session, status, usage_report
+from .config import RequestLogSettings, is_loopback
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, ProxyError, UsageError
 from .routing import STRATEGIES
 
@@ -31,6 +33,8 @@ def build_parser():
     serve.add_argument("--host", help="listen address (overrides proxy_host)")
     serve.add_argument("--port", type=int, help="listen port (overrides proxy_port; 0 picks a free one)")
     serve.add_argument("--quiet", action="store_true", help="no banner and no log lines on stderr")
+    serve.add_argument("--request-log", metavar="PATH",
+                       help="log every request as a JSON line to PATH (overrides request_log's path)")
     serve.set_defaults(func=cmd_serve)
 
     # Managing the background daemon (claude_proxy.daemon; the shell modules call these).
@@ -94,6 +98,17 @@ def build_parser():
                                  "(default: %(default)g)")
         check_.add_argument("--dump", metavar="NAME", help="print this provider's model list as it sends it")
         check_.set_defaults(func=check.cmd_check)
+    usage = commands.add_parser("usage", parents=[common],
+                                help="what was used where: requests, failovers, tokens, cost (from usage.db)")
+    usage.add_argument("--since", default=usage_report.DEFAULT_SINCE, metavar="WHEN",
+                       help=f"from the start of this day: {usage_report.SINCE_HELP} (default: %(default)s)")
+    usage.add_argument("--until", metavar="WHEN", help="to the end of this day (same forms; default: now)")
+    usage.add_argument("--by", default=usage_report.DEFAULT_BY, choices=usage_report.GROUPINGS,
+                       help="group by (default: %(default)s)")
+    output = usage.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="a JSON list, one object per group")
+    output.add_argument("--csv", action="store_true", help="CSV with a header row")
+    usage.set_defaults(func=usage_report.cmd_usage)
     return parser
 
 
@@ -109,6 +124,9 @@ def cmd_serve(args):
                               f'set "require_token": true in {config.path}, or drop --host')
     if args.port is not None:
         config.port = args.port
+    if args.request_log:
+        settings = config.request_log or RequestLogSettings(path=None)
+        config.request_log = dataclasses.replace(settings, path=Path(args.request_log).expanduser().resolve())
     current = daemon.probe(target.paths, config)
     if current.running:  # the proxy of this state directory: say so, not "port in use"
         raise UsageError(f"already running on {current.url} "

@@ -61,7 +61,10 @@ TOP_LEVEL_KEYS = {
     "max_body_mb", "require_token", "state_dir", "connect_timeout", "read_timeout",
     "max_cooldown_minutes", "allowed_hosts", "max_connections", "receive_timeout",
     "strategy", "min_tps", "failover_on_body", "wait_when_all_fail",
+    "usage_record", "usage_retention_days", "prices", "request_log",
 }
+PRICE_KEYS = ("input", "output", "cache_read", "cache_write")  # US dollars per million tokens
+REQUEST_LOG_KEYS = {"path", "bodies", "max_mb", "keep", "max_body_kb"}
 PROVIDER_TYPES = ("anthropic", "openai")
 PROVIDER_KEYS = {
     "name", "type", "openai", "base_url", "api_key_env", "models", "enabled", "auth_header", "headers",
@@ -172,6 +175,25 @@ class Provider:
         return self.models_for(model)[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens of each kind; None where not configured."""
+
+    input: float
+    output: float
+    cache_read: float = None
+    cache_write: float = None
+
+
+@dataclasses.dataclass
+class RequestLogSettings:
+    path: Path
+    bodies: bool = False
+    max_bytes: int = 50 * 1024 * 1024   # rotated at this size
+    keep: int = 5                       # rotated files kept
+    max_body_bytes: int = 256 * 1024    # of each body, with bodies on
+
+
 @dataclasses.dataclass
 class Config:
     path: Path
@@ -192,6 +214,10 @@ class Config:
     allowed_hosts: tuple = ()    # extra names clients may use for the proxy (lowercase, IPv6 bracketed)
     max_connections: int = 256   # concurrent client connections; more get a 503
     receive_timeout: float = 60.0  # seconds to receive a request's head and body once it began
+    usage_record: bool = True      # write usage.db
+    usage_retention_days: float = 90.0  # rows older than this are pruned; 0 keeps them all
+    prices: dict = dataclasses.field(default_factory=dict)  # provider name (lowercase) -> [(glob, Price)]
+    request_log: object = None     # a RequestLogSettings, or None (off)
     state_dir: Path = None
     env_path: Path = None
     warnings: list = dataclasses.field(default_factory=list)
@@ -249,6 +275,10 @@ def load_config(path, environ=None, must_exist=False):
     dotenv, warnings = read_env_file(env_path)
     config = _validate(raw, path, exists, env_path)
     config.warnings = warnings
+    for name in config.prices:
+        if config.provider(name) is None:
+            warnings.append(f'{path}: "prices" has prices for "{name}", which is not a configured provider '
+                            "(kept for the usage it recorded before)")
     for provider in config.providers:
         _load_keys(provider, environ, dotenv, env_path)
     return config
@@ -349,6 +379,12 @@ def _validate(raw, path, exists, env_path):
         bad("", f'"max_connections" must be a whole number of at least 1, not {max_connections!r}')
         max_connections = 256
     receive_timeout = _number(raw, "receive_timeout", 60, "", bad, minimum=0.001)
+    usage_record = raw.get("usage_record", True)
+    if not isinstance(usage_record, bool):
+        bad("", f'"usage_record" must be true or false, not {usage_record!r}')
+        usage_record = True
+    retention = _number(raw, "usage_retention_days", 90, "", bad, minimum=0)
+    prices = _prices(raw.get("prices", {}), bad)
 
     state_dir = raw.get("state_dir")
     if state_dir is None:
@@ -358,6 +394,7 @@ def _validate(raw, path, exists, env_path):
     else:
         bad("", f'"state_dir" must be a folder path, not {state_dir!r}')
         state_dir = path.parent
+    request_log = _request_log(raw.get("request_log"), Path(state_dir), bad)
 
     providers = []
     entries = raw.get("providers")
@@ -386,6 +423,7 @@ def _validate(raw, path, exists, env_path):
         max_body_bytes=int(max_body_mb * 1024 * 1024), require_token=require_token,
         allowed_hosts=allowed_hosts, max_connections=max_connections,
         receive_timeout=receive_timeout, state_dir=Path(state_dir), env_path=env_path,
+        usage_record=usage_record, usage_retention_days=retention, prices=prices, request_log=request_log,
     )
 
 
@@ -526,6 +564,92 @@ def _count(mapping, key, default, low, high, fail):
         fail(f'"{key}" must be a whole number from {low} to {high}, not {value!r}')
         return default
     return value
+
+
+def _prices(value, bad):
+    """``prices``: ``{"provider": {"model glob": {"input": 0.3, "output": 1.2, ...}}}`` as
+    ``{provider (lowercase): [(glob, Price), ...]}``, in the order written."""
+    example = '{"minimax": {"MiniMax-M2*": {"input": 0.3, "output": 1.2}}}'
+    if not isinstance(value, dict):
+        bad("", f'"prices" must map provider names to model globs to prices, e.g. {example}')
+        return {}
+    prices = {}
+    for provider, models in value.items():
+        if provider.startswith("_"):
+            continue
+        where = f'"prices": "{provider}": '
+        if not isinstance(models, dict):
+            bad("", f'{where}must map model globs to prices, e.g. {{"MiniMax-M2*": {{"input": 0.3, "output": 1.2}}}}')
+            continue
+        entries = []
+        for glob, price in models.items():
+            if glob.startswith("_"):
+                continue
+            if not isinstance(price, dict):
+                bad("", f'{where}"{glob}" must be {{"input": ..., "output": ..., "cache_read": ..., '
+                        f'"cache_write": ...}} in US dollars per million tokens, not {price!r}')
+                continue
+            figures, ok = {}, True
+            for key, number in price.items():
+                if key.startswith("_"):
+                    continue
+                if key not in PRICE_KEYS:
+                    bad("", f'{where}"{glob}": unknown key "{key}" (known keys: {", ".join(PRICE_KEYS)})')
+                    ok = False
+                elif isinstance(number, bool) or not isinstance(number, (int, float)) \
+                        or not math.isfinite(number) or number < 0:
+                    bad("", f'{where}"{glob}": "{key}" must be a number of US dollars per million tokens, '
+                            f'at least 0, not {number!r}')
+                    ok = False
+                else:
+                    figures[key] = float(number)
+            for key in ("input", "output"):
+                if ok and key not in figures:
+                    bad("", f'{where}"{glob}": missing "{key}" (US dollars per million tokens)')
+                    ok = False
+            if ok:
+                entries.append((glob, Price(**figures)))
+        prices[provider.lower()] = entries
+    return prices
+
+
+def price_of(prices, provider, model):
+    """The :class:`Price` for ``model`` at ``provider`` (first matching glob, case-insensitive), or None."""
+    if not provider or model is None:
+        return None
+    lowered = model.lower()
+    for glob, price in prices.get(provider.lower(), ()):
+        if fnmatch.fnmatchcase(lowered, glob.lower()):
+            return price
+    return None
+
+
+def _request_log(value, state_dir, bad):
+    """``request_log``: None (off) or ``{"path": ..., "bodies": ..., "max_mb": ..., "keep": ...,
+    "max_body_kb": ...}``; a relative path is in the state directory."""
+    if value is None or value is False:
+        return None
+    example = '{"path": "requests.jsonl", "bodies": false, "max_mb": 50, "keep": 5}'
+    if not isinstance(value, dict):
+        bad("", f'"request_log" must be an object like {example}, or null (off)')
+        return None
+    _unknown_keys(value, REQUEST_LOG_KEYS, '"request_log": ', bad)
+    path = value.get("path", "requests.jsonl")
+    if not isinstance(path, str) or not path:
+        bad("", f'"request_log": "path" must be a file path, not {path!r}')
+        return None
+    bodies = value.get("bodies", False)
+    if not isinstance(bodies, bool):
+        bad("", f'"request_log": "bodies" must be true or false, not {bodies!r}')
+    max_mb = _number(value, "max_mb", 50, '"request_log": ', bad, minimum=0.001)
+    keep = value.get("keep", 5)
+    if not _is_int(keep) or keep < 0:
+        bad("", f'"request_log": "keep" must be a whole number of at least 0, not {keep!r}')
+        keep = 5
+    max_body_kb = _number(value, "max_body_kb", 256, '"request_log": ', bad, minimum=0)
+    return RequestLogSettings(path=(state_dir / Path(path).expanduser()).resolve(), bodies=bodies is True,
+                              max_bytes=int(max_mb * 1024 * 1024), keep=keep,
+                              max_body_bytes=int(max_body_kb * 1024))
 
 
 def _unknown_keys(mapping, known, where, bad):

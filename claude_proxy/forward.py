@@ -105,6 +105,13 @@ class Exchange:
     key_index: int = None   # which of the provider's keys, when it has several
     keys_left: int = 0      # how many more of its keys this request may try
     _parsed: object = dataclasses.field(default=_UNPARSED, repr=False)
+    # How it ended (see ended()), for the usage record and the request log.
+    outcome: str = None
+    provider: object = None
+    status: int = None
+    usage: Usage = None
+    failure: str = None
+    stream: bool = False
 
     def parsed_body(self):
         """The body as JSON (parsed once, when a provider needs more than its bytes), or None."""
@@ -127,6 +134,13 @@ class Exchange:
 
     def elapsed(self):
         return time.monotonic() - self.started
+
+    def ended(self, outcome, provider=None, status=None, usage=None, failure=None, stream=False):
+        """Say how the request ended: ``"answered"`` (by ``provider``; ``failure`` if its
+        answer was cut), ``"client cancelled"``, ``"all failed"``, ``"shutting down"``
+        or ``"no provider"``; ``status`` is what the client got.  Read by :mod:`usage`."""
+        self.outcome, self.provider, self.status = outcome, provider, status
+        self.usage, self.failure, self.stream = usage, failure, stream
 
     def __str__(self):  # outcomes may carry a provider's words (an error event's type)
         return printable(f"{self.method} {self.path} {self.mode} {' '.join(self.tried)}".rstrip())
@@ -176,12 +190,14 @@ class Forwarder:
                     return answered
                 if ex.cancel.is_set():
                     client.close_connection = True
+                    ex.ended("client cancelled")
                     log.info("%s -> client cancelled before the answer", ex)
                     return None
                 if ex.cancel.aborted:
                     client.close_connection = True
                     client.send_error_json(503, "claude-proxy is shutting down; try again in a moment.",
                                            {"x-should-retry": "true"})
+                    ex.ended("shutting down", status=503)
                     log.info("%s -> 503 (shutting down before the answer)", ex)
                     return None
                 failures.append(outcome)
@@ -216,6 +232,7 @@ class Forwarder:
         if ex.cancel.is_set():
             client.close_connection = True
             log.info("%s -> client cancelled while waiting for a provider", ex)
+            ex.ended("client cancelled")
             return None
         return self._all_failed(failures, ex, client)
 
@@ -411,9 +428,11 @@ class Forwarder:
             response.close()
             client.close_connection = True
             self._book(provider, ex, response.status, None, usage)  # it answered; the tokens were spent
+            ex.ended("client cancelled", provider, response.status, usage, stream=stream)
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
         self._book(provider, ex, response.status, failure, usage)
+        ex.ended("answered", provider, response.status, usage, failure, stream)
         log.info("%s -> %s%s ttfb=%.3fs total=%.3fs %s", ex, response.status,
                  f" ({failure})" if failure else "", ex.first_byte - ex.started, ex.elapsed(), usage)
 
@@ -430,6 +449,7 @@ class Forwarder:
             client.close_connection = True
         ex.first_byte = time.monotonic()
         self._book(provider, ex, answer.status, None, usage)
+        ex.ended("answered", provider, answer.status, usage)
         log.info("%s -> %s ttfb=%.3fs total=%.3fs %s", ex, answer.status, ex.first_byte - ex.started,
                  ex.elapsed(), usage)
 
@@ -448,9 +468,11 @@ class Forwarder:
             started.response.close()
             client.close_connection = True
             self._book(provider, ex, 200, None, usage)  # it answered; the tokens were spent
+            ex.ended("client cancelled", provider, 200, usage, stream=True)
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
         self._book(provider, ex, 200, failure, usage)
+        ex.ended("answered", provider, 200, usage, failure, stream=True)
         log.info("%s -> 200%s ttfb=%.3fs total=%.3fs %s", ex, f" ({failure})" if failure else "",
                  ex.first_byte - ex.started, ex.elapsed(), usage)
 
@@ -479,10 +501,12 @@ class Forwarder:
             last = answers[-1]
             status = last.status
             body = mask_keys(last.body, self.key_masks)
+            ex.ended("all failed", status=status)
             client.send_head(last.status, last.reason, last.headers, len(body), body)
         else:
             error = failures[-1]
             status = 504 if error.kind == "timeout" else 502
+            ex.ended("all failed", status=status)
             client.send_error_json(status, f"No provider could answer ({', '.join(ex.tried)}); "
                                            f"last: {error.provider} {error.kind}: {error.detail}")
         outcome = "all failed" if ex.mode in STRATEGIES else "pinned provider failed"

@@ -38,10 +38,12 @@ from .forward import CHUNKED, ClientSide, Exchange, Forwarder, no_provider_messa
 from .framing import head_problem, target_problem
 from .logfile import printable
 from .relay import ClientGone, ClientWriter
-from .state import read_token
+from .request_log import CapturingWriter, RequestLog
+from .state import StatePaths, read_token
 from .headers import HOP_BY_HOP
 from .routing import STRATEGIES
 from .upstream import Upstreams, requested_model
+from .usage import Entry, NoRecord, UsageRecord
 
 log = logging.getLogger("claude_proxy")
 
@@ -93,12 +95,31 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._accept_pause = 0.0
         self._turned_away = 0
         self._busy_answer = _busy_answer(config.max_connections)
+        self.usage, self.request_log = NoRecord(), None  # until it listens (server_close may come first)
         try:
             super().__init__((config.host, config.port), ProxyHandler)
         except OSError as exc:
             self.watcher.close()
             raise UsageError(_bind_error(config, exc)) from None
         self.addresses = LocalAddresses(config.host, self.port, config.allowed_hosts)
+        self.usage = (UsageRecord(StatePaths(config.state_dir).usage, config, config.usage_retention_days)
+                      if config.usage_record else NoRecord())
+        if config.request_log is not None:
+            try:
+                self.request_log = RequestLog(config.request_log, config)
+            except OSError as exc:  # the log is a convenience: requests are served without it
+                log.warning("request log: cannot write %s (%s); it is off", config.request_log.path,
+                            exc.strerror or exc)
+
+    def record(self, ex, capture=None):
+        """Hand the ended exchange ``ex`` to the usage record and the request log (never raises)."""
+        try:
+            entry = Entry.of(ex)
+            if self.request_log is not None:
+                self.request_log.add(entry, ex.body, ex.client_headers, capture, self.token)
+            self.usage.add(entry)
+        except Exception:  # neither may ever break a request
+            log.exception("could not record a request")
 
     def token_matches(self, offered):
         """Is one of the ``offered`` strings the client token?
@@ -269,6 +290,9 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         super().server_close()
         self.watcher.close()
         self.upstreams.close()
+        self.usage.close()
+        if self.request_log is not None:
+            self.request_log.close()
 
 
 def _busy_answer(max_connections):
@@ -304,6 +328,7 @@ class _HeadRecorder:
 
 class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
     protocol_version = "HTTP/1.1"
+    _capture = None  # a request_log.Capture while a request is forwarded with the request log on
     disable_nagle_algorithm = True  # else each keep-alive response waits ~40 ms for an ACK
     timeout = CLIENT_IDLE_TIMEOUT
     server_version = f"claude-proxy/{__version__}"
@@ -477,17 +502,24 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         # The plan depends on the model only with model lists or speed routing.
         if config.has_model_lists or "fastest" in (strategy, config.strategy):
             ex.model = requested_model(body)
-        plan = self.server.policy.plan(pinned, ex.model, strategy)
-        if not plan:
-            self.send_error_json(503, no_provider_message(self.server.config, pinned),
-                                 {"x-should-retry": "false"})
-            log.warning("%s -> 503 (no usable provider)", ex)
-            return None
-        ex.cancel = self.server.watcher.watch(self.connection)
+        request_log = self.server.request_log
+        self._capture = request_log.capture() if request_log is not None else None
         try:
-            return self.server.forwarder.forward(ex, plan, self)
+            plan = self.server.policy.plan(pinned, ex.model, strategy)
+            if not plan:
+                ex.ended("no provider", status=503)
+                self.send_error_json(503, no_provider_message(self.server.config, pinned),
+                                     {"x-should-retry": "false"})
+                log.warning("%s -> 503 (no usable provider)", ex)
+                return None
+            ex.cancel = self.server.watcher.watch(self.connection)
+            try:
+                return self.server.forwarder.forward(ex, plan, self)
+            finally:
+                self.server.watcher.unwatch(self.connection)
         finally:
-            self.server.watcher.unwatch(self.connection)
+            self.server.record(ex, self._capture)
+            self._capture = None
 
     # --- request bodies -------------------------------------------------------
 
@@ -548,6 +580,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             "waiting_requests": server.forwarder.waiting,
             "connections": server.connections,
             "providers": server.policy.snapshot(),
+            "usage_record": server.usage.stats(),
+            "request_log": server.request_log.stats() if server.request_log is not None else None,
         }
 
     def _control(self, query):
@@ -610,6 +644,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         return self.request_version == "HTTP/1.0"
 
     def body_writer(self, chunked):
+        if self._capture is not None:
+            return CapturingWriter(self.wfile, chunked, self._capture)
         return ClientWriter(self.wfile, chunked=chunked)
 
     def send_head(self, status, reason, headers, framing, body=b""):
@@ -632,6 +668,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             lines.append("Connection: close")
         lines.append("\r\n")
         head = "\r\n".join(lines).encode("latin-1", "replace")
+        if self._capture is not None:
+            self._capture.head(status, headers, body)
         try:
             self.wfile.write(head + body if body else head)
         except OSError as exc:

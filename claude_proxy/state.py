@@ -18,6 +18,7 @@ PID_FILE = "proxy.pid"
 LOG_FILE = "proxy.log"
 OUT_FILE = "proxy.out"
 SESSIONS_DIR = "sessions"
+USAGE_FILE = "usage.db"
 #: Set by ``proxy.py start`` for the daemon it launches, and copied into the
 #: pid file, so that start knows the record is its own daemon's.
 LAUNCH_ID_ENV = "CLAUDE_PROXY_LAUNCH_ID"
@@ -31,6 +32,7 @@ class StatePaths:
         self.log = self.dir / LOG_FILE
         self.out = self.dir / OUT_FILE  # a detached daemon's stdout and stderr
         self.sessions = self.dir / SESSIONS_DIR  # one file per shell session using the proxy
+        self.usage = self.dir / USAGE_FILE  # the usage record (claude_proxy.usage)
 
 
 def state_dir_problem(path, config_path=None):

@@ -7,7 +7,9 @@ from urllib.parse import urlsplit
 
 from .daemon import load_target, on_address, ownership, probe, proxy_command
 from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
+from .errors import ProxyError
 from .state import read_token
+from .usage_report import today_by_provider
 from .wording import describe_provider_state, format_duration, key_set_since_start, plural, where_next
 
 
@@ -28,6 +30,7 @@ def status(target, as_json=False, environ=None, out=None):
     else:
         url = None
     session = session_mode(environ.get("ANTHROPIC_BASE_URL"), url)
+    today = usage_today(target)
     if current.running and session["mode"] in ("fallback", "pinned", "strategy") \
             and current.status.get("require_token"):
         offered = environ.get("ANTHROPIC_AUTH_TOKEN") or environ.get("ANTHROPIC_API_KEY")
@@ -36,14 +39,14 @@ def status(target, as_json=False, environ=None, out=None):
         report = {"running": current.running,
                   "state": "running" if current.running else "not answering" if silent else "not running",
                   "config": str(target.config_path), "state_dir": str(target.paths.dir),
-                  "log": str(target.paths.log), "session": session}
+                  "log": str(target.paths.log), "session": session, "today": today}
         if current.running:
             report.update(current.status, url=url)
         elif silent:
             report.update(pid=current.record["pid"], url=url)
         print(json.dumps(report, indent=2), file=out)
     else:
-        print(format_status(current, target, session, silent), file=out)
+        print(format_status(current, target, session, silent, today), file=out)
     if current.running:
         return EXIT_OK
     return EXIT_FAILURE if silent else EXIT_NOT_RUNNING
@@ -88,7 +91,53 @@ def describe_session(session):
 
 
 
-def format_status(current, target, session, silent=False):
+def usage_today(target):
+    """Today's figures per provider from usage.db (a list, [] when there are none), or
+    ``{"error": ...}`` when it cannot be read."""
+    config = target.config
+    try:
+        return today_by_provider(target.paths.usage, config.prices if config else {},
+                                 config.provider_names if config else ())
+    except ProxyError as exc:
+        return {"error": str(exc)}
+
+
+def format_today(today, record):
+    """The "today" lines of the status: per provider, requests, tokens and cost."""
+    lines = []
+    if isinstance(today, dict):
+        lines.append(f"  today: {today['error']}")
+    elif not today:
+        lines.append("  today: no requests yet")
+    else:
+        lines.append("  today, per provider (local time; `proxy.py usage` for more):")
+        width = max(len(row["provider"] or "(none)") for row in today)
+        for row in today:
+            cost = row["cost_usd"]
+            parts = [plural(row["requests"], "request")]
+            if row["failovers"]:
+                parts.append(plural(row["failovers"], "failover"))
+            if row["failures"]:
+                parts.append(plural(row["failures"], "failure"))
+            lines.append(
+                f"    {row['provider'] or '(none)':<{width}}  {', '.join(parts)}, tokens in {row['input_tokens']:,} "
+                f"out {row['output_tokens']:,} cache read {row['cache_read_input_tokens']:,} "
+                f"write {row['cache_creation_input_tokens']:,}, cost "
+                f"{'?' if cost is None else f'${cost:,.2f}'}")
+    record = record or {}
+    trouble = []
+    if record.get("dropped"):
+        trouble.append(f"{plural(record['dropped'], 'request')} not recorded (the writer was behind)")
+    if record.get("unwritten"):
+        trouble.append(f"{plural(record['unwritten'], 'request')} not written")
+    if record.get("problem"):
+        trouble.append(record["problem"])
+    if trouble:
+        lines.append(f"  usage record: {'; '.join(trouble)}")
+    return lines
+
+
+def format_status(current, target, session, silent=False, today=None):
     lines = []
     if silent:
         # Consistent with `start` and the shell commands: "is running but does not answer".
@@ -164,5 +213,7 @@ def format_status(current, target, session, silent=False):
         if key_set_since_start(target.config, row):
             lines.append(f"       {row.get('key_env')} is set now, but the proxy reads keys when it "
                          f"starts: restart it (`{proxy_command(target, 'stop')}`, then claude-fb)")
+    if today is not None:
+        lines.extend(format_today(today, s.get("usage_record")))
     return "\n".join(lines)
 

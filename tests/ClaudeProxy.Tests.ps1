@@ -463,6 +463,17 @@ Describe 'ClaudeProxy' {
             $text | Should -Match '2\. beta\s+ready'
         }
 
+        It "adds today's figures per provider from the usage record" {
+            claude-fb 6>$null
+            Set-FakeMode -Name alpha -Mode ok
+            Set-FakeMode -Name beta -Mode ok
+            (Send-TestRequest).Status | Should -Be 200
+            $text = @(claude-status) -join "`n"
+            $text | Should -Match 'today, per provider'
+            $text | Should -Match '(?m)^\s+(alpha|beta)\s+[1-9]\d* requests?(, \d+ failovers?)?, tokens in \d+ out \d+'
+            @((claude-status -Json | ConvertFrom-Json).today).Count | Should -BeGreaterThan 0
+        }
+
         It 'shows the session pinned to a provider' {
             claude-switch -Provider beta 6>$null
             @(claude-status) -join "`n" | Should -Match 'this session: pinned to beta'

@@ -177,6 +177,10 @@ claude-status; echo "rc=$?"
     assert [r.headers["x-api-key"] for r in p2.requests] == ["secret-p2"]
     assert f"this session: pinned to p2 ({url}/provider/p2)" in parts["status"]
     assert "p1  ready" in parts["status"] and parts["status"].endswith("rc=0")
+    # today's figures per provider, from the usage record: one answer each
+    assert "today, per provider" in parts["status"]
+    assert re.search(r"^ +p1 +1 request, tokens in \d", parts["status"], re.M), parts["status"]
+    assert re.search(r"^ +p2 +1 request, tokens in \d", parts["status"], re.M), parts["status"]
     assert "back as they were" in parts["reset"] and "stopped" in parts["reset"]
     assert parts["after"] == parts["before"]
     assert "original key" in parts["after"] and "not exported" in parts["after"]

@@ -215,7 +215,7 @@ function Restore-ClaudeProxySession {
 function Use-ClaudeProxy {
     # Start the proxy if needed, then point this session at it (pinned if -Provider).
     # Returns $null, or the problem (one line) that stopped it before anything changed.
-    param([string]$Provider)
+    param([string]$Provider, [string]$Strategy)
     if ($Provider) {
         # An unknown provider name is an error before anything is started.
         $known = Invoke-ClaudeProxyCli 'providers' @('--', $Provider)
@@ -235,6 +235,9 @@ function Use-ClaudeProxy {
     $options = @('--shell', 'json', '--session', "$PID")
     if ($Provider) {
         $options += @('--provider', $Provider)
+    }
+    elseif ($Strategy) {
+        $options += @('--strategy', $Strategy)
     }
     $result = Invoke-ClaudeProxyCli 'env' $options
     if ($result.ExitCode -ne 0) {
@@ -276,15 +279,27 @@ function Enable-ClaudeProxy {
     else py -3 (Windows), python3 or python, the first that is 3.10+.  The
     config is $env:CLAUDE_PROXY_CONFIG, else config.json beside the module.
 
+    .PARAMETER Strategy
+    How this session's requests choose among the ready providers: fallback
+    (config order), round_robin, weighted, random or fastest.  Without it,
+    the config's "strategy" applies.  Other sessions are not affected.
+
     .EXAMPLE
     claude-fb
+
+    .EXAMPLE
+    claude-fb -Strategy round_robin
 
     .EXAMPLE
     Enable-ClaudeProxy; claude
     #>
     [CmdletBinding()]
-    param()
-    $problem = Use-ClaudeProxy
+    param(
+        [Parameter(Position = 0)]
+        [ValidateSet('fallback', 'round_robin', 'weighted', 'random', 'fastest')]
+        [string]$Strategy
+    )
+    $problem = Use-ClaudeProxy -Strategy $Strategy
     if ($null -ne $problem) {
         Write-Error -Message $problem -ErrorId $script:ErrorId -Category NotSpecified
     }

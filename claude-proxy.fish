@@ -131,12 +131,19 @@ function __claude_proxy_restore
 end
 
 # Start the proxy if needed and point this session at it ($argv[1]: a provider to pin).
+# The routing strategies proxy.py knows (`proxy.py env --help`).
+set -g __claude_proxy_strategies fallback round_robin weighted random fastest
+
+# Start the proxy if needed and point this session at it
+# (argv[1]: a provider to pin, or empty; argv[2]: a strategy, or empty).
 function __claude_proxy_use
     set -l pin
-    if set -q argv[1]
+    if test -n "$argv[1]"
         # An unknown provider name is an error before anything is started.
         __claude_proxy providers -- $argv[1] >/dev/null; or return
         set pin --provider $argv[1]
+    else if test -n "$argv[2]"
+        set pin --strategy $argv[2]
     end
     __claude_proxy start --quiet; or return
     set -l settings (__claude_proxy env --shell fish $pin --session $fish_pid --announce); or return
@@ -158,11 +165,19 @@ function __claude_proxy_use
 end
 
 function claude-fb --description 'This fish session goes through claude-proxy, with failover'
-    if set -q argv[1]
-        echo "usage: claude-fb   (this session goes through claude-proxy, with failover)" >&2
+    set -l strategy
+    if test (count $argv) -eq 2; and test "$argv[1]" = --strategy
+        set strategy $argv[2]
+    else if test (count $argv) -eq 1; and string match -q -- '--strategy=*' $argv[1]
+        set strategy (string replace -- '--strategy=' '' $argv[1])
+    else if set -q argv[1]
+        set strategy - # anything else: the usage below
+    end
+    if test -n "$strategy"; and not contains -- $strategy $__claude_proxy_strategies
+        echo "usage: claude-fb [--strategy NAME]   (this session goes through claude-proxy, with failover; NAME:" (string join ', ' $__claude_proxy_strategies)")" >&2
         return 2
     end
-    __claude_proxy_use
+    __claude_proxy_use '' "$strategy"
 end
 
 function claude-switch --description 'Pin this fish session to one claude-proxy provider'

@@ -151,6 +151,11 @@ _claude_proxy_restore() {
 }
 
 # Start the proxy if needed and point this session at it ($1: a provider to pin, or empty).
+# The routing strategies proxy.py knows (`proxy.py env --help`).
+_claude_proxy_strategies="fallback round_robin weighted random fastest"
+
+# Start the proxy if needed and point this session at it
+# ($1: a provider to pin, or empty; $2: a strategy, or empty).
 _claude_proxy_use() {
     local shell=bash settings
     [ -n "${ZSH_VERSION:-}" ] && shell=zsh
@@ -161,6 +166,8 @@ _claude_proxy_use() {
     _claude_proxy start --quiet || return
     if [ -n "$1" ]; then
         settings=$(_claude_proxy env --shell "$shell" --provider "$1" --session $$ --announce) || return
+    elif [ -n "${2:-}" ]; then
+        settings=$(_claude_proxy env --shell "$shell" --strategy "$2" --session $$ --announce) || return
     else
         settings=$(_claude_proxy env --shell "$shell" --session $$ --announce) || return
     fi
@@ -169,11 +176,24 @@ _claude_proxy_use() {
 }
 
 claude-fb() {
-    if [ $# -ne 0 ]; then
-        echo "usage: claude-fb   (this session goes through claude-proxy, with failover)" >&2
-        return 2
+    local strategy=
+    if [ $# -eq 2 ] && [ "$1" = --strategy ]; then
+        strategy=$2
+    elif [ $# -eq 1 ] && [ "${1#--strategy=}" != "$1" ]; then
+        strategy=${1#--strategy=}
+    elif [ $# -ne 0 ]; then
+        strategy=-  # anything else: the usage below
     fi
-    _claude_proxy_use ""
+    if [ -n "$strategy" ]; then
+        case " $_claude_proxy_strategies " in
+            *" $strategy "*) ;;
+            *)
+                echo "usage: claude-fb [--strategy NAME]   (this session goes through claude-proxy, with failover; NAME: ${_claude_proxy_strategies// /, })" >&2
+                return 2
+                ;;
+        esac
+    fi
+    _claude_proxy_use "" "$strategy"
 }
 
 claude-switch() {

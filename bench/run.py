@@ -338,6 +338,8 @@ class Bench:
                  "api_key_env": "BENCH_KEY_O", "models": {"*": "bench-model"}},
             ],
         }
+        if not self.args.usage_db:
+            config["usage_record"] = False
         config_path = state / "config.json"
         config_path.write_text(json.dumps(config, indent=2))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PROXY")}
@@ -805,7 +807,8 @@ def render(results):
     lines = []
     m = meta["machine"]
     lines.append(f"claude-proxy benchmark  {meta['date']}  proxy code at {meta.get('proxy_commit') or '?'}"
-                 f"{'  (QUICK: tiny load, not for comparison)' if meta['quick'] else ''}")
+                 f"{'  (QUICK: tiny load, not for comparison)' if meta['quick'] else ''}"
+                 f"{'  (usage.db off: --no-usage-db)' if meta.get('usage_db') is False else ''}")
     lines.append(f"machine: {m['cpu_model']}, {m['nproc']} CPUs, {m['mem_gib']} GiB, {m['os']}, "
                  f"{m['implementation']} {m['python']}")
     lines.append(f"pinning: {meta['pinning']}")
@@ -1030,6 +1033,8 @@ def parse_args(argv):
     p.add_argument("--no-relay-floor", dest="relay_floor", action="store_false",
                    help="skip the bare-TCP-relay reference in the latency group")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--no-usage-db", dest="usage_db", action="store_false",
+                   help="run the proxy with \"usage_record\": false (to see what usage.db costs)")
     p.add_argument("--proxy-cpu", type=int, help="the CPU for the proxy (default: the last usable one)")
     p.add_argument("--profile", metavar="PATH", help="record the proxy with py-spy (raw collapsed stacks) "
                                                      "and print a per-function summary")
@@ -1121,7 +1126,7 @@ def main(argv=None):
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "machine": machine_info(), "pinning": pinning, "quick": args.quick,
             "proxy": str(Path(args.proxy).resolve()), "proxy_commit": git_commit(Path(args.proxy).resolve().parent),
-            "rounds": args.rounds, "groups": args.only,
+            "rounds": args.rounds, "groups": args.only, "usage_db": args.usage_db,
             "settings": {k: getattr(args, k) for k in ("latency_n", "failover_n", "duration", "concurrency",
                                                        "slow_concurrency", "slow_ms", "streams", "openai_streams", "deltas",
                                                        "pace_ms", "stream_interval_ms")},

@@ -7,16 +7,25 @@ The proxy process
 - ``run``         the process: banner, pid file, signals, the serve loop
 - ``http_server`` the HTTP server clients talk to: routes, token, status, shutdown
 - ``framing``     is a request head unambiguous? (RFC 9112 rules, before anything is forwarded)
-- ``head``        reading request and answer heads: plain ones without ``email``, the rest by the standard library
 - ``access``      which requests are addressed to the proxy: their Host and Origin
 - ``body``        reading a request: the body (length or chunked) within the size limit, all of it within the time limit
+- ``framing``, ``access``  strict request heads, and who may ask (Host, Origin)
+- ``head``        reading request and answer heads: plain ones without ``email``, the rest by the standard library
 - ``forward``     the failover loop: try providers until one answers, book the outcome
-- ``failover``    the policy: which provider next, and the cooldowns
+- ``failover``    the policy: cooldowns (per provider, model and key), runtime control
+- ``routing``     strategies: the order of the ready providers, measured speeds
 - ``upstream``    pooled keep-alive connections to the providers
+- ``headers``     which headers are whose
 - ``sending``     writing to a socket in one system call where it can take the data at once
 - ``relay``       streams an answer to the client as it arrives
+- ``sse``         server-sent events off the wire (any line ending, bounded)
+- ``signatures``  thinking blocks go only to the provider that signed them
+- ``openai_forward``  an OpenAI-type provider in the failover loop, with
+  ``openai_request`` and ``openai_answer`` (the translation both ways)
 - ``cancel``      noticing a client hang-up and stopping the provider's work
 - ``logfile``     ``proxy.log``, rotated by size
+- ``usage``       ``usage.db``: a row per forwarded request, written by one thread off the request path
+- ``request_log`` the opt-in JSONL request log, credentials redacted, written off the request path
 - ``state``       the runtime files (token, pid, sessions) in the state directory
 
 The commands that manage it (``proxy.py start`` and friends)
@@ -26,6 +35,8 @@ The commands that manage it (``proxy.py start`` and friends)
 - ``status``      the status report
 - ``session``     ``env`` and ``providers``: pointing shell sessions at the proxy
 - ``check``       validating the config, and ``--live`` provider checks
+- ``control``     ``disable``, ``enable``, ``cool``, ``uncool`` of the running proxy
+- ``usage_report`` ``proxy.py usage``: requests, failovers, tokens and cost per day, provider, model
 - ``wording``     durations, counts and provider states worded once
 - ``process``     every platform-specific decision (detaching, pid identity)
 """

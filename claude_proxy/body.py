@@ -52,7 +52,7 @@ class ClientReader(socket.SocketIO):
         self._shortened = True
         try:
             return super().readinto(buffer)
-        except TimeoutError:
+        except TimeoutError:  # one read timed out: fatal only past the whole request's deadline
             if time.monotonic() >= self._deadline:
                 raise ReceiveTimeout(f"the request did not arrive within {self._limit:g}s") from None
             raise

@@ -22,9 +22,15 @@ class Cancel:
         self._set = False
         self.aborted = False  # the proxy is shutting down: this request is being ended
         self._sock = None
+        self._ended = threading.Event()  # set with either: wakes a request that waits (retries)
 
     def is_set(self):
         return self._set
+
+    def wait(self, seconds):
+        """Pause for ``seconds``, or less if the client hangs up or the proxy stops;
+        True if the pause was cut short so."""
+        return self._ended.wait(seconds)
 
     def attach(self, sock):
         """Watch ``sock`` from now on; False if the client is already gone (or the proxy going)."""
@@ -46,12 +52,14 @@ class Cancel:
         """
         with self._lock:
             self._set = True
+            self._ended.set()
             self._abort_provider()
 
     def abort(self):
         """The proxy is shutting down: stop waiting for the provider (the client is still there)."""
         with self._lock:
             self.aborted = True
+            self._ended.set()
             self._abort_provider()
 
     def _abort_provider(self):
@@ -109,7 +117,7 @@ class DisconnectWatcher:
                 return
             try:
                 self._selector.unregister(client_sock)
-            except (KeyError, ValueError, OSError):
+            except (KeyError, ValueError, OSError):  # never registered, or closed: nothing to undo
                 pass
 
     def abort_all(self):
@@ -166,16 +174,16 @@ class DisconnectWatcher:
             with sock.dup() as probe:
                 probe.setblocking(False)
                 data = probe.recv(1, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError):  # nothing to read after all: still there
             return
-        except OSError:
+        except OSError:  # reset or closed: the client is gone
             data = b""
         with self._lock:
             try:
                 if self._selector.get_key(sock).data is not cancel:
                     return  # unwatched meanwhile: that request is over
                 self._selector.unregister(sock)
-            except (KeyError, ValueError):
+            except (KeyError, ValueError):  # unwatched meanwhile: that request is over
                 return
         if not data:
             cancel.fire()

@@ -10,8 +10,9 @@ import time
 
 from . import __version__
 from .config import env_file_exposed, load_config, read_env_file, resolve_config_path
-from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, UpstreamError
+from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, UpstreamError, UsageError
 from .state import StatePaths, state_dir_problem
+from .wording import plural
 
 LIVE_TIMEOUT = 30.0      # for one `check --live` request to a provider
 LIVE_MODEL = "claude-haiku-4-5"  # what `check --live` asks for; the provider's model map applies
@@ -19,7 +20,41 @@ LIVE_MODEL = "claude-haiku-4-5"  # what `check --live` asks for; the provider's 
 
 def cmd_check(args):
     path, explicit = resolve_config_path(args.config)
+    if args.dump:
+        return dump_models(path, explicit, args.dump, args.timeout)
     return check(path, explicit, live=args.live, live_timeout=args.timeout)
+
+
+def dump_models(path, explicit, name, timeout=LIVE_TIMEOUT, out=None):
+    """Print a provider's model list as it sends it (pretty JSON when it is JSON)."""
+    from .daemon import known_provider
+    from .upstream import Upstreams
+
+    out = out or sys.stdout
+    config = load_config(path, must_exist=explicit)
+    provider = known_provider(config, name)
+    if not provider.api_key:
+        raise UsageError(f"provider {provider.name} has no key: {provider.missing_key(config.env_path)}")
+    bounded = dataclasses.replace(provider, connect_timeout=min(provider.connect_timeout, timeout),
+                                  read_timeout=min(provider.read_timeout, timeout))
+    upstreams = Upstreams([bounded])
+    try:
+        status, body, _ = fetch_model_list(upstreams, bounded)
+    except UpstreamError as exc:
+        raise UsageError(f"provider {provider.name} is unreachable: {exc.kind} "
+                         f"({_scrub(exc.detail, provider)})") from None
+    finally:
+        upstreams.close()
+    text = _scrub(body.decode("utf-8", "replace"), provider)
+    try:
+        text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:  # not JSON: shown as it came
+        pass
+    print(text, file=out)
+    if status != 200:
+        print(f"claude-proxy: provider {provider.name} answered {status} for its model list", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def check(path, explicit, live=False, environ=None, out=None, live_timeout=LIVE_TIMEOUT):
@@ -95,12 +130,9 @@ def check(path, explicit, live=False, environ=None, out=None, live_timeout=LIVE_
 
 
 def _check_summary(problems, warnings_, out):
-    def count(n, word):
-        return f"{n} {word}{'' if n == 1 else 's'}"
-
     verdict = "config has problems" if problems else "config is usable"
-    print(f"check: {verdict} ({count(len(problems), 'problem')}, "
-          f"{count(len(warnings_), 'warning')})", file=out)
+    print(f"check: {verdict} ({plural(len(problems), 'problem')}, "
+          f"{plural(len(warnings_), 'warning')})", file=out)
     return EXIT_FAILURE if problems else EXIT_OK
 
 
@@ -135,13 +167,89 @@ def live_check(config, timeout=LIVE_TIMEOUT):
     return list(results)
 
 
-def _live_check_one(upstreams, provider):
-    from .upstream import upstream_headers
+MODEL_LIST_LIMIT = 4 * 1024 * 1024
+#: Statuses that mean "this provider has no model list here": check with a message instead.
+NO_MODEL_LIST = (404, 405, 501)
 
+
+def _live_check_one(upstreams, provider):
     if not provider.enabled:
         return "ok", "skipped (disabled)"
     if not provider.api_key:
         return "warning", "skipped (no key)"
+    listed = _model_list_check(upstreams, provider)
+    return listed if listed is not None else _message_check(upstreams, provider)
+
+
+def fetch_model_list(upstreams, provider):
+    """``(status, body, milliseconds)`` of the provider's model list (``GET /v1/models``,
+    or ``GET /models`` for an OpenAI-type provider).  Raises UpstreamError."""
+    from .upstream import upstream_headers
+
+    if provider.type == "openai":
+        target = provider.base_path + "/models"
+        headers = [(n, v) for n, v in openai_headers(provider) if n.lower() != "content-length"]
+    else:
+        target = provider.base_path + "/v1/models?limit=1000"
+        headers = upstream_headers(provider, [("anthropic-version", "2023-06-01"),
+                                              ("user-agent", f"claude-proxy/{__version__} check")], None)
+    started = time.monotonic()
+    response = upstreams.send(provider, "GET", target, headers, b"")
+    body = response.read_all(MODEL_LIST_LIMIT)
+    return response.status, body, (time.monotonic() - started) * 1000
+
+
+def openai_headers(provider):
+    from .openai_forward import request_headers
+
+    return request_headers(provider, 0, stream=False)
+
+
+def _model_list_check(upstreams, provider):
+    """Reachability, the key and every model-map target, from the provider's model list;
+    None when it has no model list (the caller sends a message instead)."""
+    try:
+        status, body, ms = fetch_model_list(upstreams, provider)
+    except UpstreamError as exc:
+        return "problem", f"unreachable at {provider.base_url}: {exc.kind} ({_scrub(exc.detail, provider)})"
+    if status in NO_MODEL_LIST:
+        return None
+    detail = _scrub(_error_detail(body), provider)
+    if status in (401, 403):
+        return "problem", f"key rejected ({status}{detail}) after {ms:.0f} ms; check {provider.api_key_env}"
+    if status == 429 or status >= 500:
+        return "warning", (f"reachable, but answering {status}{detail} right now ({ms:.0f} ms); "
+                           "the proxy fails over from it")
+    served = model_ids(body)
+    if status != 200 or served is None:
+        return None  # something else than a model list: ask it a question instead
+    wanted = sorted({m for target in provider.models.values()
+                     for m in ([target] if isinstance(target, str) else target)})
+    missing = [m for m in wanted if m not in served]
+    if missing:
+        return "problem", (f"reachable, key accepted ({ms:.0f} ms), but it does not list "
+                           f"{', '.join(missing)} among its {len(served)} models: a typo in \"models\"? "
+                           f"(`proxy.py check --live --dump {provider.name}` lists them)")
+    mapped = f"; the {len(wanted)} mapped model{'s are' if len(wanted) != 1 else ' is'} among them" \
+        if wanted else ""
+    return "ok", f"reachable, key accepted, {len(served)} models listed in {ms:.0f} ms{mapped}"
+
+
+def model_ids(body):
+    """The model ids of a model list (Anthropic's or OpenAI's ``{"data": [{"id": ...}]}``), or None."""
+    try:
+        data = json.loads(body).get("data")
+    except (ValueError, AttributeError, UnicodeDecodeError):  # not a JSON object: not a model list
+        return None
+    if not isinstance(data, list):
+        return None
+    return {entry["id"] for entry in data if isinstance(entry, dict) and isinstance(entry.get("id"), str)}
+
+
+def _message_check(upstreams, provider):
+    """One tiny message (max_tokens 1) for the mapped haiku model: reachability, key, model."""
+    from .upstream import upstream_headers
+
     model = provider.map_model(LIVE_MODEL)
     ping = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
     if provider.type == "openai":  # the same question in Chat Completions, where it is asked
@@ -168,7 +276,8 @@ def _live_check_one(upstreams, provider):
     detail = _scrub(_error_detail(answer), provider)
     status = response.status
     if 200 <= status < 300:
-        return "ok", f"reachable, key accepted, model {model} answered in {ms:.0f} ms"
+        return "ok", (f"reachable, key accepted, model {model} answered in {ms:.0f} ms "
+                      "(it has no model list to check the model map against)")
     if status in (401, 403):
         return "problem", f"key rejected ({status}{detail}) after {ms:.0f} ms; check {provider.api_key_env}"
     if status == 429 or status >= 500:
@@ -182,7 +291,7 @@ def _error_detail(body):
     try:
         error = json.loads(body).get("error", {})
         text = f"{error.get('type', '')}: {error.get('message', '')}".strip(": ")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError):  # not a JSON error body: the status says enough
         return ""
     return f" {text[:200]}" if text else ""
 

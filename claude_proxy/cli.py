@@ -5,12 +5,15 @@ errors end as one line on stderr and a non-zero exit, never a traceback.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
+from pathlib import Path
 
-from . import __version__, check, daemon, lifecycle, session, status
-from .config import is_loopback
+from . import __version__, check, control, daemon, lifecycle, session, status, usage_report
+from .config import RequestLogSettings, is_loopback
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, ProxyError, UsageError
+from .routing import STRATEGIES
 
 
 def build_parser():
@@ -30,6 +33,8 @@ def build_parser():
     serve.add_argument("--host", help="listen address (overrides proxy_host)")
     serve.add_argument("--port", type=int, help="listen port (overrides proxy_port; 0 picks a free one)")
     serve.add_argument("--quiet", action="store_true", help="no banner and no log lines on stderr")
+    serve.add_argument("--request-log", metavar="PATH",
+                       help="log every request as a JSON line to PATH (overrides request_log's path)")
     serve.set_defaults(func=cmd_serve)
 
     # Managing the background daemon (claude_proxy.daemon; the shell modules call these).
@@ -60,6 +65,8 @@ def build_parser():
     env.add_argument("--shell", choices=session.SHELLS, default=session.default_shell(),
                      help="output format (default: %(default)s)")
     env.add_argument("--provider", metavar="NAME", help="pin the session to this provider")
+    env.add_argument("--strategy", choices=STRATEGIES,
+                     help="route this session's requests by this strategy (default: the config's)")
     env.add_argument("--announce", action="store_true", help="also print a one-line summary on stderr")
     env.add_argument("--session", type=int, metavar="PID",
                      help="record this shell (its process id) as one using the proxy (see release)")
@@ -69,12 +76,39 @@ def build_parser():
     providers.add_argument("name", nargs="?", metavar="NAME",
                            help="check that this provider is configured (exit 1 if not)")
     providers.set_defaults(func=session.cmd_providers)
-    check_ = commands.add_parser("check", parents=[common], help="validate the config and .env")
-    check_.add_argument("--live", action="store_true",
-                       help="also send each provider one tiny request (max_tokens 1)")
-    check_.add_argument("--timeout", type=float, default=check.LIVE_TIMEOUT, metavar="SECONDS",
-                        help="with --live: give up on the providers after this long (default: %(default)g)")
-    check_.set_defaults(func=check.cmd_check)
+    # Runtime control of the running proxy (claude_proxy.control).
+    for name, help_text, needs_name, takes_for in (
+            ("disable", "take a provider out of use (until enabled, or --for a while)", True, True),
+            ("enable", "put a disabled provider back in use", True, False),
+            ("cool", "put a provider in cooldown (--for a while, default cooldown_minutes)", True, True),
+            ("uncool", "clear the cooldowns of a provider, or of all", False, False)):
+        command = commands.add_parser(name, parents=[common], help=help_text)
+        command.add_argument("name", nargs=None if needs_name else "?", metavar="NAME", help="the provider")
+        if takes_for:
+            command.add_argument("--for", dest="duration", metavar="DURATION",
+                                 help="how long: 90s, 10m, 1h, 1h30m (a bare number is minutes)")
+        command.set_defaults(func=control.cmd_control)
+    for name, help_text in (("check", "validate the config and .env"),
+                            ("validate", "the same as check --live")):
+        check_ = commands.add_parser(name, parents=[common], help=help_text)
+        check_.add_argument("--live", action="store_true", default=name == "validate",
+                            help="also ask each provider for its model list (or one tiny message)")
+        check_.add_argument("--timeout", type=float, default=check.LIVE_TIMEOUT, metavar="SECONDS",
+                            help="with --live: give up on the providers after this long "
+                                 "(default: %(default)g)")
+        check_.add_argument("--dump", metavar="NAME", help="print this provider's model list as it sends it")
+        check_.set_defaults(func=check.cmd_check)
+    usage = commands.add_parser("usage", parents=[common],
+                                help="what was used where: requests, failovers, tokens, cost (from usage.db)")
+    usage.add_argument("--since", default=usage_report.DEFAULT_SINCE, metavar="WHEN",
+                       help=f"from the start of this day: {usage_report.SINCE_HELP} (default: %(default)s)")
+    usage.add_argument("--until", metavar="WHEN", help="to the end of this day (same forms; default: now)")
+    usage.add_argument("--by", default=usage_report.DEFAULT_BY, choices=usage_report.GROUPINGS,
+                       help="group by (default: %(default)s)")
+    output = usage.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="a JSON list, one object per group")
+    output.add_argument("--csv", action="store_true", help="CSV with a header row")
+    usage.set_defaults(func=usage_report.cmd_usage)
     return parser
 
 
@@ -90,6 +124,9 @@ def cmd_serve(args):
                               f'set "require_token": true in {config.path}, or drop --host')
     if args.port is not None:
         config.port = args.port
+    if args.request_log:
+        settings = config.request_log or RequestLogSettings(path=None)
+        config.request_log = dataclasses.replace(settings, path=Path(args.request_log).expanduser().resolve())
     current = daemon.probe(target.paths, config)
     if current.running:  # the proxy of this state directory: say so, not "port in use"
         raise UsageError(f"already running on {current.url} "

@@ -20,6 +20,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .headers import HEADER_NAME, PROXY_SET_HEADERS, sendable_in_header
+from .routing import STRATEGIES
 
 CONFIG_ENV_VAR = "CLAUDE_PROXY_CONFIG"
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -58,10 +60,15 @@ TOP_LEVEL_KEYS = {
     "proxy_port", "proxy_host", "providers", "cooldown_minutes", "failover_statuses",
     "max_body_mb", "require_token", "state_dir", "connect_timeout", "read_timeout",
     "max_cooldown_minutes", "allowed_hosts", "max_connections", "receive_timeout",
+    "strategy", "min_tps", "failover_on_body", "wait_when_all_fail",
+    "usage_record", "usage_retention_days", "prices", "request_log",
 }
+PRICE_KEYS = ("input", "output", "cache_read", "cache_write")  # US dollars per million tokens
+REQUEST_LOG_KEYS = {"path", "bodies", "max_mb", "keep", "max_body_kb"}
 PROVIDER_TYPES = ("anthropic", "openai")
 PROVIDER_KEYS = {
     "name", "type", "openai", "base_url", "api_key_env", "models", "enabled", "auth_header", "headers",
+    "weight", "min_tps", "retries", "retry_backoff_ms", "failure_threshold",
     "connect_timeout", "read_timeout",
 }
 
@@ -72,8 +79,10 @@ class Provider:
 
     name: str
     base_url: str
-    api_key_env: str
-    api_key: str | None = dataclasses.field(default=None, repr=False)
+    api_key_env: str  # the variable's name (names, comma-separated, when several)
+    api_key: str | None = dataclasses.field(default=None, repr=False)  # the first of api_keys
+    api_keys: list = dataclasses.field(default_factory=list, repr=False)  # rotated per request
+    key_env_names: tuple = ()  # the variables that hold the keys, in order
     key_source: str | None = None  # "environment" or the .env path
     key_problem: str | None = None  # why a key that is set cannot be used
     enabled: bool = True
@@ -81,14 +90,33 @@ class Provider:
     type: str = "anthropic"    # or "openai": Chat Completions, translated both ways
     openai: object = None      # an openai_request.OpenAIOptions, for type "openai"
     chat_path: str = "/chat/completions"  # appended to base_url, for type "openai"
+    weight: float = 1.0        # the "weighted" strategy draws the first provider by weight
+    retries: int = 0           # same-provider retries of a 5xx or connection failure
+    retry_backoff_ms: float = 500.0  # the first retry's pause; doubled each time, capped
+    failure_threshold: int = 1  # failures in a row before it cools (a retry-after cools at once)
+    min_tps: float = None      # "fastest": slower than this (tokens/s) goes to the back
     headers: dict = dataclasses.field(default_factory=dict)
     models: dict = dataclasses.field(default_factory=dict)
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
 
+    def __post_init__(self):
+        if self.api_key and not self.api_keys:
+            self.api_keys = [self.api_key]
+        if not self.key_env_names:
+            self.key_env_names = (self.api_key_env,)
+
     @property
     def usable(self):
         return self.enabled and bool(self.api_key)
+
+    @property
+    def availability(self):
+        """``"disabled"``, ``"no_key"`` or ``"ready"``: what the config alone says
+        (a running proxy adds ``"cooling"``, see ``FailoverPolicy.snapshot``)."""
+        if not self.enabled:
+            return "disabled"
+        return "ready" if self.api_key else "no_key"
 
     def missing_key(self, env_path):
         """Why this provider has no usable key, as a phrase for messages."""
@@ -124,9 +152,10 @@ class Provider:
         return self._url.path.rstrip("/")
 
     def redact(self, text):
-        """``text`` with this provider's key masked (providers do echo keys in errors)."""
-        if self.api_key and len(self.api_key) >= 4 and self.api_key in text:
-            text = text.replace(self.api_key, mask_key(self.api_key))
+        """``text`` with this provider's keys masked (providers do echo keys in errors)."""
+        for key in self.api_keys:
+            if len(key) >= 4 and key in text:
+                text = text.replace(key, mask_key(key))
         return text
 
     def models_for(self, model):
@@ -146,6 +175,25 @@ class Provider:
         return self.models_for(model)[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens of each kind; None where not configured."""
+
+    input: float
+    output: float
+    cache_read: float = None
+    cache_write: float = None
+
+
+@dataclasses.dataclass
+class RequestLogSettings:
+    path: Path
+    bodies: bool = False
+    max_bytes: int = 50 * 1024 * 1024   # rotated at this size
+    keep: int = 5                       # rotated files kept
+    max_body_bytes: int = 256 * 1024    # of each body, with bodies on
+
+
 @dataclasses.dataclass
 class Config:
     path: Path
@@ -155,12 +203,21 @@ class Config:
     port: int = 8787
     cooldown_seconds: float = 1800.0
     max_cooldown_seconds: float = 86400.0
+    strategy: str = "fallback"
+    min_tps: float = None
+    failover_on_body: tuple = ()  # substrings that make a 4xx answer a failover
+    wait_seconds: float = 0.0   # wait_when_all_fail.max_seconds: 0 means answer at once
+    wait_every: float = 5.0     # wait_when_all_fail.every_seconds
     failover_statuses: frozenset = frozenset()
     max_body_bytes: int = 10 * 1024 * 1024
     require_token: bool = True
     allowed_hosts: tuple = ()    # extra names clients may use for the proxy (lowercase, IPv6 bracketed)
     max_connections: int = 256   # concurrent client connections; more get a 503
     receive_timeout: float = 60.0  # seconds to receive a request's head and body once it began
+    usage_record: bool = True      # write usage.db
+    usage_retention_days: float = 90.0  # rows older than this are pruned; 0 keeps them all
+    prices: dict = dataclasses.field(default_factory=dict)  # provider name (lowercase) -> [(glob, Price)]
+    request_log: object = None     # a RequestLogSettings, or None (off)
     state_dir: Path = None
     env_path: Path = None
     warnings: list = dataclasses.field(default_factory=list)
@@ -218,17 +275,40 @@ def load_config(path, environ=None, must_exist=False):
     dotenv, warnings = read_env_file(env_path)
     config = _validate(raw, path, exists, env_path)
     config.warnings = warnings
+    for name in config.prices:
+        if config.provider(name) is None:
+            warnings.append(f'{path}: "prices" has prices for "{name}", which is not a configured provider '
+                            "(kept for the usage it recorded before)")
     for provider in config.providers:
-        if environ.get(provider.api_key_env):
-            provider.api_key, provider.key_source = environ[provider.api_key_env], "environment"
-        elif dotenv.get(provider.api_key_env):
-            provider.api_key, provider.key_source = dotenv[provider.api_key_env], str(env_path)
-        if provider.api_key and not sendable_in_header(provider.api_key):
-            where = "the environment" if provider.key_source == "environment" else env_path
-            provider.key_problem = (f"{provider.api_key_env} in {where} has a character an HTTP "
-                                    "header cannot carry (a curly quote or a line break pasted with it?)")
-            provider.api_key = provider.key_source = None
+        _load_keys(provider, environ, dotenv, env_path)
     return config
+
+
+def _load_keys(provider, environ, dotenv, env_path):
+    """The provider's keys: every variable it names, each holding one key or
+    several separated by commas (whitespace around them ignored)."""
+    keys = []
+    for name in provider.key_env_names:
+        if environ.get(name):
+            value, source = environ[name], "environment"
+        elif dotenv.get(name):
+            value, source = dotenv[name], str(env_path)
+        else:
+            continue
+        where = "the environment" if source == "environment" else env_path
+        entries = [entry.strip() for entry in value.split(",")]
+        if not all(entries):
+            provider.key_problem = (f"{name} in {where} has an empty entry between its commas; "
+                                    "separate several keys with single commas")
+            return
+        if not all(sendable_in_header(entry) for entry in entries):
+            provider.key_problem = (f"{name} in {where} has a character an HTTP header cannot carry "
+                                    "(a curly quote or a line break pasted with it?)")
+            return
+        provider.key_source = provider.key_source or source
+        keys.extend(entry for entry in entries if entry not in keys)
+    provider.api_keys = keys
+    provider.api_key = keys[0] if keys else None
 
 
 def _read_json(path):
@@ -274,6 +354,21 @@ def _validate(raw, path, exists, env_path):
                 'or "proxy_host": "127.0.0.1"')
     cooldown = _number(raw, "cooldown_minutes", 30, "", bad, minimum=0)
     max_cooldown = _number(raw, "max_cooldown_minutes", 1440, "", bad, minimum=0)
+    strategy = raw.get("strategy", "fallback")
+    if strategy not in STRATEGIES:
+        bad("", f'"strategy" must be one of {", ".join(STRATEGIES)}, not {strategy!r}')
+        strategy = "fallback"
+    min_tps = _number(raw, "min_tps", None, "", bad, minimum=0) if "min_tps" in raw else None
+    wait = raw.get("wait_when_all_fail", {})
+    if not isinstance(wait, dict) or set(wait) - {"max_seconds", "every_seconds"}:
+        bad("", '"wait_when_all_fail" must be {"max_seconds": 60, "every_seconds": 5}')
+        wait = {}
+    wait_seconds = _number(wait, "max_seconds", 0, "wait_when_all_fail: ", bad, minimum=0)
+    wait_every = _number(wait, "every_seconds", 5, "wait_when_all_fail: ", bad, minimum=0.1)
+    body_triggers = raw.get("failover_on_body", [])
+    if not isinstance(body_triggers, list) or not all(isinstance(t, str) and t for t in body_triggers):
+        bad("", '"failover_on_body" must be a list of texts, e.g. ["no available accounts"]')
+        body_triggers = []
     max_body_mb = _number(raw, "max_body_mb", 10, "", bad, minimum=0.001)
     connect_timeout = _number(raw, "connect_timeout", 10, "", bad, minimum=0.001)
     read_timeout = _number(raw, "read_timeout", 300, "", bad, minimum=0.001)
@@ -284,6 +379,12 @@ def _validate(raw, path, exists, env_path):
         bad("", f'"max_connections" must be a whole number of at least 1, not {max_connections!r}')
         max_connections = 256
     receive_timeout = _number(raw, "receive_timeout", 60, "", bad, minimum=0.001)
+    usage_record = raw.get("usage_record", True)
+    if not isinstance(usage_record, bool):
+        bad("", f'"usage_record" must be true or false, not {usage_record!r}')
+        usage_record = True
+    retention = _number(raw, "usage_retention_days", 90, "", bad, minimum=0)
+    prices = _prices(raw.get("prices", {}), bad)
 
     state_dir = raw.get("state_dir")
     if state_dir is None:
@@ -293,6 +394,7 @@ def _validate(raw, path, exists, env_path):
     else:
         bad("", f'"state_dir" must be a folder path, not {state_dir!r}')
         state_dir = path.parent
+    request_log = _request_log(raw.get("request_log"), Path(state_dir), bad)
 
     providers = []
     entries = raw.get("providers")
@@ -315,10 +417,13 @@ def _validate(raw, path, exists, env_path):
     return Config(
         path=path, exists=exists, providers=providers, host=host, port=port,
         cooldown_seconds=cooldown * 60, max_cooldown_seconds=max_cooldown * 60,
+        strategy=strategy, min_tps=min_tps, failover_on_body=tuple(body_triggers),
+        wait_seconds=wait_seconds, wait_every=wait_every,
         failover_statuses=statuses,
         max_body_bytes=int(max_body_mb * 1024 * 1024), require_token=require_token,
         allowed_hosts=allowed_hosts, max_connections=max_connections,
         receive_timeout=receive_timeout, state_dir=Path(state_dir), env_path=env_path,
+        usage_record=usage_record, usage_retention_days=retention, prices=prices, request_log=request_log,
     )
 
 
@@ -354,12 +459,17 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
     elif not _valid_port(url):
         fail(f'"base_url" has a port that is not a number from 1 to 65535: {base_url!r}')
     key_env = entry.get("api_key_env")
+    key_names = key_env if isinstance(key_env, list) and key_env else [key_env]
     if key_env is None:
         fail('missing "api_key_env" (the name of the variable that holds the key)')
-    elif not isinstance(key_env, str) or not ENV_NAME.match(key_env):
-        shown = repr(key_env) if not isinstance(key_env, str) or len(key_env) < 12 else repr(mask_key(key_env))
-        fail(f'"api_key_env" must be the name of a variable like "MOONSHOT_API_KEY" that holds the key, '
-             f'not {shown} (a key belongs in .env, not in config.json)')
+    else:
+        for variable in key_names:
+            if not isinstance(variable, str) or not ENV_NAME.match(variable):
+                shown = (repr(variable) if not isinstance(variable, str) or len(variable) < 12
+                         else repr(mask_key(variable)))
+                fail(f'"api_key_env" must be the name of a variable like "MOONSHOT_API_KEY" that holds '
+                     f'the key (or a list of such names), not {shown} (a key belongs in .env, not in '
+                     'config.json)')
     enabled = entry.get("enabled", True)
     if not isinstance(enabled, bool):
         fail(f'"enabled" must be true or false, not {enabled!r}')
@@ -396,14 +506,23 @@ def _provider(entry, index, connect_timeout, read_timeout, bad):
             elif not sendable_in_header(value):
                 fail(f'"headers": the value of {header!r} has a line break or a character '
                      'an HTTP header cannot carry')
+    weight = _number(entry, "weight", 1, where, lambda w, m: fail(m), 0.001)
+    retries = _count(entry, "retries", 0, 0, 10, fail)
+    threshold = _count(entry, "failure_threshold", 1, 1, 1000, fail)
+    backoff = _number(entry, "retry_backoff_ms", 500, where, lambda w, m: fail(m), 0)
+    provider_min_tps = (_number(entry, "min_tps", None, where, lambda w, m: fail(m), 0)
+                        if "min_tps" in entry else None)
     conn_t = _number(entry, "connect_timeout", connect_timeout, where, lambda w, m: fail(m), 0.001)
     read_t = _number(entry, "read_timeout", read_timeout, where, lambda w, m: fail(m), 0.001)
     if not ok:
         return None
     return Provider(
-        name=name, base_url=base_url.rstrip("/"), api_key_env=key_env, enabled=enabled,
+        name=name, base_url=base_url.rstrip("/"), api_key_env=", ".join(key_names),
+        key_env_names=tuple(key_names), enabled=enabled,
         auth_header=auth_header, headers=dict(headers), models=dict(models),
         connect_timeout=conn_t, read_timeout=read_t, type=kind, openai=options, chat_path=chat_path,
+        weight=weight, min_tps=provider_min_tps, retries=retries, retry_backoff_ms=backoff,
+        failure_threshold=threshold,
     )
 
 
@@ -436,6 +555,101 @@ def _openai_options(value, kind, fail):
     except (TypeError, ValueError) as exc:  # a wrong value: the dataclass says which, in one line
         fail(f'"openai": {exc}')
         return OpenAIOptions(), chat_path
+
+
+def _count(mapping, key, default, low, high, fail):
+    """A whole number from ``low`` to ``high`` (the provider's ``fail`` reports one that is not)."""
+    value = mapping.get(key, default)
+    if not _is_int(value) or not low <= value <= high:
+        fail(f'"{key}" must be a whole number from {low} to {high}, not {value!r}')
+        return default
+    return value
+
+
+def _prices(value, bad):
+    """``prices``: ``{"provider": {"model glob": {"input": 0.3, "output": 1.2, ...}}}`` as
+    ``{provider (lowercase): [(glob, Price), ...]}``, in the order written."""
+    example = '{"minimax": {"MiniMax-M2*": {"input": 0.3, "output": 1.2}}}'
+    if not isinstance(value, dict):
+        bad("", f'"prices" must map provider names to model globs to prices, e.g. {example}')
+        return {}
+    prices = {}
+    for provider, models in value.items():
+        if provider.startswith("_"):
+            continue
+        where = f'"prices": "{provider}": '
+        if not isinstance(models, dict):
+            bad("", f'{where}must map model globs to prices, e.g. {{"MiniMax-M2*": {{"input": 0.3, "output": 1.2}}}}')
+            continue
+        entries = []
+        for glob, price in models.items():
+            if glob.startswith("_"):
+                continue
+            if not isinstance(price, dict):
+                bad("", f'{where}"{glob}" must be {{"input": ..., "output": ..., "cache_read": ..., '
+                        f'"cache_write": ...}} in US dollars per million tokens, not {price!r}')
+                continue
+            figures, ok = {}, True
+            for key, number in price.items():
+                if key.startswith("_"):
+                    continue
+                if key not in PRICE_KEYS:
+                    bad("", f'{where}"{glob}": unknown key "{key}" (known keys: {", ".join(PRICE_KEYS)})')
+                    ok = False
+                elif isinstance(number, bool) or not isinstance(number, (int, float)) \
+                        or not math.isfinite(number) or number < 0:
+                    bad("", f'{where}"{glob}": "{key}" must be a number of US dollars per million tokens, '
+                            f'at least 0, not {number!r}')
+                    ok = False
+                else:
+                    figures[key] = float(number)
+            for key in ("input", "output"):
+                if ok and key not in figures:
+                    bad("", f'{where}"{glob}": missing "{key}" (US dollars per million tokens)')
+                    ok = False
+            if ok:
+                entries.append((glob, Price(**figures)))
+        prices[provider.lower()] = entries
+    return prices
+
+
+def price_of(prices, provider, model):
+    """The :class:`Price` for ``model`` at ``provider`` (first matching glob, case-insensitive), or None."""
+    if not provider or model is None:
+        return None
+    lowered = model.lower()
+    for glob, price in prices.get(provider.lower(), ()):
+        if fnmatch.fnmatchcase(lowered, glob.lower()):
+            return price
+    return None
+
+
+def _request_log(value, state_dir, bad):
+    """``request_log``: None (off) or ``{"path": ..., "bodies": ..., "max_mb": ..., "keep": ...,
+    "max_body_kb": ...}``; a relative path is in the state directory."""
+    if value is None or value is False:
+        return None
+    example = '{"path": "requests.jsonl", "bodies": false, "max_mb": 50, "keep": 5}'
+    if not isinstance(value, dict):
+        bad("", f'"request_log" must be an object like {example}, or null (off)')
+        return None
+    _unknown_keys(value, REQUEST_LOG_KEYS, '"request_log": ', bad)
+    path = value.get("path", "requests.jsonl")
+    if not isinstance(path, str) or not path:
+        bad("", f'"request_log": "path" must be a file path, not {path!r}')
+        return None
+    bodies = value.get("bodies", False)
+    if not isinstance(bodies, bool):
+        bad("", f'"request_log": "bodies" must be true or false, not {bodies!r}')
+    max_mb = _number(value, "max_mb", 50, '"request_log": ', bad, minimum=0.001)
+    keep = value.get("keep", 5)
+    if not _is_int(keep) or keep < 0:
+        bad("", f'"request_log": "keep" must be a whole number of at least 0, not {keep!r}')
+        keep = 5
+    max_body_kb = _number(value, "max_body_kb", 256, '"request_log": ', bad, minimum=0)
+    return RequestLogSettings(path=(state_dir / Path(path).expanduser()).resolve(), bodies=bodies is True,
+                              max_bytes=int(max_mb * 1024 * 1024), keep=keep,
+                              max_body_bytes=int(max_body_kb * 1024))
 
 
 def _unknown_keys(mapping, known, where, bad):
@@ -497,27 +711,14 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 PRINTABLE_ASCII = re.compile(r"[!-~]+\Z")
-#: What RFC 9110 allows in a field value: visible characters, spaces, tabs, and Latin-1 text.
-HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
-#: Framing, routing and hop-by-hop headers: the proxy sets these for each connection.
-PROXY_SET_HEADERS = frozenset({
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
-    "upgrade", "proxy-connection", "accept-encoding", "expect",
-})
-
-
-def sendable_in_header(value):
-    """Can ``value`` go into an HTTP header as it is?"""
-    return bool(HEADER_VALUE.match(value))
 
 
 def _split_url(text):
     try:
         url = urlsplit(text)
         url.hostname  # noqa: B018 -- parsed lazily; a malformed address raises here
-    except ValueError:
+    except ValueError:  # not a URL: the caller says what is wrong
         return None
     return url
 
@@ -525,7 +726,7 @@ def _split_url(text):
 def _valid_port(url):
     try:
         port = url.port
-    except ValueError:
+    except ValueError:  # a port that is not a number
         return False
     return port is None or port > 0
 
@@ -551,7 +752,7 @@ def is_loopback(host):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+    except ValueError:  # a host name: only "localhost" counts as loopback
         return False
 
 
@@ -579,7 +780,7 @@ def read_env_file(path):
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
+    except FileNotFoundError:  # no .env: keys come from the environment only
         return {}, []
     except (OSError, UnicodeDecodeError) as exc:
         return {}, [f"{path}: cannot read it ({exc}); keys from it are ignored"]

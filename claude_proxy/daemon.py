@@ -26,6 +26,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlencode
 
 from . import process
 from .config import APP_DIR, load_config, resolve_config_path
@@ -70,7 +71,7 @@ def _state_dir_of_broken_config(path):
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))
         value = raw.get("state_dir") if isinstance(raw, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # unreadable or not JSON: the config's folder, as by default
         value = None
     if isinstance(value, str) and value:
         return (Path(path).parent / Path(value).expanduser()).resolve()
@@ -145,10 +146,24 @@ class DaemonClient:
     def shutdown(self, grace):
         return self._json("POST", f"/shutdown?grace={grace:g}")
 
+    def control(self, action, provider=None, seconds=None):
+        """``(status, JSON answer)`` of a runtime-control request; ``(None, None)`` if no answer."""
+        query = {"action": action}
+        if provider is not None:
+            query["provider"] = provider
+        if seconds is not None:
+            query["seconds"] = f"{seconds:g}"
+        return self._call("POST", "/control?" + urlencode(query))
+
     def _json(self, method, path, auth=True):
         """The decoded JSON of a 200 answer, or None (no answer, refused, not JSON, not 200)."""
+        status, answer = self._call(method, path, auth)
+        return answer if status == 200 else None
+
+    def _call(self, method, path, auth=True):
+        """``(status, decoded JSON object or None)``, or ``(None, None)`` without an answer."""
         if not isinstance(self.port, int) or not 0 < self.port < 65536:
-            return None
+            return None, None
         headers = {"Content-Length": "0"} if method == "POST" else {}
         if auth and self.token:
             headers["x-api-key"] = self.token
@@ -157,16 +172,17 @@ class DaemonClient:
             conn.request(method, path, headers=headers)
             response = conn.getresponse()
             body = response.read()
-            if response.status != 200:
-                return None
-            answer = json.loads(body)
-            return answer if isinstance(answer, dict) else None
         # Nothing listening, a reset, a timeout, or something that is not our daemon:
         # all mean "this daemon did not answer", which the callers handle.
-        except (OSError, http.client.HTTPException, ValueError):
-            return None
+        except (OSError, http.client.HTTPException):
+            return None, None
         finally:
             conn.close()
+        try:
+            answer = json.loads(body)
+        except ValueError:  # not our daemon's JSON
+            return response.status, None
+        return response.status, answer if isinstance(answer, dict) else None
 
 
 def is_listening(host, port, timeout=0.5):
@@ -239,7 +255,7 @@ def ownership(record):
 def same_path(a, b):
     try:
         return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # not a path (a status without "config"): not the same
         return False
 
 

@@ -19,12 +19,15 @@ The policy only decides; sockets are the business of ``upstream``.
 import dataclasses
 import email.utils
 import json
-import math
 import logging
+import math
 import threading
 import time
 
+from .config import mask_key
 from .logfile import printable
+from .routing import Router, Speeds
+from .wording import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def describe_error(status, body):
     try:
         error = json.loads(body).get("error", {})
         detail = f" {error.get('type', '')}: {error.get('message', '')}".rstrip(": ")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError, UnicodeDecodeError):  # not JSON: the status alone
         pass
     return printable(f"{status}{detail}"[:300])
 
@@ -74,9 +77,20 @@ def _finite(text):
         return None
     try:
         number = float(text)
-    except ValueError:
+    except ValueError:  # not a number (maybe an HTTP date): the caller tries that
         return None
     return number if math.isfinite(number) and number >= 0 else None
+
+
+@dataclasses.dataclass
+class KeyState:
+    """One key of a provider with several: its own cooldown, or refused for good."""
+
+    cooling_until: float = 0.0
+    refused: str | None = None  # why the provider refused it (401/403): never used again
+    requests: int = 0
+    failures: int = 0
+    last_error: str | None = None
 
 
 @dataclasses.dataclass
@@ -84,6 +98,9 @@ class ProviderState:
     """What the proxy has seen of one provider since it started."""
 
     cooling_until: float = 0.0  # time.monotonic() value; 0 when not cooling
+    failures_in_a_row: int = 0  # toward failure_threshold; a success resets it
+    disabled_until: float = 0.0  # by `proxy.py disable` (math.inf: until enabled); 0 when not
+    disabled_at: float = 0.0     # wall-clock time of that command, for status
     last_error: str | None = None
     requests: int = 0
     failures: int = 0
@@ -104,12 +121,20 @@ class FailoverPolicy:
         #: (provider name, model) -> time.monotonic() its cooldown ends: for providers
         #: whose model map gives a list, a 429/5xx cools that model only.
         self._model_cooling = {}
+        self.router = Router()
+        self.speeds = Speeds()
+        self._keys = {p.name: [KeyState() for _ in p.api_keys] for p in config.providers
+                      if len(p.api_keys) > 1}
+        self._key_turn = {name: 0 for name in self._keys}
 
-    def plan(self, pinned=None, model=None):
+    def plan(self, pinned=None, model=None, strategy=None):
         """The providers to try for a request for ``model``, in order.
 
-        A provider counts as cooling when it is, or when every model it would
-        try for ``model`` is (then it is as soon ready as the first of them).
+        The ready ones in the order of ``strategy`` (default: the config's,
+        see :mod:`routing`), then the cooling ones, the soonest to recover
+        first.  A provider counts as cooling when it is, or when every model
+        it would try for ``model`` is (then it is as soon ready as the first
+        of them).  A pinned request tries its provider only.
         """
         if pinned is not None:
             return [pinned] if pinned.usable else []
@@ -117,12 +142,128 @@ class FailoverPolicy:
         ready, cooling = [], []
         with self._lock:
             for p in self.config.providers:
-                if p.usable:
+                if p.usable and not self._disabled(p, now):
                     self._expire(p, now)
                     until = self._cooling_until(p, model, now)
-                    (cooling if until else ready).append((until, p))
+                    if until:
+                        cooling.append((until, p))
+                    else:
+                        ready.append(p)
         cooling.sort(key=lambda item: item[0])
-        return [p for _, p in ready + cooling]
+        ordered = self.router.order(strategy or self.config.strategy, ready, self.speeds, model,
+                                    self.config.min_tps)
+        return ordered + [p for _, p in cooling]
+
+    # --- several keys per provider ---------------------------------------------------
+
+    def keys_in_order(self, provider):
+        """The indexes of ``provider``'s keys to try for one request: the ready ones
+        from the next in turn, then the cooling ones, the soonest to recover first;
+        refused keys never.  ``[None]`` for a provider with one key."""
+        states = self._keys.get(provider.name)
+        if states is None:
+            return [None]
+        now = self.clock()
+        with self._lock:
+            start = self._key_turn[provider.name] % len(states)
+            self._key_turn[provider.name] += 1
+            turn = [(start + i) % len(states) for i in range(len(states))]
+            ready = [i for i in turn if not states[i].refused and states[i].cooling_until <= now]
+            cooling = sorted((i for i in turn if not states[i].refused and states[i].cooling_until > now),
+                             key=lambda i: states[i].cooling_until)
+        return ready + cooling
+
+    def record_key_failure(self, provider, index, reason, retry_after=None, refused=False):
+        """Key ``index`` of ``provider`` was rate-limited (cool it) or ``refused`` (401/403:
+        never use it again).  The provider cools as a whole only when no key is left."""
+        reason = printable(provider.redact(reason))
+        seconds = self.config.cooldown_seconds if retry_after is None else \
+            min(retry_after, self.config.max_cooldown_seconds)
+        now = self.clock()
+        with self._lock:
+            key = self._keys[provider.name][index]
+            key.requests += 1
+            key.failures += 1
+            key.last_error = reason
+            if refused:
+                key.refused = reason
+                log.warning("%s: key %s refused (%s); it is not used again until a restart",
+                            provider.name, mask_key(provider.api_keys[index]), reason)
+            elif seconds > 0 and now + seconds > key.cooling_until:
+                key.cooling_until = now + seconds
+                log.warning("%s: key %s cooling for %s (%s)", provider.name,
+                            mask_key(provider.api_keys[index]), format_duration(seconds), reason)
+
+    def record_key_success(self, provider, index):
+        with self._lock:
+            key = self._keys[provider.name][index]
+            key.requests += 1
+            key.cooling_until = 0.0
+
+    def _key_rows(self, provider, now):
+        """Each key of a provider with several, by its mask: for status (lock held)."""
+        rows = []
+        for key, state in zip(provider.api_keys, self._keys.get(provider.name, ())):
+            cooling = max(0.0, state.cooling_until - now)
+            rows.append({"key": mask_key(key),
+                         "state": "refused" if state.refused else "cooling" if cooling else "ready",
+                         "cooldown_seconds_left": round(cooling, 1), "requests": state.requests,
+                         "failures": state.failures, "last_error": state.last_error})
+        return rows
+
+    def record_speed(self, provider, model, ttft, output_tokens, stream_seconds):
+        """A successful answer's speed, for the ``fastest`` strategy and status."""
+        self.speeds.record(provider.name, model, ttft, output_tokens, stream_seconds, self.clock())
+
+    # --- runtime control (proxy.py disable/enable/cool/uncool) ---------------------------
+
+    def disable(self, provider, seconds=None):
+        """Take ``provider`` out of every plan, for ``seconds`` or until :meth:`enable`."""
+        with self._lock:
+            state = self._state[provider.name]
+            state.disabled_until = math.inf if seconds is None else self.clock() + seconds
+            state.disabled_at = time.time()
+        log.warning("%s: disabled %s by proxy.py disable", provider.name,
+                    "until enabled" if seconds is None else f"for {format_duration(seconds)}")
+
+    def enable(self, provider):
+        with self._lock:
+            was = self._state[provider.name].disabled_until
+            self._state[provider.name].disabled_until = 0.0
+        if was:
+            log.warning("%s: enabled again by proxy.py enable", provider.name)
+        return bool(was)
+
+    def cool(self, provider, seconds):
+        """Put ``provider`` in cooldown for ``seconds``, as a failure would."""
+        with self._lock:
+            self._state[provider.name].cooling_until = self.clock() + seconds
+        log.warning("%s: cooldown for %s by proxy.py cool", provider.name, format_duration(seconds))
+
+    def uncool(self, provider):
+        """Clear every cooldown of ``provider``: its own, its models' and its keys'."""
+        with self._lock:
+            state = self._state[provider.name]
+            cleared = bool(state.cooling_until)
+            state.cooling_until = 0.0
+            state.failures_in_a_row = 0
+            for key in [k for k in self._model_cooling if k[0] == provider.name]:
+                del self._model_cooling[key]
+                cleared = True
+            for key in self._keys.get(provider.name, ()):
+                cleared = cleared or bool(key.cooling_until)
+                key.cooling_until = 0.0
+        if cleared:
+            log.warning("%s: cooldowns cleared by proxy.py uncool", provider.name)
+        return cleared
+
+    def _disabled(self, provider, now):
+        """Taken out by ``proxy.py disable`` and not yet back (lock held)."""
+        state = self._state[provider.name]
+        if state.disabled_until and state.disabled_until <= now:
+            state.disabled_until = 0.0
+            log.warning("%s: back in use (its proxy.py disable --for is over)", provider.name)
+        return bool(state.disabled_until)
 
     def models_in_order(self, provider, model):
         """The provider's models for ``model``, ready ones first (in config order),
@@ -178,6 +319,9 @@ class FailoverPolicy:
             state.requests += 1
             state.failures += 1
             state.last_error = reason if model is None else f"{model}: {reason}"
+            state.failures_in_a_row += 1
+            if retry_after is None and state.failures_in_a_row < provider.failure_threshold:
+                return  # the circuit breaker has not tripped yet (a retry-after always cools)
             until = now + seconds
             current = state.cooling_until if model is None else self._model_cooling.get((provider.name, model), 0.0)
             if seconds > 0 and until > current:
@@ -186,13 +330,14 @@ class FailoverPolicy:
                 else:
                     self._model_cooling[(provider.name, model)] = until
                 log.warning("%s: cooldown%s %s %s (%s)", provider.name, f" of {model}" if model else "",
-                            "extended to" if current else "for", _duration(seconds), reason)
+                            "extended to" if current else "for", format_duration(seconds), reason)
 
     def record_success(self, provider, usage=None, model=None):
         """``provider`` answered (with ``model``): clear its cooldown and count the tokens."""
         with self._lock:
             state = self._state[provider.name]
             state.requests += 1
+            state.failures_in_a_row = 0
             if state.cooling_until:
                 state.cooling_until = 0.0
                 log.info("%s: cooldown cleared (it answered)", provider.name)
@@ -217,17 +362,16 @@ class FailoverPolicy:
             for p in self.config.providers:
                 self._expire(p, now)
                 s = self._state[p.name]
-                if not p.enabled:
+                state = p.availability
+                switched_off = self._disabled(p, now)
+                if state == "ready" and switched_off:
                     state = "disabled"
-                elif not p.api_key:
-                    state = "no_key"
-                elif s.cooling_until:
+                elif state == "ready" and s.cooling_until:
                     state = "cooling"
-                else:
-                    state = "ready"
                 rows.append({
                     "name": p.name,
                     "base_url": p.base_url,
+                    "type": p.type,
                     "enabled": p.enabled,
                     "key_set": bool(p.api_key),
                     "key_env": p.api_key_env,
@@ -239,6 +383,14 @@ class FailoverPolicy:
                         ({"model": model, "seconds_left": round(until - now, 1)}
                          for (name, model), until in self._model_cooling.items()
                          if name == p.name and until > now), key=lambda row: row["model"]),
+                    "disabled_by_command": {
+                        "at": s.disabled_at,
+                        "seconds_left": None if s.disabled_until == math.inf
+                        else round(s.disabled_until - now, 1),
+                    } if switched_off else None,
+                    "weight": p.weight,
+                    "keys": self._key_rows(p, now),
+                    "speed": self.speeds.snapshot(p.name),
                     "last_error": s.last_error,
                     "requests": s.requests,
                     "failures": s.failures,
@@ -256,11 +408,3 @@ class FailoverPolicy:
         if state.cooling_until and state.cooling_until <= now:
             state.cooling_until = 0.0
             log.warning("%s: cooldown over; it is tried again", provider.name)
-
-
-def _duration(seconds):
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    return f"{minutes}m{seconds:02d}s"

@@ -28,6 +28,8 @@ import dataclasses
 import http
 import json
 import logging
+import random
+import threading
 import time
 
 from . import openai_forward
@@ -39,6 +41,7 @@ from .logfile import printable
 from .signatures import (
     SignatureBook, all_thinking_removed, foreign_thinking_removed, is_signature_rejection,
 )
+from .routing import STRATEGIES
 from .relay import (
     ClientGone, Usage, is_event_stream, read_first_event, relay_body, relay_stream,
 )
@@ -47,12 +50,14 @@ from .upstream import rewrite_model, upstream_headers
 
 log = logging.getLogger("claude_proxy")
 
+RETRY_BACKOFF_CAP = 8.0        # seconds: the longest pause between same-provider retries
 ERROR_BODY_LIMIT = 1024 * 1024  # an error answer's body is kept for the client up to this
 MASKED_KEY_MIN = 8              # shorter "keys" are not searched for: they would mangle ordinary text
 WHOLE_BODY_LIMIT = 256 * 1024   # a non-stream body up to this is read whole before the commit point
 CHUNKED = object()              # a framing: Transfer-Encoding: chunked
 
 ANSWERED, FAIL_OVER, PASS_BACK = "answered", "fail over", "pass back"
+_NOT_ANSWERED = object()
 
 
 class ClientSide:
@@ -85,7 +90,7 @@ class Exchange:
     method: str
     path: str       # as the client sent it
     api_path: str   # what is appended to each provider's base URL
-    mode: str       # "fallback", or the pinned provider's name
+    mode: str       # the strategy ("fallback", ...), or the pinned provider's name
     body: bytes
     client_headers: list
     started: float
@@ -96,7 +101,17 @@ class Exchange:
     target: str = None      # the model sent in this attempt
     model_key: str = None   # the target, when the provider has several models for this request
     strip_thinking: bool = False  # a provider refused a thinking signature: send none
+    attempt_started: float = None  # when the current provider was asked
+    key_index: int = None   # which of the provider's keys, when it has several
+    keys_left: int = 0      # how many more of its keys this request may try
     _parsed: object = dataclasses.field(default=_UNPARSED, repr=False)
+    # How it ended (see ended()), for the usage record and the request log.
+    outcome: str = None
+    provider: object = None
+    status: int = None
+    usage: Usage = None
+    failure: str = None
+    stream: bool = False
 
     def parsed_body(self):
         """The body as JSON (parsed once, when a provider needs more than its bytes), or None."""
@@ -107,12 +122,25 @@ class Exchange:
                 self._parsed = None
         return self._parsed
 
+    def key(self, provider):
+        """The provider key this attempt sends (its first, unless it has several)."""
+        return provider.api_key if self.key_index is None else provider.api_keys[self.key_index]
+
     def note(self, provider, outcome):
-        name = provider.name if self.model_key is None else f"{provider.name}[{self.model_key}]"
+        details = [d for d in (self.model_key, self.key_index is not None and mask_key(self.key(provider)))
+                   if d]
+        name = f"{provider.name}[{' '.join(details)}]" if details else provider.name
         self.tried.append(f"{name}={outcome}")
 
     def elapsed(self):
         return time.monotonic() - self.started
+
+    def ended(self, outcome, provider=None, status=None, usage=None, failure=None, stream=False):
+        """Say how the request ended: ``"answered"`` (by ``provider``; ``failure`` if its
+        answer was cut), ``"client cancelled"``, ``"all failed"``, ``"shutting down"``
+        or ``"no provider"``; ``status`` is what the client got.  Read by :mod:`usage`."""
+        self.outcome, self.provider, self.status = outcome, provider, status
+        self.usage, self.failure, self.stream = usage, failure, stream
 
     def __str__(self):  # outcomes may carry a provider's words (an error event's type)
         return printable(f"{self.method} {self.path} {self.mode} {' '.join(self.tried)}".rstrip())
@@ -126,6 +154,7 @@ class FailedAnswer:
     reason: str
     headers: list
     body: bytes
+    provider_status: int = None  # the provider's own status, when a translation changed it
 
 
 def classify(status, failover_statuses, stream_error=None):
@@ -144,6 +173,8 @@ class Forwarder:
         self.upstreams = upstreams
         self.key_masks = key_masks(config.providers)
         self.signatures = SignatureBook()
+        self.waiting = 0  # requests waiting for a provider to recover (wait_when_all_fail)
+        self._waiting_lock = threading.Lock()
 
     def forward(self, ex, plan, client):
         """Try ``plan``'s providers in order until one answers, and relay that answer;
@@ -153,34 +184,67 @@ class Forwarder:
             models = self.policy.models_in_order(provider, ex.model)
             for target in models:  # model fallback inside the provider, when its map gives a list
                 ex.target, ex.model_key = target, (target if len(models) > 1 else None)
-                if provider.type == "openai":
-                    outcome = openai_forward.attempt(self, provider, ex)
-                else:
-                    outcome = self._attempt(provider, ex)
-                    if self._refuses_a_signature(outcome, ex):  # once more, without any thinking
-                        ex.note(provider, "400-signature")
-                        ex.strip_thinking = True
-                        outcome = self._attempt(provider, ex)
-                if isinstance(outcome, tuple):
-                    return self._answer(provider, *outcome, ex, client)
-                if isinstance(outcome, openai_forward.LocalAnswer):
-                    return self._answer_local(provider, outcome, ex, client)
-                if isinstance(outcome, openai_forward.TranslatedStream):
-                    return self._answer_translated(provider, outcome, ex, client)
+                outcome = self._attempt_with_keys(provider, ex, failures)
+                answered = self._deliver(provider, outcome, ex, client)
+                if answered is not _NOT_ANSWERED:
+                    return answered
                 if ex.cancel.is_set():
                     client.close_connection = True
+                    ex.ended("client cancelled")
                     log.info("%s -> client cancelled before the answer", ex)
                     return None
                 if ex.cancel.aborted:
                     client.close_connection = True
                     client.send_error_json(503, "claude-proxy is shutting down; try again in a moment.",
                                            {"x-should-retry": "true"})
+                    ex.ended("shutting down", status=503)
                     log.info("%s -> 503 (shutting down before the answer)", ex)
                     return None
                 failures.append(outcome)
                 if isinstance(outcome, UpstreamError):
                     break  # the provider could not be reached: its other models cannot either
+        if self.config.wait_seconds and not (ex.cancel.is_set() or ex.cancel.aborted):
+            return self._wait_for_one(plan, failures, ex, client)
         return self._all_failed(failures, ex, client)
+
+    def _wait_for_one(self, plan, failures, ex, client):
+        """Every provider failed: keep trying the soonest to recover, every
+        ``wait_every`` seconds, until one answers or ``wait_seconds`` have passed
+        since the request came (``wait_when_all_fail``).  Nothing reaches the
+        client meanwhile; a client that hangs up ends the wait at once."""
+        deadline = ex.started + self.config.wait_seconds
+        with self._waiting_lock:
+            self.waiting += 1
+        try:
+            while time.monotonic() + self.config.wait_every <= deadline:
+                if ex.cancel.wait(self.config.wait_every):
+                    break
+                provider = next(p for p in self.policy.plan(model=ex.model) + plan if p in plan)
+                ex.target, ex.model_key = self.policy.models_in_order(provider, ex.model)[0], None
+                outcome = self._attempt_with_keys(provider, ex, failures)
+                answered = self._deliver(provider, outcome, ex, client)
+                if answered is not _NOT_ANSWERED:
+                    return answered
+                failures.append(outcome)
+        finally:
+            with self._waiting_lock:
+                self.waiting -= 1
+        if ex.cancel.is_set():
+            client.close_connection = True
+            log.info("%s -> client cancelled while waiting for a provider", ex)
+            ex.ended("client cancelled")
+            return None
+        return self._all_failed(failures, ex, client)
+
+    def _deliver(self, provider, outcome, ex, client):
+        """Relay ``outcome`` if it is an answer; else ``_NOT_ANSWERED``."""
+        if isinstance(outcome, tuple):
+            return self._answer(provider, *outcome, ex, client)
+        if isinstance(outcome, openai_forward.LocalAnswer):
+            return self._answer_local(provider, outcome, ex, client)
+        if isinstance(outcome, openai_forward.TranslatedStream):
+            return self._answer_translated(provider, outcome, ex, client)
+        return _NOT_ANSWERED
 
     def _attempt(self, provider, ex):
         """Send the request to ``provider`` and wait for its answer to begin.
@@ -196,7 +260,7 @@ class Forwarder:
         """
         body = rewrite_model(self._body_for(provider, ex), provider, ex.target)
         length = len(body) if body or ex.method in ("POST", "PUT", "PATCH") else None
-        headers = upstream_headers(provider, ex.client_headers, length)
+        headers = upstream_headers(provider, ex.client_headers, length, ex.key(provider))
         try:
             response = self.upstreams.send(
                 provider, ex.method, provider.base_path + ex.api_path, headers, body, ex.cancel)
@@ -216,6 +280,11 @@ class Forwarder:
             if not (ex.cancel.is_set() or ex.cancel.aborted):  # a hang-up or a shutdown is not its fault
                 self.policy.record_failure(provider, f"{exc.kind}: {exc.detail}")
             return exc
+        if not 200 <= response.status < 300 and self.body_says_fail_over(first):
+            ex.note(provider, f"{response.status}-body")
+            self.book_failure(provider, ex, response.status, describe_error(response.status, first),
+                              retry_after_seconds(response.headers))
+            return FailedAnswer(response.status, response.reason, response.headers, first)
         failed = first_event_error(first) if stream else None
         if classify(response.status, self.config.failover_statuses, failed) is FAIL_OVER:
             response.close()
@@ -223,6 +292,68 @@ class Forwarder:
             self.policy.record_failure(provider, f"stream began with {failed}", model=ex.model_key)
             return FailedAnswer(response.status, response.reason, response.headers, first)
         return response, first
+
+    def _attempt_with_keys(self, provider, ex, failures):
+        """Attempt ``provider``; one with several keys moves on to its next key at once
+        when a key is rate-limited (429) or refused (401/403), until none is left."""
+        keys = self.policy.keys_in_order(provider)
+        if not keys:
+            ex.note(provider, "no-key")
+            return UpstreamError(provider.name, "keys", "every key was refused (401/403); see status")
+        for position, index in enumerate(keys):
+            ex.key_index, ex.keys_left = index, len(keys) - position - 1
+            outcome = self._attempt_with_retries(provider, ex)
+            if index is None or not ex.keys_left or ex.cancel.is_set() or ex.cancel.aborted:
+                return outcome
+            if isinstance(outcome, FailedAnswer) and (outcome.provider_status or outcome.status) == 429:
+                failures.append(outcome)  # booked for the key; the next key is tried at once
+                continue
+            status = _answer_status(outcome)
+            if status in (401, 403):  # that key is bad: refuse it, and try the next
+                self.policy.record_key_failure(provider, index, f"{status} key refused", refused=True)
+                _discard(outcome)
+                continue
+            return outcome
+        return outcome
+
+    def _attempt_with_retries(self, provider, ex):
+        """One attempt, tried again up to the provider's ``retries`` times after a 5xx
+        or a connection failure, with exponential back-off and jitter.  Nothing has
+        reached the client yet; a client that hangs up ends the wait at once."""
+        outcome = self._attempt_once(provider, ex)
+        for retry in range(1, provider.retries + 1):
+            if not _retryable(outcome) or ex.cancel.is_set() or ex.cancel.aborted:
+                break
+            pause = min(RETRY_BACKOFF_CAP, provider.retry_backoff_ms / 1000 * 2 ** (retry - 1))
+            pause *= random.uniform(0.5, 1.0)  # jitter: retries of many requests do not line up
+            if ex.cancel.wait(pause):
+                break
+            outcome = self._attempt_once(provider, ex)
+        return outcome
+
+    def _attempt_once(self, provider, ex):
+        ex.attempt_started = time.monotonic()
+        if provider.type == "openai":
+            return openai_forward.attempt(self, provider, ex)
+        outcome = self._attempt(provider, ex)
+        if self._refuses_a_signature(outcome, ex):  # once more, without any thinking
+            ex.note(provider, "400-signature")
+            ex.strip_thinking = True
+            outcome = self._attempt(provider, ex)
+        return outcome
+
+    def body_says_fail_over(self, body):
+        """Does an error answer's body hold one of the ``failover_on_body`` texts?"""
+        return any(trigger.encode() in body for trigger in self.config.failover_on_body)
+
+    def book_failure(self, provider, ex, status, reason, retry_after):
+        """Book a failover answer: a 429 for one of several keys cools that key only,
+        as long as another key is left to try; anything else is the provider's."""
+        if ex.key_index is not None and status == 429:
+            self.policy.record_key_failure(provider, ex.key_index, reason, retry_after)
+            if ex.keys_left:
+                return
+        self.policy.record_failure(provider, reason, retry_after, model=ex.model_key)
 
     def _body_for(self, provider, ex):
         """The body for an Anthropic-type ``provider``: as the client sent it, less the
@@ -255,8 +386,8 @@ class Forwarder:
             log.debug("%s: error body unreadable: %s", provider.name, exc)
             body = b""
         ex.note(provider, response.status)
-        self.policy.record_failure(provider, describe_error(response.status, body),
-                                   retry_after_seconds(response.headers), model=ex.model_key)
+        self.book_failure(provider, ex, response.status, describe_error(response.status, body),
+                          retry_after_seconds(response.headers))
         return FailedAnswer(response.status, response.reason, response.headers, body)
 
     def _answer(self, provider, response, first, ex, client):
@@ -297,9 +428,11 @@ class Forwarder:
             response.close()
             client.close_connection = True
             self._book(provider, ex, response.status, None, usage)  # it answered; the tokens were spent
+            ex.ended("client cancelled", provider, response.status, usage, stream=stream)
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
         self._book(provider, ex, response.status, failure, usage)
+        ex.ended("answered", provider, response.status, usage, failure, stream)
         log.info("%s -> %s%s ttfb=%.3fs total=%.3fs %s", ex, response.status,
                  f" ({failure})" if failure else "", ex.first_byte - ex.started, ex.elapsed(), usage)
 
@@ -316,6 +449,7 @@ class Forwarder:
             client.close_connection = True
         ex.first_byte = time.monotonic()
         self._book(provider, ex, answer.status, None, usage)
+        ex.ended("answered", provider, answer.status, usage)
         log.info("%s -> %s ttfb=%.3fs total=%.3fs %s", ex, answer.status, ex.first_byte - ex.started,
                  ex.elapsed(), usage)
 
@@ -334,9 +468,11 @@ class Forwarder:
             started.response.close()
             client.close_connection = True
             self._book(provider, ex, 200, None, usage)  # it answered; the tokens were spent
+            ex.ended("client cancelled", provider, 200, usage, stream=True)
             log.info("%s -> client cancelled after %.3fs %s", ex, ex.elapsed(), usage)
             return
         self._book(provider, ex, 200, failure, usage)
+        ex.ended("answered", provider, 200, usage, failure, stream=True)
         log.info("%s -> 200%s ttfb=%.3fs total=%.3fs %s", ex, f" ({failure})" if failure else "",
                  ex.first_byte - ex.started, ex.elapsed(), usage)
 
@@ -347,6 +483,11 @@ class Forwarder:
             self.policy.record_failure(provider, failure)
         elif 200 <= status < 300:
             self.policy.record_success(provider, usage, model=ex.model_key)
+            if ex.key_index is not None:
+                self.policy.record_key_success(provider, ex.key_index)
+            if ex.first_byte is not None and ex.attempt_started is not None:
+                self.policy.record_speed(provider, ex.model, ex.first_byte - ex.attempt_started,
+                                         usage.output_tokens, time.monotonic() - ex.first_byte)
             if usage.signatures:
                 self.signatures.remember(provider.name, usage.signatures)
         else:
@@ -360,13 +501,15 @@ class Forwarder:
             last = answers[-1]
             status = last.status
             body = mask_keys(last.body, self.key_masks)
+            ex.ended("all failed", status=status)
             client.send_head(last.status, last.reason, last.headers, len(body), body)
         else:
             error = failures[-1]
             status = 504 if error.kind == "timeout" else 502
+            ex.ended("all failed", status=status)
             client.send_error_json(status, f"No provider could answer ({', '.join(ex.tried)}); "
                                            f"last: {error.provider} {error.kind}: {error.detail}")
-        outcome = "pinned provider failed" if ex.mode != "fallback" else "all failed"
+        outcome = "all failed" if ex.mode in STRATEGIES else "pinned provider failed"
         log.warning("%s -> %s (%s) total=%.3fs", ex, status, outcome, ex.elapsed())
 
 
@@ -374,7 +517,7 @@ def key_masks(providers):
     """``(key, masked)`` as bytes for every configured key of at least
     ``MASKED_KEY_MIN`` characters, longest first (a key inside another is
     then never left half-masked)."""
-    keys = {p.api_key for p in providers if p.api_key and len(p.api_key) >= MASKED_KEY_MIN}
+    keys = {key for p in providers for key in p.api_keys if len(key) >= MASKED_KEY_MIN}
     return [(key.encode(), mask_key(key).encode()) for key in sorted(keys, key=len, reverse=True)]
 
 
@@ -414,3 +557,25 @@ def no_provider_message(config, pinned):
 
 def _reason(status):
     return http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else ""
+
+
+def _answer_status(outcome):
+    """The status of an answer that would go to the client, or None."""
+    if isinstance(outcome, tuple):
+        return outcome[0].status
+    if isinstance(outcome, openai_forward.LocalAnswer):
+        return outcome.status
+    return None
+
+
+def _discard(outcome):
+    """Drop an answer that will not reach the client (its connection, if any)."""
+    if isinstance(outcome, tuple):
+        outcome[0].close()
+
+
+def _retryable(outcome):
+    """A failure worth trying the same provider again for: a 5xx, or no connection."""
+    if isinstance(outcome, UpstreamError):
+        return outcome.kind not in ("cancelled", "keys")
+    return isinstance(outcome, FailedAnswer) and (outcome.provider_status or outcome.status) >= 500

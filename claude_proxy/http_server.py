@@ -41,9 +41,13 @@ from .framing import target_problem
 from .head import read_head
 from .logfile import printable
 from .relay import ClientGone, ClientWriter
+from .request_log import CapturingWriter, RequestLog
 from .sending import SocketWriter
-from .state import read_token
-from .upstream import HOP_BY_HOP, Upstreams, requested_model
+from .state import StatePaths, read_token
+from .headers import HOP_BY_HOP
+from .routing import STRATEGIES
+from .upstream import Upstreams, requested_model
+from .usage import Entry, NoRecord, UsageRecord
 
 log = logging.getLogger("claude_proxy")
 
@@ -52,6 +56,7 @@ LISTEN_BACKLOG = 1024
 SHUTDOWN_GRACE = 10.0
 ABORT_WAIT = 2.0  # seconds requests get to write their ending after the grace period
 PINNED_PREFIX = "/provider/"
+STRATEGY_PREFIX = "/strategy/"
 RETRYABLE_REFUSALS = (408, 429)  # a timeout or a rate limit may pass; other 4xx of ours will not
 #: accept() failing for want of resources: the connection stays in the backlog (the
 #: listening socket stays readable), so retrying at once would spin.
@@ -94,12 +99,31 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._accept_pause = 0.0
         self._turned_away = 0
         self._busy_answer = _busy_answer(config.max_connections)
+        self.usage, self.request_log = NoRecord(), None  # until it listens (server_close may come first)
         try:
             super().__init__((config.host, config.port), ProxyHandler)
         except OSError as exc:
             self.watcher.close()
             raise UsageError(_bind_error(config, exc)) from None
         self.addresses = LocalAddresses(config.host, self.port, config.allowed_hosts)
+        self.usage = (UsageRecord(StatePaths(config.state_dir).usage, config, config.usage_retention_days)
+                      if config.usage_record else NoRecord())
+        if config.request_log is not None:
+            try:
+                self.request_log = RequestLog(config.request_log, config)
+            except OSError as exc:  # the log is a convenience: requests are served without it
+                log.warning("request log: cannot write %s (%s); it is off", config.request_log.path,
+                            exc.strerror or exc)
+
+    def record(self, ex, capture=None):
+        """Hand the ended exchange ``ex`` to the usage record and the request log (never raises)."""
+        try:
+            entry = Entry.of(ex)
+            if self.request_log is not None:
+                self.request_log.add(entry, ex.body, ex.client_headers, capture, self.token)
+            self.usage.add(entry)
+        except Exception:  # neither may ever break a request
+            log.exception("could not record a request")
 
     def token_matches(self, offered):
         """Is one of the ``offered`` strings the client token?
@@ -113,7 +137,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             return False
         try:
             mtime = os.stat(self.token_path).st_mtime_ns
-        except OSError:
+        except OSError:  # no token file (deleted?): the token this server has stays
             return False
         if mtime == self._token_mtime:
             return False
@@ -270,6 +294,9 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         super().server_close()
         self.watcher.close()
         self.upstreams.close()
+        self.usage.close()
+        if self.request_log is not None:
+            self.request_log.close()
 
 
 def _busy_answer(max_connections):
@@ -291,6 +318,7 @@ def _bind_error(config, exc):
 
 class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
     protocol_version = "HTTP/1.1"
+    _capture = None  # a request_log.Capture while a request is forwarded with the request log on
     disable_nagle_algorithm = True  # else each keep-alive response waits ~40 ms for an ACK
     timeout = CLIENT_IDLE_TIMEOUT
     server_version = f"claude-proxy/{__version__}"
@@ -455,11 +483,19 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             if self._authorized(required=True):
                 self._shutdown(query)
             return None
-        pinned = name = None
+        if path == "/control" and self.command == "POST":
+            if self._authorized(required=True):
+                self._control(query)
+            return None
+        pinned = name = strategy = None
         api_path = self.path
         if path.startswith(PINNED_PREFIX):
             name, slash, rest = path[len(PINNED_PREFIX):].partition("/")
             pinned = server.config.provider(name)
+            api_path = slash + rest + (f"?{query}" if query else "")
+            path = slash + rest
+        elif path.startswith(STRATEGY_PREFIX):  # this session's own strategy
+            strategy, slash, rest = path[len(STRATEGY_PREFIX):].partition("/")
             api_path = slash + rest + (f"?{query}" if query else "")
             path = slash + rest
         if self.command == "HEAD" and path in ("", "/"):  # the same for every name: none is revealed
@@ -476,13 +512,16 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             return self._refuse(400, f"Unknown provider '{name}' in ANTHROPIC_BASE_URL "
                                      f"(.../provider/{name}). Configured providers: {names}. "
                                      "Run claude-switch with one of them, or claude-fb.")
+        if strategy is not None and strategy.lower() not in STRATEGIES:
+            return self._refuse(400, f"Unknown strategy '{strategy}' in ANTHROPIC_BASE_URL "
+                                     f"(.../strategy/{strategy}). Strategies: {', '.join(STRATEGIES)}.")
         if server.stopping:
             self.close_connection = True
             return self._refuse(503, "claude-proxy is shutting down; try again in a moment.",
                                 {"x-should-retry": "true"})
         server.request_started()
         try:
-            self._forward(api_path or "/", pinned)
+            self._forward(api_path or "/", pinned, strategy and strategy.lower())
         finally:
             server.request_finished()
         return None
@@ -504,27 +543,36 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
 
     # --- the proxy ------------------------------------------------------------
 
-    def _forward(self, api_path, pinned):
+    def _forward(self, api_path, pinned, strategy=None):
         """Read the body, plan the providers, and hand the request to the forwarder."""
         started = time.monotonic()
         body = self._read_body()
         if body is None:
             return None
-        ex = Exchange(self.command, self.path, api_path, pinned.name if pinned else "fallback",
-                      body, list(self.headers.items()), started)
-        if self.server.config.has_model_lists:  # only then does the plan depend on the model
+        config = self.server.config
+        mode = pinned.name if pinned else (strategy or config.strategy)
+        ex = Exchange(self.command, self.path, api_path, mode, body, list(self.headers.items()), started)
+        # The plan depends on the model only with model lists or speed routing.
+        if config.has_model_lists or "fastest" in (strategy, config.strategy):
             ex.model = requested_model(body)
-        plan = self.server.policy.plan(pinned, ex.model)
-        if not plan:
-            self.send_error_json(503, no_provider_message(self.server.config, pinned),
-                                 {"x-should-retry": "false"})
-            log.warning("%s -> 503 (no usable provider)", ex)
-            return None
-        ex.cancel = self.server.watcher.watch(self.connection)
+        request_log = self.server.request_log
+        self._capture = request_log.capture() if request_log is not None else None
         try:
-            return self.server.forwarder.forward(ex, plan, self)
+            plan = self.server.policy.plan(pinned, ex.model, strategy)
+            if not plan:
+                ex.ended("no provider", status=503)
+                self.send_error_json(503, no_provider_message(self.server.config, pinned),
+                                     {"x-should-retry": "false"})
+                log.warning("%s -> 503 (no usable provider)", ex)
+                return None
+            ex.cancel = self.server.watcher.watch(self.connection)
+            try:
+                return self.server.forwarder.forward(ex, plan, self)
+            finally:
+                self.server.watcher.unwatch(self.connection)
         finally:
-            self.server.watcher.unwatch(self.connection)
+            self.server.record(ex, self._capture)
+            self._capture = None
 
     # --- request bodies -------------------------------------------------------
 
@@ -581,9 +629,50 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             "config_exists": config.exists,
             "state_dir": str(config.state_dir),
             "require_token": config.require_token,
+            "strategy": config.strategy,
+            "waiting_requests": server.forwarder.waiting,
             "connections": server.connections,
             "providers": server.policy.snapshot(),
+            "usage_record": server.usage.stats(),
+            "request_log": server.request_log.stats() if server.request_log is not None else None,
         }
+
+    def _control(self, query):
+        """``POST /control?action=disable|enable|cool|uncool&provider=NAME&seconds=N``:
+        runtime control of the providers (``proxy.py disable`` and friends).  Nothing
+        is written to the config; a restart forgets it."""
+        values = {key: found[0] for key, found in parse_qs(query).items()}
+        action, name = values.get("action"), values.get("provider")
+        policy, config = self.server.policy, self.server.config
+        try:
+            seconds = float(values["seconds"]) if "seconds" in values else None
+        except ValueError:  # the CLI always sends a number: this is a hand-made request
+            seconds = -1.0
+        if action not in ("disable", "enable", "cool", "uncool") or (seconds is not None and not (
+                0 < seconds <= config.max_cooldown_seconds * 365)):
+            return self._refuse(400, "action must be disable, enable, cool or uncool, and seconds a "
+                                     "positive number")
+        if name is None and action != "uncool":
+            return self._refuse(400, f"{action} needs a provider")
+        targets = config.providers if name is None else [config.provider(name)]
+        if targets == [None]:
+            names = ", ".join(config.provider_names)
+            return self._refuse(404, f"unknown provider '{name}'; configured providers: {names}")
+        if self._read_body() is None:
+            return None
+        changed = []
+        for provider in targets:
+            if action == "disable":
+                policy.disable(provider, seconds)
+            elif action == "enable":
+                policy.enable(provider)
+            elif action == "cool":
+                policy.cool(provider, seconds or config.cooldown_seconds)
+            elif policy.uncool(provider):
+                changed.append(provider.name)
+        self._send_json(200, {"action": action, "providers": [p.name for p in targets],
+                              "changed": changed if action == "uncool" else [p.name for p in targets]})
+        return None
 
     def _shutdown(self, query):
         grace = None
@@ -591,7 +680,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         if values:
             try:
                 grace = max(0.0, float(values[0]))
-            except ValueError:
+            except ValueError:  # the user's typo: say so
                 return self._refuse(400, "grace must be a number of seconds")
         if self._read_body() is None:
             return None
@@ -608,6 +697,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         return self.request_version == "HTTP/1.0"
 
     def body_writer(self, chunked):
+        if self._capture is not None:
+            return CapturingWriter(self.wfile, chunked, self._capture)
         return ClientWriter(self.wfile, chunked=chunked)
 
     def send_head(self, status, reason, headers, framing, body=b""):
@@ -630,6 +721,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             lines.append("Connection: close")
         lines.append("\r\n")
         head = "\r\n".join(lines).encode("latin-1", "replace")
+        if self._capture is not None:
+            self._capture.head(status, headers, body)
         try:
             self.wfile.write(head + body if body else head)
         except OSError as exc:

@@ -160,7 +160,7 @@ def _report_failed_start(child, paths, launch_id, timeout):
         _stop_child(child, paths, launch_id)
     try:
         output = paths.out.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
+    except OSError:  # nothing was written: the log is named instead
         output = ""
     if output:
         print(output, file=sys.stderr)

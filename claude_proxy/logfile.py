@@ -47,20 +47,26 @@ class LogFile(logging.Handler):
             return False
         try:
             line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
-        except Exception:
+        except Exception:  # a bad format argument: logging's own policy, never the request's failure
             self.handleError(record)
             return False
+        try:
+            return self.write(line)
+        except Exception:  # a full disk, say: reported by logging, the request goes on
+            self.handleError(record)
+        return True
+
+    def write(self, line):
+        """Append ``line`` (bytes, one whole line), rotating first if it would pass
+        ``max_bytes``; False if the file is closed."""
         with self.lock:
             if self._file is None:  # closed: a request thread outlived the stop
                 return False
-            try:
-                if self._size and self._size + len(line) > self.max_bytes:
-                    self._rotate()
-                self._file.write(line)
-                self._size += len(line)
-            except Exception:
-                self.handleError(record)
-        return True
+            if self._size and self._size + len(line) > self.max_bytes:
+                self._rotate()
+            self._file.write(line)
+            self._size += len(line)
+            return True
 
     def emit(self, record):
         self.handle(record)

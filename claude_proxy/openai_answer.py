@@ -322,7 +322,7 @@ class _ToolCall:
     def is_complete(self):
         try:
             json.loads(self.arguments)
-        except ValueError:
+        except ValueError:  # not (yet) a whole JSON value
             return False
         return True
 

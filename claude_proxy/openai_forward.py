@@ -31,13 +31,12 @@ from .openai_answer import (
     AnswerError, StreamTranslator, models_list, to_anthropic_message, translate_error,
 )
 from .openai_request import estimate_input_tokens, to_chat_completions
-from .relay import ClientGone
-from .sse import EventBuffer, event_name_and_data, split_events
+from .relay import ClientGone, read_first_event
+from .sse import first_event
 from .upstream import key_headers
 
 ANSWER_LIMIT = 64 * 1024 * 1024     # a non-stream answer is read whole, up to this
 ERROR_BODY_LIMIT = 1024 * 1024
-FIRST_EVENT_LIMIT = 1024 * 1024
 JSON_HEADERS = (("Content-Type", "application/json"),)
 STREAM_HEADERS = (("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache"))
 #: Provider answer headers worth passing on with a translated answer.
@@ -101,16 +100,18 @@ def attempt(forwarder, provider, ex):
     estimate = estimate_input_tokens(body)
     try:
         response = forwarder.upstreams.send(provider, "POST", provider.base_path + provider.chat_path,
-                                            request_headers(provider, len(data), stream), data, ex.cancel)
+                                            request_headers(provider, len(data), stream, ex.key(provider)),
+                                            data, ex.cancel)
         if response.status != 200:
             error_body = _read_error_body(response)
             status, translated = translate_error(response.status, error_body, estimate)
             headers = list(JSON_HEADERS) + _kept(response.headers)
             ex.note(provider, response.status)
-            if response.status in forwarder.config.failover_statuses:
-                forwarder.policy.record_failure(provider, _describe(status, translated),
-                                                retry_after_seconds(response.headers), model=ex.model_key)
-                return FailedAnswer(status, response.reason, headers, translated)
+            if response.status in forwarder.config.failover_statuses \
+                    or forwarder.body_says_fail_over(error_body):
+                forwarder.book_failure(provider, ex, response.status, _describe(status, translated),
+                                       retry_after_seconds(response.headers))
+                return FailedAnswer(status, response.reason, headers, translated, response.status)
             return LocalAnswer(status, headers, translated)
         if stream:
             first = read_first_event(response)
@@ -145,44 +146,21 @@ def attempt(forwarder, provider, ex):
     return local_json(200, message, message.get("usage"))
 
 
-def request_headers(provider, length, stream):
+def request_headers(provider, length, stream, key=None):
     """The headers of a Chat Completions request: only what it needs (no ``anthropic-*``)."""
     headers = [("Host", provider.netloc), ("Content-Type", "application/json"),
                ("Accept", "text/event-stream" if stream else "application/json"),
                ("Accept-Encoding", "identity"), ("User-Agent", f"claude-proxy/{__version__}")]
     headers = [(name, value) for name, value in headers if name.lower() not in provider.header_names]
     headers.extend(provider.headers.items())
-    headers.extend(key_headers(provider))
+    headers.extend(key_headers(provider, key))
     headers.append(("Content-Length", str(length)))
     return headers
 
 
-def read_first_event(response):
-    """Read until the provider's first complete SSE event (or the end); all that was read.
-
-    Raises :class:`UpstreamError` if no event ends within ``FIRST_EVENT_LIMIT``.
-    """
-    events = EventBuffer()
-    while not events.has_event():
-        if events.size > FIRST_EVENT_LIMIT:
-            response.close()
-            raise UpstreamError(response.provider.name, "protocol",
-                                f"no event boundary in the first {FIRST_EVENT_LIMIT // 1024} KiB of the stream")
-        data = response.read1()
-        if not data:
-            break
-        events.feed(data)
-    return events.take_all()
-
-
 def first_chunk_error(first):
     """The ``error`` object if the stream's first event is an error chunk, else None."""
-    buffer = EventBuffer()
-    buffer.feed(first)
-    events = split_events(buffer.take_events())
-    if not events:
-        return None
-    _, data = event_name_and_data(events[0])
+    _, data = first_event(first) or (None, "")
     try:
         chunk = json.loads(data)
     except ValueError:  # not JSON (a comment, [DONE]): not an error chunk

@@ -162,7 +162,7 @@ class PosixProcesses:
             return False
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+        except ProcessLookupError:  # no such process
             return False
         except PermissionError:  # it exists, and belongs to someone else
             pass
@@ -193,7 +193,7 @@ class PosixProcesses:
         if self.linux and hasattr(os, "pidfd_open"):
             try:
                 pidfd = os.pidfd_open(pid)
-            except ProcessLookupError:
+            except ProcessLookupError:  # gone already: nothing to end
                 return False
             except OSError:  # kernel older than 5.3: check, then signal by pid
                 pidfd = None
@@ -207,7 +207,7 @@ class PosixProcesses:
             else:
                 os.kill(pid, signum)
             return True
-        except ProcessLookupError:
+        except ProcessLookupError:  # it exited between the check and the signal
             return False
         finally:
             if pidfd is not None:
@@ -225,7 +225,7 @@ class PosixProcesses:
         """Fields 3 onwards of /proc/PID/stat (after the parenthesised command name)."""
         try:
             text = (self.proc / str(pid) / "stat").read_text(encoding="ascii", errors="replace")
-        except OSError:
+        except OSError:  # no such process (or no /proc): no identity
             return None
         return text[text.rfind(")") + 2:].split()
 
@@ -243,7 +243,7 @@ class PosixProcesses:
             return None
         try:
             boot = (self.proc / "sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
-        except OSError:
+        except OSError:  # no boot id here: the start time alone names the process
             boot = "?"
         return f"linux:{boot}:{fields[19]}"  # field 22, starttime: ticks after boot
 
@@ -256,7 +256,7 @@ class PosixProcesses:
         try:
             result = subprocess.run(["ps", "-o", column, "-p", str(pid)], capture_output=True,
                                     text=True, timeout=5, env={**os.environ, "LC_ALL": "C"})
-        except (OSError, subprocess.TimeoutExpired):
+        except (OSError, subprocess.TimeoutExpired):  # no ps, or it hung: identity unknown
             return None
         value = result.stdout.strip()
         return value if result.returncode == 0 and value else None

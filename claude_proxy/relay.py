@@ -93,7 +93,7 @@ class Usage:
             name, payload = event_name_and_data(event)
             try:
                 message = json.loads(payload)
-            except ValueError:
+            except ValueError:  # not JSON: no usage to read in it
                 continue
             if name == "message_start":
                 self.update((message.get("message") or {}).get("usage"))
@@ -104,7 +104,7 @@ class Usage:
         self.signatures.extend(signatures_in_message(body))
         try:
             message = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # not JSON: no usage to read in it
             return
         if isinstance(message, dict):
             self.update(message.get("usage"))

@@ -34,7 +34,8 @@ def banner(server):
             state = f"key from {'environment' if p.key_source == 'environment' else '.env'}"
         else:
             state = f"NO KEY: {p.missing_key(config.env_path)}; skipped"
-        lines.append(f"  {number}. {p.name:<12} {p.base_url}  ({state})")
+        kind = " [OpenAI-compatible]" if p.type == "openai" else ""
+        lines.append(f"  {number}. {p.name:<12} {p.base_url}{kind}  ({state})")
     if not any(p.usable for p in config.providers):
         lines.append("  no provider is usable yet: requests will get a 503 explaining what is missing")
     if config.require_token:

@@ -32,17 +32,21 @@ default_shell = process.default_shell
 
 def cmd_env(args):
     target = load_target(args)
-    code = env(target, args.shell, args.provider, announce=args.announce)
+    code = env(target, args.shell, args.provider, announce=args.announce, strategy=args.strategy)
     if args.session is not None:
         register_session(target.paths, args.session)
     return code
 
 
-def env(target, shell, provider_name=None, announce=False, out=None):
-    """Print the session variables for ``shell`` (pinned to a provider if named)."""
+def env(target, shell, provider_name=None, announce=False, out=None, strategy=None):
+    """Print the session variables for ``shell`` (pinned to a provider if named,
+    or with a routing strategy of its own)."""
     out = out or sys.stdout
     config, paths = target.config, target.paths
     pinned = known_provider(config, provider_name) if provider_name else None
+    if strategy is not None and pinned is not None:
+        raise UsageError("a session is pinned to one provider (--provider) or routed by a strategy "
+                         "(--strategy), not both")
     current = probe(paths, config)
     if current.running and not same_path(current.status.get("config", ""), config.path):
         current = Probe(None, None, config)  # another config's daemon: describe this config instead
@@ -55,6 +59,8 @@ def env(target, shell, provider_name=None, announce=False, out=None):
                          "(\"proxy_port\": 0); run `proxy.py start` first")
     if pinned is not None:
         url = f"{url}/provider/{pinned.name}"
+    elif strategy is not None:
+        url = f"{url}/strategy/{strategy}"
     if config.require_token:
         try:
             token = load_or_create_token(paths.token)
@@ -66,11 +72,12 @@ def env(target, shell, provider_name=None, announce=False, out=None):
     else:
         token = NO_TOKEN_PLACEHOLDER
     variables = {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_AUTH_TOKEN": token, "ANTHROPIC_API_KEY": None}
-    summary = env_summary(config, current, url, pinned)
+    summary = env_summary(config, current, url, pinned, strategy)
     if shell == "json":
         print(json.dumps({
             "variables": variables,
-            "mode": "pinned" if pinned else "fallback",
+            "mode": "pinned" if pinned else "strategy" if strategy else "fallback",
+            "strategy": None if pinned else strategy or config.strategy,
             "provider": pinned.name if pinned else None,
             "providers": config.provider_names,
             "url": url,
@@ -90,12 +97,11 @@ def env(target, shell, provider_name=None, announce=False, out=None):
     return EXIT_OK
 
 
-def env_summary(config, current, url, pinned):
+def env_summary(config, current, url, pinned, strategy=None):
     """One line: where this session now goes, and which providers lack a key."""
     rows = (current.status or {}).get("providers") if current.running else None
     if rows is None:  # not running: what this config would do
-        rows = [{"name": p.name, "state": "disabled" if not p.enabled else
-                 ("ready" if p.api_key else "no_key"), "key_env": p.api_key_env}
+        rows = [{"name": p.name, "state": p.availability, "key_env": p.api_key_env}
                 for p in config.providers]
     if pinned is not None:
         row = next((r for r in rows if r.get("name") == pinned.name), {})
@@ -115,7 +121,12 @@ def env_summary(config, current, url, pinned):
     order = " > ".join(r["name"] + (f" (cooling {format_duration(r.get('cooldown_seconds_left') or 0)})"
                                     if r.get("state") == "cooling" else "")
                        for r in rows if r.get("state") not in ("no_key", "disabled"))
-    line = f"claude-proxy: this session now goes through {url} (fallback order: {order or 'none usable'})"
+    routing = strategy or config.strategy
+    if routing == "fallback":
+        how = f"fallback order: {order or 'none usable'}"
+    else:
+        how = f"strategy {routing} over {order.replace(' > ', ', ') or 'none usable'}"
+    line = f"claude-proxy: this session now goes through {url} ({how})"
     skipped = [f"{r['name']} ({why_skipped(config, r)})"
                for r in rows if r.get("state") in ("no_key", "disabled")]
     if skipped:
@@ -215,7 +226,7 @@ def register_session(paths, pid):
 def forget_session(paths, pid):
     try:
         (paths.sessions / f"{pid}.json").unlink()
-    except FileNotFoundError:
+    except FileNotFoundError:  # forgotten already
         pass
     except OSError:  # e.g. a read-only folder: the shell exiting makes it dead all the same
         pass

@@ -86,14 +86,17 @@ def event_name_and_data(event):
     return name, b"\n".join(data).decode("utf-8", "replace")
 
 
-def first_event_error(data):
-    """The error type if the first complete event in ``data`` is ``event: error``, else None."""
+def first_event(data):
+    """``(event name, data string)`` of the first complete event in ``data``, or None."""
     buffer = EventBuffer()
     buffer.feed(data)
     events = split_events(buffer.take_events())
-    if not events:
-        return None
-    name, payload = event_name_and_data(events[0])
+    return event_name_and_data(events[0]) if events else None
+
+
+def first_event_error(data):
+    """The error type if the first complete event in ``data`` is ``event: error``, else None."""
+    name, payload = first_event(data) or (None, None)
     if name != "error":
         return None
     try:

@@ -18,6 +18,7 @@ PID_FILE = "proxy.pid"
 LOG_FILE = "proxy.log"
 OUT_FILE = "proxy.out"
 SESSIONS_DIR = "sessions"
+USAGE_FILE = "usage.db"
 #: Set by ``proxy.py start`` for the daemon it launches, and copied into the
 #: pid file, so that start knows the record is its own daemon's.
 LAUNCH_ID_ENV = "CLAUDE_PROXY_LAUNCH_ID"
@@ -31,6 +32,7 @@ class StatePaths:
         self.log = self.dir / LOG_FILE
         self.out = self.dir / OUT_FILE  # a detached daemon's stdout and stderr
         self.sessions = self.dir / SESSIONS_DIR  # one file per shell session using the proxy
+        self.usage = self.dir / USAGE_FILE  # the usage record (claude_proxy.usage)
 
 
 def state_dir_problem(path, config_path=None):
@@ -66,7 +68,7 @@ def read_token(path):
     """The saved client token, or None when there is none yet."""
     try:
         token = Path(path).read_text(encoding="utf-8-sig").strip()
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError):  # none yet
         return None
     return token or None
 
@@ -95,13 +97,13 @@ def load_or_create_token(path):
         try:
             os.link(tmp, path)
             return token
-        except FileExistsError:
+        except FileExistsError:  # another start won: use its token, below
             pass
         except OSError:  # no hard links on this file system
             try:
                 _write_private(path, token)
                 return token
-            except FileExistsError:
+            except FileExistsError:  # another start won: use its token, below
                 pass
         theirs = _read_token_when_written(path)
         if theirs:
@@ -166,7 +168,7 @@ def read_pid_file(path):
     """The pid record, or None when absent or unreadable (treated as stale)."""
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # absent, or half-written by hand: treated as stale
         return None
     if not isinstance(record, dict) or not isinstance(record.get("pid"), int):
         return None

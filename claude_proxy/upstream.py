@@ -24,19 +24,10 @@ import time
 
 from .errors import UpstreamError
 from .head import read_head, read_header_lines
+from .headers import REPLACED_REQUEST_HEADERS
 from .sending import send_all
 
 log = logging.getLogger(__name__)
-
-#: RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-})
-#: Client headers the proxy replaces: credentials, framing, routing, encoding.
-REPLACED_REQUEST_HEADERS = HOP_BY_HOP | {
-    "x-api-key", "authorization", "host", "content-length", "accept-encoding", "expect",
-}
 
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _UNSENDABLE = re.compile(r"[\r\n\0]")
@@ -48,7 +39,7 @@ RECENT = 1.0     # seconds; a connection idle for less is reused without a liven
 READ_SIZE = 64 * 1024
 
 
-def upstream_headers(provider, client_headers, body_length):
+def upstream_headers(provider, client_headers, body_length, key=None):
     """The headers sent to ``provider``: the client's, minus its credentials
     and hop-by-hop headers, plus the provider's key and configured headers."""
     dropped = REPLACED_REQUEST_HEADERS | provider.header_names
@@ -68,25 +59,27 @@ def upstream_headers(provider, client_headers, body_length):
     headers.extend(provider.headers.items())
     headers.append(("Host", provider.netloc))
     headers.append(("Accept-Encoding", "identity"))
-    headers.extend(key_headers(provider))
+    headers.extend(key_headers(provider, key))
     if body_length is not None:
         headers.append(("Content-Length", str(body_length)))
     return headers
 
 
-def key_headers(provider):
-    """The headers that carry ``provider``'s key, as its ``auth_header`` says.
+def key_headers(provider, key=None):
+    """The headers that carry ``key`` (default: ``provider``'s first key), as its
+    ``auth_header`` says.
 
     A configured header of the same name (``headers`` in the config) is
     sent instead of the one made from the key.
     """
+    key = key or provider.api_key
     wanted = provider.auth_header
     if wanted == "both":
-        pairs = [("x-api-key", provider.api_key), ("Authorization", f"Bearer {provider.api_key}")]
+        pairs = [("x-api-key", key), ("Authorization", f"Bearer {key}")]
     elif wanted == "bearer":
-        pairs = [("Authorization", f"Bearer {provider.api_key}")]
+        pairs = [("Authorization", f"Bearer {key}")]
     else:  # "x-api-key", or the name of a header that carries the key as it is (Azure: api-key)
-        pairs = [(wanted, provider.api_key)]
+        pairs = [(wanted, key)]
     return [(name, value) for name, value in pairs if name.lower() not in provider.header_names]
 
 
@@ -128,7 +121,7 @@ def _top_level_string(body, wanted):
     """
     try:
         text = body.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError:  # not UTF-8 JSON: sent untouched
         return None
     n = len(text)
 
@@ -159,7 +152,7 @@ def _top_level_string(body, wanted):
                 i += 1
             else:
                 return None
-    except (json.JSONDecodeError, IndexError):
+    except (json.JSONDecodeError, IndexError):  # not a JSON object: sent untouched
         return None
 
 

@@ -22,6 +22,11 @@ def plural(count, noun):
 
 def describe_provider_state(row):
     state = row.get("state")
+    by_command = row.get("disabled_by_command")
+    if state == "disabled" and by_command:
+        left = by_command.get("seconds_left")
+        return ("disabled by proxy.py disable " +
+                ("until enabled" if left is None else f"for {format_duration(left)} more"))
     if state == "cooling":
         return f"cooling for {format_duration(row.get('cooldown_seconds_left') or 0)}"
     if state == "no_key":

@@ -329,6 +329,18 @@ Describe 'ClaudeProxy' {
             Get-FakeCount -Name alpha | Should -Be 1
         }
 
+        It 'takes a strategy of its own for this session (-Strategy), completed from the valid names (before alpha cools below)' {
+            $printed = @(claude-fb -Strategy round_robin 6>&1 | ForEach-Object { "$_" })
+            $env:ANTHROPIC_BASE_URL | Should -Be ((Get-TestDaemon -Config $config).url + '/strategy/round_robin')
+            $printed[0] | Should -Match 'strategy round_robin over alpha, beta'
+            $first, $second = (Send-TestRequest).Text, (Send-TestRequest).Text
+            @($first, $second) | Sort-Object | Should -Be @('hello from alpha', 'hello from beta')
+            { claude-fb -Strategy cheapest } | Should -Throw
+            $line = 'claude-fb -Strategy r'
+            (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText |
+                Should -Be @('random', 'round_robin')
+        }
+
         It 'Claude Code itself (claude -p) is answered through it, while alpha answers 529' -Skip:(-not $env:CLAUDE_CODE_BIN) {
             claude-fb 6>$null
             Set-FakeMode -Name alpha -Mode overloaded
@@ -449,6 +461,17 @@ Describe 'ClaudeProxy' {
             $text = @(claude-status) -join "`n"
             $text | Should -Match '1\. alpha\s+cooling for (\d+m )?\d+s'
             $text | Should -Match '2\. beta\s+ready'
+        }
+
+        It "adds today's figures per provider from the usage record" {
+            claude-fb 6>$null
+            Set-FakeMode -Name alpha -Mode ok
+            Set-FakeMode -Name beta -Mode ok
+            (Send-TestRequest).Status | Should -Be 200
+            $text = @(claude-status) -join "`n"
+            $text | Should -Match 'today, per provider'
+            $text | Should -Match '(?m)^\s+(alpha|beta)\s+[1-9]\d* requests?(, \d+ failovers?)?, tokens in \d+ out \d+'
+            @((claude-status -Json | ConvertFrom-Json).today).Count | Should -BeGreaterThan 0
         }
 
         It 'shows the session pinned to a provider' {

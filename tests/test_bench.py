@@ -164,3 +164,15 @@ def test_benchmark_reports_how_it_pinned(tmp_path):
     else:
         assert meta["pinning"].startswith("none")
     assert "pinning:" in proc.stdout
+
+
+def test_the_usage_writer_benchmark_runs():
+    result = subprocess.run([sys.executable, str(BENCH / "usage_writer.py"), "--n", "500", "--rounds", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("usage.db cost per request")
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "request thread, hand-over (Entry.of + add)", "writer thread, one request per transaction (CPU)",
+        "writer thread, 500 per transaction (CPU)"]

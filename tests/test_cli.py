@@ -123,14 +123,21 @@ class Daemon:
         else:
             self.proc.terminate()
         code = self.proc.wait(DEADLINE)
-        for reader in self._readers:
-            reader.join(DEADLINE)
+        self._close_pipes()
         return code
 
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(DEADLINE)
+        self._close_pipes()
+
+    def _close_pipes(self):
+        """Once the child has exited: let the readers reach the end, then close the pipes."""
+        for reader in self._readers:
+            reader.join(DEADLINE)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
 
 
 @pytest.fixture
@@ -270,7 +277,7 @@ def test_bad_config_exits_2_with_one_line_per_problem_and_no_traceback(tmp_path)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"proxy_port": 0, "colldown_minutes": 5, "providers": [
         {"name": "a", "api_key_env": "CPX_KEY_A"},
-        {"name": "b", "base_url": "http://127.0.0.1:9", "api_key_env": "CPX_KEY_B", "auth_header": "token"},
+        {"name": "b", "base_url": "http://127.0.0.1:9", "api_key_env": "CPX_KEY_B", "auth_header": "not a header"},
     ]}), encoding="utf-8")
 
     result = run_once("--config", str(config), cwd=tmp_path)
@@ -680,6 +687,6 @@ def test_an_unknown_command_is_named_with_the_ones_there_are(tmp_path):
     result = run_once("frobnicate", cwd=tmp_path)
 
     assert result.returncode == 2
-    assert "unknown command 'frobnicate' (commands: serve, start, stop, release, status, env, providers, check)" \
+    assert "unknown command 'frobnicate' (commands: serve, start, stop, release, status, env, providers, disable, enable, cool, uncool, check, validate, usage)" \
         in result.stderr
     assert "Traceback" not in result.stderr

@@ -515,15 +515,100 @@ def test_env_for_fish_never_erases_a_universal_variable(tmp_path):
 
 
 def test_check_live_asks_an_openai_provider_in_chat_completions(workspace, fake):
-    openai = fake(Reply(200, {"id": "c", "object": "chat.completion", "model": "gpt-fake",
-                              "choices": [{"index": 0, "message": {"role": "assistant", "content": "p"},
-                                           "finish_reason": "length"}]}))
+    openai = fake(ByPath(v1__chat=Reply(200, {"id": "c", "object": "chat.completion", "model": "gpt-fake",
+                                              "choices": [{"index": 0, "finish_reason": "length",
+                                                           "message": {"role": "assistant", "content": "p"}}]})))
     config = workspace.config([{"name": "oai", "type": "openai", "base_url": openai.url + "/v1",
                                 "api_key_env": "KEY_OAI", "models": {"*": "gpt-fake"}}])
     workspace.keys(KEY_OAI="secret-oai")
     result = workspace.run("check", "--live", config=config)
     assert "ok: provider oai: reachable, key accepted, model gpt-fake answered in" in result.stdout
-    (sent,) = openai.requests
+    assert [r.path for r in openai.requests] == ["/v1/models", "/v1/chat/completions"]  # no list: a message
+    sent = openai.requests[-1]
     assert sent.path == "/v1/chat/completions"
     assert sent.headers["authorization"] == "Bearer secret-oai"
     assert sent.json()["messages"] == [{"role": "user", "content": "ping"}] and sent.json()["max_tokens"] == 1
+
+
+def test_env_and_status_with_a_sessions_own_strategy(workspace, fake):
+    config = workspace.config([("a", fake().url), ("b", fake().url)])
+    workspace.keys(KEY_A="secret-a", KEY_B="secret-b")
+    workspace.run("start", "--quiet", config=config)
+    url = url_of(workspace.record(config))
+
+    variables = json.loads(env_of(workspace, config, "json", "--strategy", "round_robin"))
+    assert variables["variables"]["ANTHROPIC_BASE_URL"] == f"{url}/strategy/round_robin"
+    assert (variables["mode"], variables["strategy"]) == ("strategy", "round_robin")
+    assert "(strategy round_robin over a, b)" in variables["summary"]
+
+    shown = workspace.run("status", config=config, env={
+        "ANTHROPIC_BASE_URL": f"{url}/strategy/round_robin", "ANTHROPIC_AUTH_TOKEN": workspace.token(config)})
+    assert "this session: through the proxy with strategy round_robin" in shown.stdout
+    assert "next request: by strategy round_robin among the ready providers" in shown.stdout
+    assert "strategy: fallback (the default for sessions" in shown.stdout
+
+    both = workspace.run("env", "--strategy", "random", "--provider", "a", config=config)
+    assert_one_line_error(both)
+    unknown = workspace.run("env", "--strategy", "cheapest", config=config)
+    assert unknown.returncode == 2 and "invalid choice: 'cheapest'" in unknown.stderr
+
+
+class ByPath:
+    """Answer by request path: a behaviour per path prefix, else a 404."""
+
+    def __init__(self, **routes):
+        self.routes = {"/" + path.replace("__", "/"): reply for path, reply in routes.items()}
+
+    def __call__(self, handler):
+        path = handler.path.split("?")[0]
+        reply = next((r for prefix, r in self.routes.items() if path.startswith(prefix)), None)
+        (reply or Reply(404, error_json(404, "not_found_error", "no such route")))(handler)
+
+
+def model_list(*ids):
+    return Reply(200, {"data": [{"type": "model", "id": i} for i in ids], "has_more": False})
+
+
+def test_check_live_compares_the_model_map_with_each_providers_model_list(workspace, fake):
+    listing = fake(ByPath(v1__models=model_list("kimi-k2", "kimi-fast")))
+    typo = fake(ByPath(v1__models=model_list("kimi-k2", "kimi-fast")))
+    refused = fake(Reply(401, error_json(401, "authentication_error", "invalid key")))
+    unlisted = fake(ByPath(v1__messages=Reply(200)))  # no model list: the message check instead
+    openai = fake(ByPath(v1__models=Reply(200, {"object": "list", "data": [{"id": "gpt-4.1", "object": "model"}]})))
+    config = workspace.config([
+        {"name": "listing", "base_url": listing.url, "api_key_env": "K1",
+         "models": {"claude-*haiku*": "kimi-fast", "*": ["kimi-k2", "kimi-fast"]}},
+        {"name": "typo", "base_url": typo.url, "api_key_env": "K2", "models": {"*": "kimi-k2-typo"}},
+        {"name": "refused", "base_url": refused.url, "api_key_env": "K3"},
+        {"name": "unlisted", "base_url": unlisted.url, "api_key_env": "K4"},
+        {"name": "oai", "type": "openai", "base_url": openai.url + "/v1", "api_key_env": "K5",
+         "models": {"*": "gpt-4.1"}}])
+    workspace.keys(K1="secret-k1", K2="secret-k2", K3="secret-k3", K4="secret-k4", K5="secret-k5")
+
+    result = workspace.run("validate", config=config)
+
+    assert result.returncode == 1
+    out = result.stdout
+    assert re.search(r"ok: provider listing: reachable, key accepted, 2 models listed in \d+ ms; "
+                     r"the 2 mapped models are among them", out), out
+    assert ("problem: provider typo: reachable, key accepted" in out
+            and "but it does not list kimi-k2-typo among its 2 models: a typo in \"models\"?" in out)
+    assert "problem: provider refused: key rejected (401 authentication_error: invalid key)" in out
+    assert "ok: provider unlisted: reachable, key accepted, model claude-haiku-4-5 answered in" in out
+    assert "ok: provider oai: reachable, key accepted, 1 models listed" in out
+    assert openai.requests[0].path == "/v1/models" and listing.requests[0].path == "/v1/models?limit=1000"
+    assert listing.requests[0].headers["x-api-key"] == "secret-k1"
+    assert "secret-" not in out
+
+
+def test_check_live_dump_prints_a_providers_model_list(workspace, fake):
+    listing = fake(ByPath(v1__models=model_list("kimi-k2")))
+    config = workspace.config([{"name": "moon", "base_url": listing.url, "api_key_env": "K1"}])
+    workspace.keys(K1="secret-k1")
+
+    result = workspace.run("check", "--live", "--dump", "moon", config=config)
+
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["data"][0]["id"] == "kimi-k2"
+    missing = workspace.run("check", "--dump", "nope", config=config)
+    assert_one_line_error(missing)

@@ -513,7 +513,7 @@ def test_cooldown_start_and_end_are_logged(providers, proxy):
     running.policy.plan()
 
     log = running.log_text()
-    assert "p1: cooldown for 1m00s (429 rate_limit_error: fake 429)" in log
+    assert "p1: cooldown for 1m 00s (429 rate_limit_error: fake 429)" in log
     assert "p1: cooldown over" in log
 
 
@@ -524,3 +524,41 @@ def test_a_provider_that_dies_mid_stream_goes_into_cooldown(providers, proxy):
     running.post(body={"model": "m", "stream": True, "messages": []})
 
     assert eventually(lambda: running.policy.snapshot()[0]["state"] == "cooling")
+
+
+def test_a_stale_connection_is_retried_once_only_then_it_fails_over(providers, proxy):
+    # Request 2: the pooled connection is dropped, and so is the fresh one: one retry, then failover.
+    first, second = providers(Reply(200)), providers(Reply(200))
+    first.queue(Reply(200), Hangup(), Hangup(), Hangup())
+    running = proxy(first, second)
+    running.post()
+
+    code, _, _ = running.post()
+
+    assert code == 200
+    assert len(first.requests) == 3  # 1, then the stale one and exactly one fresh retry
+    assert len(second.requests) == 1
+
+
+def test_a_complete_answer_leaves_its_pooled_connection_alone(providers):
+    """Once an answer is read to its end its connection is back in the pool: neither
+    closing the answer nor a late client hang-up may touch it."""
+    from claude_proxy.cancel import Cancel
+    from claude_proxy.config import Provider
+    from claude_proxy.upstream import Upstreams, upstream_headers
+
+    fake = providers(Reply(200))
+    provider = Provider(name="p", base_url=fake.url, api_key_env="K", api_key="k")
+    upstreams = Upstreams([provider])
+    try:
+        for _ in range(3):
+            cancel = Cancel()
+            response = upstreams.send(provider, "POST", "/v1/messages",
+                                      upstream_headers(provider, [], 2), b"{}", cancel)
+            response.read_all(1 << 20)
+            assert response.complete
+            response.close()  # after completion: a no-op
+            cancel.fire()     # a hang-up noticed late: the socket is no longer this request's
+        assert fake.connections == 1  # every request reused the one pooled connection
+    finally:
+        upstreams.close()

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not FISH, reason="fish is not installed")
 # fish's own account of each variable: its scopes, exported or not, and every element.
 SNAPSHOT = ("for v in ANTHROPIC_BASE_URL ANTHROPIC_AUTH_TOKEN ANTHROPIC_API_KEY; "
             "set -q $v; and set --show $v; or echo \"$v: unset\"; end")
-LEFTOVERS = "set --names | string match -e __claude_proxy_ | string match -v -r '_dir|_variables|_python'"
+LEFTOVERS = "set --names | string match -e __claude_proxy_ | string match -v -r '_dir|_variables|_python|_strategies'"
 
 
 def fish_argv(script, config=False):
@@ -191,7 +191,8 @@ def test_usage_mistakes_are_explained(setup):
     assert result.stderr.splitlines() == [
         "usage: claude-switch PROVIDER   (one of: p1 p2)",
         "usage: claude-reset [--keep-running]",
-        "usage: claude-fb   (this session goes through claude-proxy, with failover)"]
+        "usage: claude-fb [--strategy NAME]   (this session goes through claude-proxy, with failover; "
+        "NAME: fallback, round_robin, weighted, random, fastest)"]
 
     broken = run_fish("claude-switch", {**workspace.environ,
                                         "CLAUDE_PROXY_CONFIG": str(workspace.tmp_path / "missing.json")})
@@ -331,3 +332,19 @@ def test_the_readme_fish_commands_work_as_written(setup, tmp_path):
     new_session = subprocess.run([FISH, "-c", "functions -q claude-fb claude-switch claude-status claude-reset"],
                                  env=environ, timeout=30)
     assert new_session.returncode == 0  # config.fish loads them in every new fish
+
+
+def test_claude_fb_takes_a_strategy(setup):
+    workspace, config, _, _ = setup
+    result = run_fish('claude-fb --strategy round_robin; and echo "URL=$ANTHROPIC_BASE_URL"; '
+                      'claude-fb --strategy=fastest; and echo "URL=$ANTHROPIC_BASE_URL"', workspace.environ)
+    url = url_of(workspace.record(config))
+    assert result.stdout.splitlines() == [f"URL={url}/strategy/round_robin", f"URL={url}/strategy/fastest"]
+    assert "(strategy round_robin over p1, p2)" in result.stderr
+
+
+def test_the_strategy_list_is_proxy_pys():
+    from claude_proxy.routing import STRATEGIES
+    line = next(l for l in SCRIPT.read_text(encoding="utf-8").splitlines()
+                if l.startswith("set -g __claude_proxy_strategies "))
+    assert tuple(line.split()[3:]) == STRATEGIES

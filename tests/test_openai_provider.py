@@ -9,7 +9,7 @@ import os
 import anthropic
 import pytest
 
-from fakes import MESSAGE, Reply, Stream, message_events
+from fakes import MESSAGE, Reply, Stream, eventually, message_events
 from test_claude_code import CLAUDE, run_claude
 
 
@@ -85,8 +85,21 @@ def openai_proxy(proxy):
     return start
 
 
+_clients = []
+
+
 def sdk(running, prefix=""):
-    return anthropic.Anthropic(base_url=running.url + prefix, api_key=running.token, max_retries=0, timeout=20)
+    """An SDK client for ``running`` (closed after the test, with its connections)."""
+    client = anthropic.Anthropic(base_url=running.url + prefix, api_key=running.token, max_retries=0, timeout=20)
+    _clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _clients:
+        _clients.pop().close()
 
 
 # --- one OpenAI provider --------------------------------------------------------------------
@@ -117,7 +130,7 @@ def test_the_sdk_gets_a_translated_answer_and_the_provider_a_translated_request(
     assert body["messages"] == [{"role": "system", "content": "Be brief."},
                                 {"role": "user", "content": "Weather in Paris?"}]
     assert body["tools"][0]["function"]["name"] == "get_weather"
-    assert running.policy.snapshot()[0]["tokens"]["output"] == 20
+    assert eventually(lambda: running.policy.snapshot()[0]["tokens"]["output"] == 20)
 
 
 def test_the_sdk_assembles_a_streamed_answer_with_two_parallel_tool_calls(providers, openai_proxy):
@@ -136,7 +149,7 @@ def test_the_sdk_assembles_a_streamed_answer_with_two_parallel_tool_calls(provid
     assert (final.usage.input_tokens, final.usage.output_tokens) == (30, 12)
     sent = fake.requests[0].json()
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
-    assert running.policy.snapshot()[0]["tokens"]["output"] == 12
+    assert eventually(lambda: running.policy.snapshot()[0]["tokens"]["output"] == 12)
 
 
 def test_count_tokens_and_models_are_answered_by_the_proxy(providers, openai_proxy):
@@ -167,7 +180,7 @@ def test_a_cut_openai_stream_ends_with_an_error_event(providers, openai_proxy):
     events = [line for line in body.decode().splitlines() if line.startswith("event: ")]
     assert events[0] == "event: message_start" and events[-1] == "event: error"
     assert "event: message_stop" not in events and b"[DONE]" not in body
-    assert running.policy.snapshot()[0]["failures"] == 1
+    assert eventually(lambda: running.policy.snapshot()[0]["failures"] == 1)  # booked after the last byte
 
 
 # --- in the failover chain ----------------------------------------------------------------

@@ -213,7 +213,7 @@ def test_switch_and_reset_take_their_parameters(module):
     def parameters(function):
         return own_parameters(defined[function])
 
-    assert list(parameters("Enable-ClaudeProxy")) == []
+    assert list(parameters("Enable-ClaudeProxy")) == ["Strategy"]
     assert list(parameters("Switch-ClaudeProvider")) == ["Provider"]
     assert list(parameters("Get-ClaudeProxyStatus")) == ["Json"]
     assert list(parameters("Reset-ClaudeProxy")) == ["KeepRunning"]

@@ -364,10 +364,12 @@ def test_oversized_chunked_body_is_a_413(providers, proxy):
     conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=10)
     chunks = (BIG[i:i + 4096] for i in range(0, len(BIG), 4096))
 
-    conn.request("POST", "/v1/messages", body=chunks, headers=running.auth(), encode_chunked=True)
-    response = conn.getresponse()
-
-    _assert_413(response.status, response.read())
+    try:
+        conn.request("POST", "/v1/messages", body=chunks, headers=running.auth(), encode_chunked=True)
+        response = conn.getresponse()
+        _assert_413(response.status, response.read())
+    finally:
+        conn.close()
     assert provider.connections == 0
 
 
@@ -377,10 +379,12 @@ def test_chunked_body_within_the_limit_is_forwarded(providers, proxy):
     conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=10)
     body = b'{"model":"m","messages":[]}'
 
-    conn.request("POST", "/v1/messages", body=iter([body[:10], body[10:]]), headers=running.auth(),
-                 encode_chunked=True)
-
-    assert conn.getresponse().status == 200
+    try:
+        conn.request("POST", "/v1/messages", body=iter([body[:10], body[10:]]), headers=running.auth(),
+                     encode_chunked=True)
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
     assert provider.requests[0].body == body
     assert provider.requests[0].headers["content-length"] == str(len(body))
 

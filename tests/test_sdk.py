@@ -20,9 +20,22 @@ def no_ambient_credentials(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def sdk(running, prefix=""):
-    return anthropic.Anthropic(base_url=running.url + prefix, api_key=running.token,
-                               max_retries=0, timeout=20.0)
+_clients = []
+
+
+def sdk(running, prefix="", api_key=None):
+    """An SDK client for ``running`` (closed after the test, with its connections)."""
+    client = anthropic.Anthropic(base_url=running.url + prefix, api_key=api_key or running.token,
+                                 max_retries=0, timeout=20.0)
+    _clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _clients:
+        _clients.pop().close()
 
 
 def overloaded():
@@ -195,7 +208,7 @@ def test_every_provider_rate_limited_while_streaming_is_a_429_too(providers, pro
 def test_a_wrong_token_is_an_authentication_error(providers, proxy):
     provider = providers()
     running = proxy(provider)
-    client = anthropic.Anthropic(base_url=running.url, api_key="not-the-token", max_retries=0, timeout=20.0)
+    client = sdk(running, api_key="not-the-token")
 
     with pytest.raises(anthropic.AuthenticationError) as caught:
         client.messages.create(model=MODEL, max_tokens=64, messages=HELLO)

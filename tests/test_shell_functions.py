@@ -177,6 +177,10 @@ claude-status; echo "rc=$?"
     assert [r.headers["x-api-key"] for r in p2.requests] == ["secret-p2"]
     assert f"this session: pinned to p2 ({url}/provider/p2)" in parts["status"]
     assert "p1  ready" in parts["status"] and parts["status"].endswith("rc=0")
+    # today's figures per provider, from the usage record: one answer each
+    assert "today, per provider" in parts["status"]
+    assert re.search(r"^ +p1 +1 request, tokens in \d", parts["status"], re.M), parts["status"]
+    assert re.search(r"^ +p2 +1 request, tokens in \d", parts["status"], re.M), parts["status"]
     assert "back as they were" in parts["reset"] and "stopped" in parts["reset"]
     assert parts["after"] == parts["before"]
     assert "original key" in parts["after"] and "not exported" in parts["after"]
@@ -450,3 +454,24 @@ claude-reset >/dev/null
     assert any(r.path.startswith("/v1/messages") and r.headers.get("x-api-key") == "secret-p1"
                for r in p1.requests)
     assert workspace.record(config) is None
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_claude_fb_takes_a_strategy(setup, shell):
+    workspace, config, _, _ = setup
+    result = run_in(shell, 'claude-fb --strategy round_robin && echo "URL=$ANTHROPIC_BASE_URL"\n'
+                           'claude-fb --strategy=fastest && echo "URL=$ANTHROPIC_BASE_URL"\n'
+                           'claude-fb --strategy cheapest; echo "rc=$?"', workspace.environ)
+    url = url_of(workspace.record(config))
+    assert result.stdout.splitlines() == [f"URL={url}/strategy/round_robin", f"URL={url}/strategy/fastest",
+                                          "rc=2"]
+    assert "(strategy round_robin over p1, p2)" in result.stderr
+    assert ("usage: claude-fb [--strategy NAME]   (this session goes through claude-proxy, with failover; "
+            "NAME: fallback, round_robin, weighted, random, fastest)") in result.stderr
+
+
+def test_the_strategy_list_is_proxy_pys():
+    from claude_proxy.routing import STRATEGIES
+    line = next(l for l in SCRIPT.read_text(encoding="utf-8").splitlines()
+                if l.startswith("_claude_proxy_strategies="))
+    assert tuple(line.split("=", 1)[1].strip('"').split()) == STRATEGIES

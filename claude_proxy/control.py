@@ -1,0 +1,70 @@
+"""Runtime control of the running proxy: ``proxy.py disable|enable|cool|uncool``.
+
+Each command asks the daemon (``POST /control``, with the client token) and
+takes effect at once for new requests; requests in flight finish as they
+started.  Nothing is written to ``config.json``, and a restart forgets it
+all: a provider to leave out for good belongs in the config
+(``"enabled": false``).
+"""
+
+import re
+import sys
+
+from .daemon import DaemonClient, known_provider, load_target, probe, proxy_command
+from .errors import EXIT_OK, UsageError
+from .wording import format_duration
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?\Z")
+
+
+def parse_duration(text):
+    """Seconds in ``text``: ``90s``, ``10m``, ``1h``, ``1h30m``, or a bare number of minutes."""
+    text = text.strip().lower()
+    try:
+        minutes = float(text)
+    except ValueError:
+        match = _DURATION.match(text)
+        if not text or not match or not any(match.groups()):
+            raise UsageError(f"{text!r} is not a duration; write it like 90s, 10m, 1h or 1h30m") from None
+        hours, mins, secs = (float(part or 0) for part in match.groups())
+        seconds = hours * 3600 + mins * 60 + secs
+    else:
+        seconds = minutes * 60
+    if seconds <= 0:
+        raise UsageError(f"{text!r} is not a duration of more than 0 seconds")
+    return seconds
+
+
+def cmd_control(args, out=None):
+    out = out or sys.stdout
+    target = load_target(args)
+    name = getattr(args, "name", None)
+    if name is not None:
+        name = known_provider(target.config, name).name
+    seconds = parse_duration(args.duration) if getattr(args, "duration", None) else None
+    current = probe(target.paths, target.config)
+    if not current.running:
+        raise UsageError(f"claude-proxy is not running, so there is nothing to {args.command}; "
+                         f"start it with `{proxy_command(target, 'start')}`")
+    client = DaemonClient.for_record(current.record, target.paths, config=target.config)
+    status, answer = client.control(args.command, name, seconds)
+    if status != 200 or answer is None:
+        message = ((answer or {}).get("error") or {}).get("message") or f"the proxy answered {status}"
+        raise UsageError(f"{args.command} failed: {message}")
+    print(describe(args.command, answer, seconds), file=out)
+    return EXIT_OK
+
+
+def describe(action, answer, seconds):
+    """What a control command did, in one line."""
+    names = ", ".join(answer.get("providers") or [])
+    how_long = f" for {format_duration(seconds)}" if seconds else ""
+    if action == "disable":
+        return (f"{names}: disabled{how_long or ' until `proxy.py enable`'}; requests go to the "
+                "other providers (a restart forgets this)")
+    if action == "enable":
+        return f"{names}: enabled again"
+    if action == "cool":
+        return f"{names}: cooling{how_long or ' for cooldown_minutes'}; tried only when no other is ready"
+    changed = answer.get("changed") or []
+    return f"cooldowns cleared: {', '.join(changed)}" if changed else "no provider was cooling"

@@ -43,6 +43,7 @@ log = logging.getLogger("claude_proxy")
 
 QUEUE_SIZE = 10_000          # entries waiting for the writer; more are dropped (and counted)
 BATCH_MAX = 500              # entries written in one transaction at most
+BATCH_LINGER = 0.1           # seconds the writer waits after a first entry for more to join it
 BUSY_TIMEOUT = 2.0           # seconds SQLite waits for another program's lock before saying "locked"
 LOCKED_RETRY = 5.0           # seconds before a batch that met a lock is tried again
 PRUNE_EVERY = 3600.0         # seconds between retention passes
@@ -302,6 +303,8 @@ class UsageRecord:
                         break
                     self._prune_if_due()
                     continue
+                if not closing:  # let a few more arrive: one transaction for many requests
+                    self._closing.wait(BATCH_LINGER)
                 while len(batch) < BATCH_MAX:
                     try:
                         batch.append(self._queue.get_nowait())

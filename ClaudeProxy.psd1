@@ -7,7 +7,7 @@
     Description          = 'Session commands for claude-proxy, a local failover proxy for Anthropic-compatible APIs: claude-fb, claude-switch, claude-status, claude-reset.'
     PowerShellVersion    = '5.1'
     CompatiblePSEditions = @('Desktop', 'Core')
-    FunctionsToExport    = @('Enable-ClaudeProxy', 'Switch-ClaudeProvider', 'Get-ClaudeProxyStatus', 'Reset-ClaudeProxy')
+    FunctionsToExport    = @('Enable-ClaudeProxy', 'Switch-ClaudeProvider', 'Get-ClaudeProxyStatus', 'Reset-ClaudeProxy', 'Disable-ClaudeProxyProvider', 'Enable-ClaudeProxyProvider', 'Suspend-ClaudeProxyProvider', 'Resume-ClaudeProxyProvider')
     AliasesToExport      = @('claude-fb', 'claude-switch', 'claude-status', 'claude-reset')
     CmdletsToExport      = @()
     VariablesToExport    = @()

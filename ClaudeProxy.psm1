@@ -441,16 +441,151 @@ Set-Alias -Name claude-switch -Value Switch-ClaudeProvider
 Set-Alias -Name claude-status -Value Get-ClaudeProxyStatus
 Set-Alias -Name claude-reset -Value Reset-ClaudeProxy
 
+function Write-ClaudeProxyControlResult {
+    # Show what a runtime-control command (disable, enable, cool, uncool) did, or its one-line error.
+    param($Result)
+    if ($null -ne $Result.Problem) {
+        Write-Error -Message $Result.Problem -ErrorId $script:ErrorId -Category NotSpecified
+    }
+    elseif ($Result.ExitCode -ne 0) {
+        Write-Error -Message (Get-ClaudeProxyReason $Result) -ErrorId $script:ErrorId -Category NotSpecified
+    }
+    else {
+        $Result.Output
+    }
+}
+
+function Get-ClaudeProxyControlOption {
+    # proxy.py's options for a provider name and an optional --for.
+    param([string]$Name, [string]$For)
+    $options = @()
+    if ($For) {
+        $options += @('--for', $For)
+    }
+    if ($Name) {
+        $options += @('--', $Name)
+    }
+    , $options
+}
+
+function Disable-ClaudeProxyProvider {
+    <#
+    .SYNOPSIS
+    Takes a provider out of use in the running claude-proxy, at once.
+
+    .DESCRIPTION
+    Requests go to the other providers until Enable-ClaudeProxyProvider, or
+    for the time -For gives.  Requests in flight finish as they started.
+    Nothing is written to config.json, and a restart forgets it.
+
+    .PARAMETER Name
+    The provider's name as in config.json.  Tab completes the configured names.
+
+    .PARAMETER For
+    How long: 90s, 10m, 1h, 1h30m (a bare number is minutes).  Without it,
+    until Enable-ClaudeProxyProvider.
+
+    .EXAMPLE
+    Disable-ClaudeProxyProvider -Name minimax -For 30m
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory, Position = 0)]
+        [string]$Name,
+        [string]$For
+    )
+    Write-ClaudeProxyControlResult (Invoke-ClaudeProxyCli 'disable' (Get-ClaudeProxyControlOption -Name $Name -For $For))
+}
+
+function Enable-ClaudeProxyProvider {
+    <#
+    .SYNOPSIS
+    Puts a provider that Disable-ClaudeProxyProvider took out back in use.
+
+    .DESCRIPTION
+    Takes effect at once for new requests of every session.
+
+    .PARAMETER Name
+    The provider's name as in config.json.  Tab completes the configured names.
+
+    .EXAMPLE
+    Enable-ClaudeProxyProvider -Name minimax
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory, Position = 0)]
+        [string]$Name
+    )
+    Write-ClaudeProxyControlResult (Invoke-ClaudeProxyCli 'enable' (Get-ClaudeProxyControlOption -Name $Name))
+}
+
+function Suspend-ClaudeProxyProvider {
+    <#
+    .SYNOPSIS
+    Puts a provider in cooldown, as if it had failed.
+
+    .DESCRIPTION
+    A cooling provider is tried only when no other is ready.  The cooldown
+    lasts -For, else the config's cooldown_minutes; Resume-ClaudeProxyProvider
+    ends it early.  A restart forgets it.
+
+    .PARAMETER Name
+    The provider's name as in config.json.  Tab completes the configured names.
+
+    .PARAMETER For
+    How long: 90s, 10m, 1h, 1h30m (a bare number is minutes).
+
+    .EXAMPLE
+    Suspend-ClaudeProxyProvider -Name minimax -For 10m
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory, Position = 0)]
+        [string]$Name,
+        [string]$For
+    )
+    Write-ClaudeProxyControlResult (Invoke-ClaudeProxyCli 'cool' (Get-ClaudeProxyControlOption -Name $Name -For $For))
+}
+
+function Resume-ClaudeProxyProvider {
+    <#
+    .SYNOPSIS
+    Clears the cooldowns of one provider, or of all.
+
+    .DESCRIPTION
+    Its own cooldown, and those of its models and keys: it is tried again at
+    once, in its turn.
+
+    .PARAMETER Name
+    The provider's name; without it, every provider.  Tab completes the
+    configured names.
+
+    .EXAMPLE
+    Resume-ClaudeProxyProvider
+
+    .EXAMPLE
+    Resume-ClaudeProxyProvider -Name minimax
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Position = 0)]
+        [string]$Name
+    )
+    Write-ClaudeProxyControlResult (Invoke-ClaudeProxyCli 'uncool' (Get-ClaudeProxyControlOption -Name $Name))
+}
+
 # Tab completion of -Provider.  Registered here, at module scope, so the script
 # block runs in the module's scope and can call the private
 # Get-ClaudeProxyProviderName (an [ArgumentCompleter()] script block on the
 # parameter runs outside it, where that function does not exist).
-Register-ArgumentCompleter -CommandName 'Switch-ClaudeProvider', 'claude-switch' -ParameterName 'Provider' -ScriptBlock {
+$script:ProviderNameCompleter = {
     param($commandName, $parameterName, $wordToComplete, $commandAst, $fakeBoundParameters)
     Get-ClaudeProxyProviderName | Where-Object { $_ -like "$wordToComplete*" } | ForEach-Object {
         New-Object -TypeName System.Management.Automation.CompletionResult -ArgumentList $_, $_, 'ParameterValue', $_
     }
 }
+Register-ArgumentCompleter -CommandName 'Switch-ClaudeProvider', 'claude-switch' -ParameterName 'Provider' -ScriptBlock $script:ProviderNameCompleter
+Register-ArgumentCompleter -CommandName 'Disable-ClaudeProxyProvider', 'Enable-ClaudeProxyProvider', 'Suspend-ClaudeProxyProvider', 'Resume-ClaudeProxyProvider' -ParameterName 'Name' -ScriptBlock $script:ProviderNameCompleter
 
 # Removing the module gives the session its variables back; the proxy keeps
 # running, without this session among its users.
@@ -462,4 +597,4 @@ $ExecutionContext.SessionState.Module.OnRemove = {
     }
 }
 
-Export-ModuleMember -Function Enable-ClaudeProxy, Switch-ClaudeProvider, Get-ClaudeProxyStatus, Reset-ClaudeProxy -Alias claude-fb, claude-switch, claude-status, claude-reset
+Export-ModuleMember -Function Enable-ClaudeProxy, Switch-ClaudeProvider, Get-ClaudeProxyStatus, Reset-ClaudeProxy, Disable-ClaudeProxyProvider, Enable-ClaudeProxyProvider, Suspend-ClaudeProxyProvider, Resume-ClaudeProxyProvider -Alias claude-fb, claude-switch, claude-status, claude-reset

@@ -223,6 +223,15 @@ function claude-reset --description "Restore this session's ANTHROPIC_* variable
 end
 
 # Tab completion: provider names for claude-switch, the option of claude-reset.
+# Runtime control of the running proxy, and any other proxy.py command:
+#     claude-proxy disable minimax --for 30m    claude-proxy uncool
+function claude-proxy --description 'Run a proxy.py command (disable, enable, cool, uncool, usage, ...)'
+    __claude_proxy $argv
+end
+
+complete -c claude-proxy -f
+complete -c claude-proxy -n 'test (count (commandline -opc)) -eq 1' -a 'disable enable cool uncool status usage check validate providers'
+complete -c claude-proxy -n 'test (count (commandline -opc)) -eq 2; and contains -- (commandline -opc)[2] disable enable cool uncool' -a '(__claude_proxy providers 2>/dev/null)'
 complete -c claude-switch -f
 complete -c claude-switch -n 'test (count (commandline -opc)) -eq 1' -a '(__claude_proxy providers 2>/dev/null)'
 complete -c claude-fb -f

@@ -232,7 +232,15 @@ claude-reset() {
     _claude_proxy release --session $$ ${keep:+"$keep"}
 }
 
-# Tab completion of provider names for claude-switch.
+# Runtime control of the running proxy, and any other proxy.py command:
+#     claude-proxy disable minimax --for 30m    claude-proxy enable minimax
+#     claude-proxy cool minimax --for 10m       claude-proxy uncool
+claude-proxy() {
+    _claude_proxy "$@"
+}
+
+# Tab completion of provider names for claude-switch (and for claude-proxy's
+# disable, enable, cool and uncool).
 if [ -n "${ZSH_VERSION:-}" ]; then
     # zsh syntax, kept from bash's parser: one provider name per line of output.
     eval '_claude_proxy_complete_zsh() {
@@ -240,8 +248,16 @@ if [ -n "${ZSH_VERSION:-}" ]; then
         names=(${(f)"$(_claude_proxy providers 2>/dev/null)"})
         compadd -a names
     }'
+    eval '_claude_proxy_complete_control_zsh() {
+        if [ "$CURRENT" -eq 2 ]; then
+            compadd disable enable cool uncool status usage check validate providers
+        elif [ "$CURRENT" -eq 3 ] && [[ $words[2] == (disable|enable|cool|uncool) ]]; then
+            _claude_proxy_complete_zsh
+        fi
+    }'
     if command -v compdef >/dev/null 2>&1; then
         compdef _claude_proxy_complete_zsh claude-switch
+        compdef _claude_proxy_complete_control_zsh claude-proxy
     fi
 elif [ -n "${BASH_VERSION:-}" ]; then
     _claude_proxy_complete_bash() {
@@ -253,4 +269,22 @@ elif [ -n "${BASH_VERSION:-}" ]; then
         done < <(_claude_proxy providers 2>/dev/null)
     }
     complete -F _claude_proxy_complete_bash claude-switch
+    _claude_proxy_complete_control_bash() {
+        local word=${COMP_WORDS[COMP_CWORD]} name
+        COMPREPLY=()
+        if [ "$COMP_CWORD" -eq 1 ]; then
+            for name in disable enable cool uncool status usage check validate providers; do
+                case $name in "$word"*) COMPREPLY+=("$name") ;; esac
+            done
+        elif [ "$COMP_CWORD" -eq 2 ]; then
+            case ${COMP_WORDS[1]} in
+                disable|enable|cool|uncool)
+                    while IFS= read -r name; do
+                        case $name in "$word"*) COMPREPLY+=("$name") ;; esac
+                    done < <(_claude_proxy providers 2>/dev/null)
+                    ;;
+            esac
+        fi
+    }
+    complete -F _claude_proxy_complete_control_bash claude-proxy
 fi

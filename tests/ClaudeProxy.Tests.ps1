@@ -237,7 +237,7 @@ Describe 'ClaudeProxy' {
     Context 'Importing the module' {
         It 'exports the four commands and their short names, and nothing else' {
             $module = Get-Module -Name ClaudeProxy
-            @($module.ExportedFunctions.Keys | Sort-Object) | Should -Be @('Enable-ClaudeProxy', 'Get-ClaudeProxyStatus', 'Reset-ClaudeProxy', 'Switch-ClaudeProvider')
+            @($module.ExportedFunctions.Keys | Sort-Object) | Should -Be @('Disable-ClaudeProxyProvider', 'Enable-ClaudeProxy', 'Enable-ClaudeProxyProvider', 'Get-ClaudeProxyStatus', 'Reset-ClaudeProxy', 'Resume-ClaudeProxyProvider', 'Suspend-ClaudeProxyProvider', 'Switch-ClaudeProvider')
             @($module.ExportedAliases.Keys | Sort-Object) | Should -Be @('claude-fb', 'claude-reset', 'claude-status', 'claude-switch')
             $module.ExportedCmdlets.Count | Should -Be 0
             $module.ExportedVariables.Count | Should -Be 0
@@ -426,6 +426,43 @@ Describe 'ClaudeProxy' {
             param($Line, $Expected)
             $completion = TabExpansion2 -inputScript $Line -cursorColumn $Line.Length
             @($completion.CompletionMatches | ForEach-Object { $_.CompletionText }) | Should -Be $Expected
+        }
+    }
+
+    Context 'Runtime control (Disable-, Enable-, Suspend-, Resume-ClaudeProxyProvider)' {
+        BeforeAll {
+            $config = New-TestConfig -Folder 'control'
+        }
+        BeforeEach {
+            $env:CLAUDE_PROXY_CONFIG = $config
+        }
+
+        It 'takes a provider out of use at once, and puts it back' {
+            claude-fb 6>$null
+            Disable-ClaudeProxyProvider -Name alpha -For 10m | Should -Be 'alpha: disabled for 10m 00s; requests go to the other providers (a restart forgets this)'
+            (Send-TestRequest).Text | Should -Be 'hello from beta'
+            (@(claude-status) -join "`n") | Should -Match '1\. alpha\s+disabled by proxy\.py disable for \d+m \d+s more'
+            Enable-ClaudeProxyProvider alpha | Should -Be 'alpha: enabled again'
+            (Send-TestRequest).Text | Should -Be 'hello from alpha'
+        }
+
+        It 'puts a provider in cooldown and clears it' {
+            claude-fb 6>$null
+            Suspend-ClaudeProxyProvider -Name alpha -For 5m | Should -Be 'alpha: cooling for 5m 00s; tried only when no other is ready'
+            (Send-TestRequest).Text | Should -Be 'hello from beta'
+            Resume-ClaudeProxyProvider | Should -Be 'cooldowns cleared: alpha'
+            (Send-TestRequest).Text | Should -Be 'hello from alpha'
+        }
+
+        It 'an unknown name is one error, and -Name completes the configured names' {
+            claude-fb 6>$null
+            $problems = @()
+            Disable-ClaudeProxyProvider -Name gamma -ErrorVariable problems -ErrorAction SilentlyContinue
+            $problems.Count | Should -Be 1
+            "$($problems[0])" | Should -Match 'unknown provider "gamma"; configured providers: alpha, beta'
+            $line = 'Disable-ClaudeProxyProvider -Name '
+            (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText |
+                Should -Be @('alpha', 'beta')
         }
     }
 

@@ -348,3 +348,15 @@ def test_the_strategy_list_is_proxy_pys():
     line = next(l for l in SCRIPT.read_text(encoding="utf-8").splitlines()
                 if l.startswith("set -g __claude_proxy_strategies "))
     assert tuple(line.split()[3:]) == STRATEGIES
+
+
+def test_claude_proxy_runs_the_runtime_controls_and_completes_names(setup):
+    workspace, _, _, _ = setup
+    result = run_fish("claude-fb 2>/dev/null; claude-proxy cool p1 --for 5m; claude-proxy uncool p1; "
+                      "echo ==; complete --do-complete 'claude-proxy disable p'; echo ==; "
+                      "complete --do-complete 'claude-proxy unc'", workspace.environ)
+    cooled, completed, commands = result.stdout.split("==\n")
+    assert cooled.splitlines() == ["p1: cooling for 5m 00s; tried only when no other is ready",
+                                   "cooldowns cleared: p1"]
+    assert completed.split() == ["p1", "p2"]
+    assert commands.split() == ["uncool"]

@@ -34,6 +34,10 @@ COMMANDS = {  # alias -> function, as users type them
     "claude-status": "Get-ClaudeProxyStatus",
     "claude-reset": "Reset-ClaudeProxy",
 }
+#: Runtime control of the running proxy: exported functions without an alias.
+CONTROL = ["Disable-ClaudeProxyProvider", "Enable-ClaudeProxyProvider", "Suspend-ClaudeProxyProvider",
+           "Resume-ClaudeProxyProvider"]
+FUNCTIONS = sorted([*COMMANDS.values(), *CONTROL])
 # Get-Verb, PowerShell 7.4 (Import-Module warns about any other verb).
 APPROVED_VERBS = set("""
 Add Clear Close Copy Enter Exit Find Format Get Hide Join Lock Move New Open Optimize Pop Push
@@ -182,9 +186,9 @@ def test_the_four_aliases_name_approved_verb_functions(module):
 def test_exports_are_explicit_and_the_same_in_module_and_manifest(module, manifest):
     (export,) = commands(module, "Export-ModuleMember")
     named = named_lists(export)
-    assert sorted(named["-function"]) == sorted(COMMANDS.values())
+    assert sorted(named["-function"]) == FUNCTIONS
     assert sorted(named["-alias"]) == sorted(COMMANDS)
-    assert sorted(manifest_strings(manifest, "FunctionsToExport")) == sorted(COMMANDS.values())
+    assert sorted(manifest_strings(manifest, "FunctionsToExport")) == FUNCTIONS
     assert sorted(manifest_strings(manifest, "AliasesToExport")) == sorted(COMMANDS)
     assert manifest_strings(manifest, "CmdletsToExport") == []
     assert manifest_strings(manifest, "VariablesToExport") == []
@@ -194,7 +198,7 @@ def test_exports_are_explicit_and_the_same_in_module_and_manifest(module, manife
 
 def test_every_exported_command_has_comment_based_help(module):
     defined = functions(module)
-    for function in COMMANDS.values():
+    for function in FUNCTIONS:
         node = defined[function]
         helps = [text(c) for c in walk(node) if c.type == "comment" and text(c).startswith("<#")]
         assert helps, f"{function} has no comment-based help"
@@ -203,8 +207,8 @@ def test_every_exported_command_has_comment_based_help(module):
             assert keyword in help_text, f"{function}: no {keyword}"
         for parameter in own_parameters(node):
             assert re.search(rf"\.PARAMETER {parameter}\b", help_text), f"{function}: no help for -{parameter}"
-        alias = next(a for a, f in COMMANDS.items() if f == function)
-        assert f"alias: {alias}" in help_text
+        alias = next((a for a, f in COMMANDS.items() if f == function), None)
+        assert alias is None or f"alias: {alias}" in help_text
 
 
 def test_switch_and_reset_take_their_parameters(module):
@@ -229,20 +233,27 @@ def test_provider_completion_is_registered_at_module_scope(module):
     # where the private Get-ClaudeProxyProviderName does not exist.
     attributes = [text(a) for a in walk(module) if a.type == "attribute_name"]
     assert "ArgumentCompleter" not in attributes
-    (register,) = commands(module, "Register-ArgumentCompleter")
-    assert not any(n.type == "function_statement" for n in ancestors(register))
-    named = {}
-    current = None
-    for node in arguments(register):
-        if node.type == "command_parameter":
-            current = text(node).lower()
-            named[current] = []
-        elif current is not None:
-            named[current] += [unquote(t) for t in walk(node) if t.type == "string_literal"]
-            named[current] += [text(t) for t in walk(node) if t.type == "generic_token"]
-    assert sorted(named["-commandname"]) == ["Switch-ClaudeProvider", "claude-switch"]
-    assert named["-parametername"] == ["Provider"]
-    assert commands(register, "Get-ClaudeProxyProviderName")
+    registered = {}
+    for register in commands(module, "Register-ArgumentCompleter"):
+        assert not any(n.type == "function_statement" for n in ancestors(register))
+        named = {}
+        current = None
+        for node in arguments(register):
+            if node.type == "command_parameter":
+                current = text(node).lower()
+                named[current] = []
+            elif current is not None:
+                named[current] += [unquote(t) for t in walk(node) if t.type == "string_literal"]
+                named[current] += [text(t) for t in walk(node) if t.type in ("generic_token", "variable")]
+        (parameter,) = named["-parametername"]
+        registered[parameter] = (sorted(named["-commandname"]), named["-scriptblock"])
+    assert registered == {
+        "Provider": (["Switch-ClaudeProvider", "claude-switch"], ["$script:ProviderNameCompleter"]),
+        "Name": (sorted(CONTROL), ["$script:ProviderNameCompleter"]),
+    }
+    completer = next(n for n in walk(module) if n.type == "assignment_expression"
+                     and text(n).startswith("$script:ProviderNameCompleter"))
+    assert commands(completer, "Get-ClaudeProxyProviderName")
 
 
 def ancestors(node):
@@ -272,7 +283,7 @@ def test_every_subcommand_and_option_it_uses_exists(module):
     choices = subparsers()
     calls = proxy_calls(module)
     used = {sub for _, sub, _ in calls}
-    assert used == {"start", "env", "status", "release", "providers"}
+    assert used == {"start", "env", "status", "release", "providers", "disable", "enable", "cool", "uncool"}
     for function, sub, _ in calls:
         assert sub in choices, f"{function} calls `proxy.py {sub}`, which does not exist"
     by_function = {}

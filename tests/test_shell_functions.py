@@ -475,3 +475,24 @@ def test_the_strategy_list_is_proxy_pys():
     line = next(l for l in SCRIPT.read_text(encoding="utf-8").splitlines()
                 if l.startswith("_claude_proxy_strategies="))
     assert tuple(line.split("=", 1)[1].strip('"').split()) == STRATEGIES
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_claude_proxy_runs_the_runtime_controls(setup, shell):
+    workspace, config, _, _ = setup
+    result = run_in(shell, 'claude-fb 2>/dev/null\nclaude-proxy disable p1 --for 10m\n'
+                           'claude-proxy status | grep "p1  "\nclaude-proxy enable p1', workspace.environ)
+    assert result.stdout.splitlines()[0] == ("p1: disabled for 10m 00s; requests go to the other providers "
+                                             "(a restart forgets this)")
+    assert "disabled by proxy.py disable for 9m 5" in result.stdout or "for 10m 00s more" in result.stdout
+    assert result.stdout.splitlines()[-1] == "p1: enabled again"
+
+
+def test_bash_completes_claude_proxy_commands_and_provider_names(setup):
+    workspace, _, _, _ = setup
+    script = ('COMP_WORDS=(claude-proxy dis); COMP_CWORD=1; _claude_proxy_complete_control_bash; '
+              'echo "${COMPREPLY[*]}"; COMP_WORDS=(claude-proxy disable p); COMP_CWORD=2; '
+              '_claude_proxy_complete_control_bash; echo "${COMPREPLY[*]}"; '
+              'COMP_WORDS=(claude-proxy usage p); _claude_proxy_complete_control_bash; echo "[${COMPREPLY[*]}]"')
+    result = run_in("bash", script, workspace.environ)
+    assert result.stdout.splitlines() == ["disable", "p1 p2", "[]"]

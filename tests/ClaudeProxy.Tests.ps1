@@ -278,11 +278,11 @@ Describe 'ClaudeProxy' {
 
         It 'removing the module puts the session''s variables back' {
             $env:CLAUDE_PROXY_CONFIG = New-TestConfig -Folder 'remove'
-            $env:ANTHROPIC_API_KEY = 'sk-ant-test-before'
+            $env:ANTHROPIC_API_KEY = 'fake-user-key-before'
             claude-fb 6>$null
             $env:ANTHROPIC_API_KEY | Should -BeNullOrEmpty
             Remove-Module -Name ClaudeProxy
-            $env:ANTHROPIC_API_KEY | Should -Be 'sk-ant-test-before'
+            $env:ANTHROPIC_API_KEY | Should -Be 'fake-user-key-before'
             Test-Path -LiteralPath Env:ANTHROPIC_BASE_URL | Should -BeFalse
             (Get-TestDaemon -Config $env:CLAUDE_PROXY_CONFIG).running | Should -BeTrue
         }
@@ -310,7 +310,7 @@ Describe 'ClaudeProxy' {
         }
 
         It 'sets ANTHROPIC_BASE_URL and ANTHROPIC_AUTH_TOKEN, removes ANTHROPIC_API_KEY, prints one line with the order' {
-            $env:ANTHROPIC_API_KEY = 'sk-ant-test-user-key'
+            $env:ANTHROPIC_API_KEY = 'fake-user-key'
             $printed = @(claude-fb 6>&1 | ForEach-Object { "$_" })
             $daemon = Get-TestDaemon -Config $config
             $env:ANTHROPIC_BASE_URL | Should -Be $daemon.url
@@ -391,7 +391,7 @@ Describe 'ClaudeProxy' {
         }
 
         It 'an unknown name is an error listing the configured names; nothing starts, nothing changes' {
-            $env:ANTHROPIC_API_KEY = 'sk-ant-test-user-key'
+            $env:ANTHROPIC_API_KEY = 'fake-user-key'
             $before = Get-SessionVariables
             claude-switch -Provider gamma -ErrorVariable failure -ErrorAction SilentlyContinue 6>$null
             @($failure).Count | Should -Be 1
@@ -548,7 +548,7 @@ Describe 'ClaudeProxy' {
         It 'gives set variables their old values back, also after several switches' {
             $env:ANTHROPIC_BASE_URL = 'https://api.example.test'
             $env:ANTHROPIC_AUTH_TOKEN = 'sk-test-old-token'
-            $env:ANTHROPIC_API_KEY = 'sk-ant-test-old-key'
+            $env:ANTHROPIC_API_KEY = 'fake-old-user-key'
             $before = Get-SessionVariables
             claude-fb 6>$null
             claude-switch -Provider beta 6>$null

@@ -27,6 +27,10 @@ class Cancel:
     def is_set(self):
         return self._set
 
+    def is_over(self):
+        """The request is being ended: its client hung up, or the proxy is stopping."""
+        return self._ended.is_set()
+
     def wait(self, seconds):
         """Pause for ``seconds``, or less if the client hangs up or the proxy stops;
         True if the pause was cut short so."""

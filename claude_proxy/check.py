@@ -297,7 +297,7 @@ def _error_detail(body):
 
 
 def _scrub(text, provider):
-    """Provider messages sometimes quote the key they were sent; never show it."""
-    if provider.api_key and provider.api_key in text:
-        text = text.replace(provider.api_key, "***")
+    """Provider messages sometimes quote the key they were sent; never show any of its keys."""
+    for key in provider.api_keys:
+        text = text.replace(key, "***")
     return text

@@ -177,8 +177,7 @@ class FailoverPolicy:
         """Key ``index`` of ``provider`` was rate-limited (cool it) or ``refused`` (401/403:
         never use it again).  The provider cools as a whole only when no key is left."""
         reason = printable(provider.redact(reason))
-        seconds = self.config.cooldown_seconds if retry_after is None else \
-            min(retry_after, self.config.max_cooldown_seconds)
+        seconds = self._cooldown_seconds(retry_after)
         now = self.clock()
         with self._lock:
             key = self._keys[provider.name][index]
@@ -306,12 +305,16 @@ class FailoverPolicy:
             until = self._state[provider.name].cooling_until
         return max(0.0, until - now) if until else 0.0
 
+    def _cooldown_seconds(self, retry_after):
+        """How long a failure cools: the provider's word within the user's bound, else
+        ``cooldown_minutes``."""
+        if retry_after is None:
+            return self.config.cooldown_seconds
+        return min(retry_after, self.config.max_cooldown_seconds)
+
     def record_failure(self, provider, reason, retry_after=None, model=None):
         """``provider`` failed; start or extend its cooldown (``model``'s only, when given)."""
-        if retry_after is None:
-            seconds = self.config.cooldown_seconds
-        else:  # the provider's word, within the user's bound
-            seconds = min(retry_after, self.config.max_cooldown_seconds)
+        seconds = self._cooldown_seconds(retry_after)
         reason = printable(provider.redact(reason))  # for the log and status: may be the provider's text
         now = self.clock()
         with self._lock:

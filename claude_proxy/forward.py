@@ -203,7 +203,7 @@ class Forwarder:
                 failures.append(outcome)
                 if isinstance(outcome, UpstreamError):
                     break  # the provider could not be reached: its other models cannot either
-        if self.config.wait_seconds and not (ex.cancel.is_set() or ex.cancel.aborted):
+        if self.config.wait_seconds and not ex.cancel.is_over():
             return self._wait_for_one(plan, failures, ex, client)
         return self._all_failed(failures, ex, client)
 
@@ -276,10 +276,7 @@ class Forwarder:
             else:
                 first = b""
         except UpstreamError as exc:
-            ex.note(provider, exc.kind)
-            if not (ex.cancel.is_set() or ex.cancel.aborted):  # a hang-up or a shutdown is not its fault
-                self.policy.record_failure(provider, f"{exc.kind}: {exc.detail}")
-            return exc
+            return self.book_unreachable(provider, ex, exc)
         if not 200 <= response.status < 300 and self.body_says_fail_over(first):
             ex.note(provider, f"{response.status}-body")
             self.book_failure(provider, ex, response.status, describe_error(response.status, first),
@@ -303,7 +300,7 @@ class Forwarder:
         for position, index in enumerate(keys):
             ex.key_index, ex.keys_left = index, len(keys) - position - 1
             outcome = self._attempt_with_retries(provider, ex)
-            if index is None or not ex.keys_left or ex.cancel.is_set() or ex.cancel.aborted:
+            if index is None or not ex.keys_left or ex.cancel.is_over():
                 return outcome
             if isinstance(outcome, FailedAnswer) and (outcome.provider_status or outcome.status) == 429:
                 failures.append(outcome)  # booked for the key; the next key is tried at once
@@ -322,7 +319,7 @@ class Forwarder:
         reached the client yet; a client that hangs up ends the wait at once."""
         outcome = self._attempt_once(provider, ex)
         for retry in range(1, provider.retries + 1):
-            if not _retryable(outcome) or ex.cancel.is_set() or ex.cancel.aborted:
+            if not _retryable(outcome) or ex.cancel.is_over():
                 break
             pause = min(RETRY_BACKOFF_CAP, provider.retry_backoff_ms / 1000 * 2 ** (retry - 1))
             pause *= random.uniform(0.5, 1.0)  # jitter: retries of many requests do not line up
@@ -345,6 +342,14 @@ class Forwarder:
     def body_says_fail_over(self, body):
         """Does an error answer's body hold one of the ``failover_on_body`` texts?"""
         return any(trigger.encode() in body for trigger in self.config.failover_on_body)
+
+    def book_unreachable(self, provider, ex, exc):
+        """``provider`` could not be reached or did not answer in time: its failure,
+        unless the client hung up or the proxy is stopping.  Returns ``exc``."""
+        ex.note(provider, exc.kind)
+        if not ex.cancel.is_over():
+            self.policy.record_failure(provider, f"{exc.kind}: {exc.detail}")
+        return exc
 
     def book_failure(self, provider, ex, status, reason, retry_after):
         """Book a failover answer: a 429 for one of several keys cools that key only,

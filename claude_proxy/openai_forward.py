@@ -118,10 +118,7 @@ def attempt(forwarder, provider, ex):
         else:
             answer = response.read_all(ANSWER_LIMIT)
     except UpstreamError as exc:
-        ex.note(provider, exc.kind)
-        if not (ex.cancel.is_set() or ex.cancel.aborted):  # a hang-up or a shutdown is not its fault
-            forwarder.policy.record_failure(provider, f"{exc.kind}: {exc.detail}")
-        return exc
+        return forwarder.book_unreachable(provider, ex, exc)
 
     if stream:
         error = first_chunk_error(first)

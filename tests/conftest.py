@@ -15,6 +15,7 @@ from claude_proxy.logfile import setup_logging  # noqa: E402
 from claude_proxy.http_server import ProxyServer  # noqa: E402
 from claude_proxy.state import StatePaths, load_or_create_token  # noqa: E402
 from fakes import FakeProvider, request  # noqa: E402
+from sdk_clients import close_all as close_sdk_clients  # noqa: E402
 
 
 class RunningProxy:
@@ -102,3 +103,10 @@ def proxy(tmp_path):
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients():
+    """SDK clients made by ``sdk_clients.sdk`` are closed after each test."""
+    yield
+    close_sdk_clients()

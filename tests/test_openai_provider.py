@@ -6,10 +6,10 @@ on 127.0.0.1 and streams in fragments, as real ones do."""
 import json
 import os
 
-import anthropic
 import pytest
 
 from fakes import MESSAGE, Reply, Stream, eventually, message_events
+from sdk_clients import sdk
 from test_claude_code import CLAUDE, run_claude
 
 
@@ -83,23 +83,6 @@ def openai_proxy(proxy):
         fakes = [fake if not names[i].startswith("oai") else fake.url + "/v1" for i, fake in enumerate(fakes)]
         return proxy(*fakes, names=names, provider_settings=provider_settings, **settings)
     return start
-
-
-_clients = []
-
-
-def sdk(running, prefix=""):
-    """An SDK client for ``running`` (closed after the test, with its connections)."""
-    client = anthropic.Anthropic(base_url=running.url + prefix, api_key=running.token, max_retries=0, timeout=20)
-    _clients.append(client)
-    return client
-
-
-@pytest.fixture(autouse=True)
-def _close_clients():
-    yield
-    while _clients:
-        _clients.pop().close()
 
 
 # --- one OpenAI provider --------------------------------------------------------------------

@@ -8,6 +8,7 @@ servers on 127.0.0.1; the proxy runs in-process (see conftest.py).
 import anthropic
 import pytest
 from fakes import MESSAGE, OVERLOADED_EVENT, Reply, Stream, error_json, message_events
+from sdk_clients import sdk
 
 MODEL = "claude-proxy-test-model"  # a name no SDK release will list as deprecated
 HELLO = [{"role": "user", "content": "say hi"}]
@@ -18,24 +19,6 @@ def no_ambient_credentials(monkeypatch):
     """The SDK reads these when set; the tests pass everything explicitly."""
     for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
-
-
-_clients = []
-
-
-def sdk(running, prefix="", api_key=None):
-    """An SDK client for ``running`` (closed after the test, with its connections)."""
-    client = anthropic.Anthropic(base_url=running.url + prefix, api_key=api_key or running.token,
-                                 max_retries=0, timeout=20.0)
-    _clients.append(client)
-    return client
-
-
-@pytest.fixture(autouse=True)
-def _close_clients():
-    yield
-    while _clients:
-        _clients.pop().close()
 
 
 def overloaded():

@@ -612,3 +612,14 @@ def test_check_live_dump_prints_a_providers_model_list(workspace, fake):
     assert json.loads(result.stdout)["data"][0]["id"] == "kimi-k2"
     missing = workspace.run("check", "--dump", "nope", config=config)
     assert_one_line_error(missing)
+
+
+def test_check_live_never_shows_any_key_of_a_pool(workspace, fake):
+    echo = fake(Reply(401, error_json(401, "authentication_error",
+                                      "keys pool-key-first and pool-key-second are invalid")))
+    config = workspace.config([{"name": "mm", "base_url": echo.url, "api_key_env": "MM_KEYS"}])
+    workspace.keys(MM_KEYS="pool-key-first,pool-key-second")
+    result = workspace.run("check", "--live", config=config)
+    assert "problem: provider mm: key rejected (401 authentication_error: keys *** and *** are invalid)" \
+        in result.stdout
+    assert "pool-key" not in result.stdout

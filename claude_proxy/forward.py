@@ -46,7 +46,7 @@ from .relay import (
     ClientGone, Usage, is_event_stream, read_first_event, relay_body, relay_stream,
 )
 from .sse import first_event_error
-from .upstream import rewrite_model, upstream_headers
+from .upstream import model_first, rewrite_model, upstream_headers
 
 log = logging.getLogger("claude_proxy")
 
@@ -104,6 +104,11 @@ class Exchange:
     attempt_started: float = None  # when the current provider was asked
     key_index: int = None   # which of the provider's keys, when it has several
     keys_left: int = 0      # how many more of its keys this request may try
+    # For the live views (feed.py): the provider asked now, and the answer so far.
+    feed_id: int = 0
+    trying: object = None
+    writer: object = None   # a relay.ClientWriter, once the answer is on its way
+    live_usage: Usage = None
     _parsed: object = dataclasses.field(default=_UNPARSED, repr=False)
     # How it ended (see ended()), for the usage record and the request log.
     outcome: str = None
@@ -141,6 +146,17 @@ class Exchange:
         or ``"no provider"``; ``status`` is what the client got.  Read by :mod:`usage`."""
         self.outcome, self.provider, self.status = outcome, provider, status
         self.usage, self.failure, self.stream = usage, failure, stream
+
+    def summary(self):
+        """How it ended, as a tuple of :data:`feed.SUMMARY_FIELDS` (for the live views)."""
+        now = time.monotonic()
+        usage = self.usage
+        return (self.feed_id, self.method, self.api_path, self.mode, self.model or model_first(self.body),
+                self.provider.name if self.provider is not None else None, tuple(self.tried),
+                self.outcome, self.status, self.failure, self.stream,
+                time.time() - (now - self.started), round(now - self.started, 3),
+                None if self.first_byte is None else round(self.first_byte - self.started, 3),
+                usage.input_tokens if usage else None, usage.output_tokens if usage else None)
 
     def __str__(self):  # outcomes may carry a provider's words (an error event's type)
         return printable(f"{self.method} {self.path} {self.mode} {' '.join(self.tried)}".rstrip())
@@ -330,6 +346,7 @@ class Forwarder:
 
     def _attempt_once(self, provider, ex):
         ex.attempt_started = time.monotonic()
+        ex.trying = provider
         if provider.type == "openai":
             return openai_forward.attempt(self, provider, ex)
         outcome = self._attempt(provider, ex)
@@ -398,7 +415,7 @@ class Forwarder:
     def _answer(self, provider, response, first, ex, client):
         """Past the commit point: relay ``provider``'s answer to the client and book it."""
         ex.note(provider, response.status)
-        usage = Usage()
+        usage = ex.live_usage = Usage()
         failure = None
         stream = is_event_stream(response)
         json_body = (response.header("content-type") or "").startswith("application/json")
@@ -418,7 +435,7 @@ class Forwarder:
                 if framing is CHUNKED and client.http10:
                     framing = None  # no chunked encoding there: the close ends the body
                     client.close_connection = True
-                writer = client.body_writer(chunked=framing is CHUNKED)
+                writer = ex.writer = client.body_writer(chunked=framing is CHUNKED)
                 client.send_head(response.status, response.reason, response.headers, framing)
                 ex.first_byte = time.monotonic()
                 if ex.method == "HEAD":
@@ -460,11 +477,11 @@ class Forwarder:
 
     def _answer_translated(self, provider, started, ex, client):
         """Past the commit point: translate an OpenAI-type provider's stream as it arrives."""
-        usage = Usage()
+        usage = ex.live_usage = Usage()
         chunked = not client.http10
         if not chunked:
             client.close_connection = True  # no chunked encoding in HTTP/1.0: the close ends the body
-        writer = client.body_writer(chunked=chunked)
+        writer = ex.writer = client.body_writer(chunked=chunked)
         try:
             client.send_head(200, "OK", list(openai_forward.STREAM_HEADERS), CHUNKED if chunked else None)
             ex.first_byte = time.monotonic()

@@ -4,6 +4,9 @@ Routes:
 
 - ``GET /health``                  liveness, no token
 - ``GET /status``                  JSON state of the daemon and providers (token)
+- ``GET /events``                  the live feed for ``top`` and the dashboard: server-sent
+                                   events, a status snapshot each second and requests as
+                                   they start and end (token)
 - ``POST /shutdown``               stop after in-flight requests, bounded (token)
 - ``HEAD /``, ``HEAD /provider/X`` a client's connectivity check, answered here
 - ``/provider/NAME/...``           pinned mode: that provider only
@@ -36,6 +39,7 @@ from .cancel import DisconnectWatcher
 from .config import http_url
 from .errors import UsageError, error_type
 from .failover import FailoverPolicy
+from .feed import Feed
 from .forward import CHUNKED, ClientSide, Exchange, Forwarder, no_provider_message
 from .framing import target_problem
 from .head import read_head
@@ -55,6 +59,8 @@ CLIENT_IDLE_TIMEOUT = 300.0     # seconds an idle keep-alive client may hold a t
 LISTEN_BACKLOG = 1024
 SHUTDOWN_GRACE = 10.0
 ABORT_WAIT = 2.0  # seconds requests get to write their ending after the grace period
+EVENTS_EVERY = 1.0  # seconds between the status snapshots of the live feed
+EVENTS_SEND_BUFFER = 32 * 1024  # bytes the kernel holds for a live view that is not reading
 PINNED_PREFIX = "/provider/"
 STRATEGY_PREFIX = "/strategy/"
 RETRYABLE_REFUSALS = (408, 429)  # a timeout or a rate limit may pass; other 4xx of ours will not
@@ -89,6 +95,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self.upstreams = Upstreams(config.providers)
         self.forwarder = Forwarder(config, self.policy, self.upstreams)
         self.watcher = DisconnectWatcher()
+        self.feed = Feed()
         self.started = time.time()
         self._active = 0
         self._active_cond = threading.Condition()
@@ -299,6 +306,10 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.request_log.close()
 
 
+def _event(name, payload):
+    return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
 def _busy_answer(max_connections):
     """The whole 503 answer to a connection over ``max_connections``."""
     body = json.dumps({"type": "error", "error": {"type": error_type(503), "message": (
@@ -479,6 +490,10 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             if self._authorized(required=True):
                 self._send_json(200, self._status())
             return None
+        if path == "/events" and self.command == "GET":
+            if self._authorized(required=True):
+                self._events()
+            return None
         if path == "/shutdown" and self.command == "POST":
             if self._authorized(required=True):
                 self._shutdown(query)
@@ -557,6 +572,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             ex.model = requested_model(body)
         request_log = self.server.request_log
         self._capture = request_log.capture() if request_log is not None else None
+        self.server.feed.started(ex)
         try:
             plan = self.server.policy.plan(pinned, ex.model, strategy)
             if not plan:
@@ -571,6 +587,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             finally:
                 self.server.watcher.unwatch(self.connection)
         finally:
+            self.server.feed.finished(ex)
             self.server.record(ex, self._capture)
             self._capture = None
 
@@ -635,7 +652,44 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             "providers": server.policy.snapshot(),
             "usage_record": server.usage.stats(),
             "request_log": server.request_log.stats() if server.request_log is not None else None,
+            "in_flight": server.feed.in_flight_rows(),
+            "recent": server.feed.recent_rows(),
         }
+
+    def _events(self):
+        """``GET /events``: the live feed (:mod:`feed`) as server-sent events until the
+        client leaves or the proxy stops.  First a ``status`` event (what ``/status``
+        says), then ``start`` and ``end`` events as requests come and go, and a new
+        ``status`` each ``EVENTS_EVERY`` seconds (with ``dropped``: events this view
+        missed by reading too slowly).  It is not a request in flight: a stop does not wait for it."""
+        if self._read_body() is None:
+            return
+        self.close_connection = True
+        # A view that stops reading should fall behind (and see its drops counted)
+        # within seconds, not after the kernel has buffered megabytes for it.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, EVENTS_SEND_BUFFER)
+        self.send_head(200, "OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-store")],
+                       None if self.http10 else CHUNKED)
+        writer = ClientWriter(self.wfile, chunked=not self.http10)
+        feed = self.server.feed
+        watcher = feed.watch()
+        try:
+            next_status = 0.0
+            while not self.server.stopping:
+                now = time.monotonic()
+                if now >= next_status:
+                    snapshot = self._status()
+                    snapshot["dropped"] = watcher.dropped
+                    writer.write(_event("status", snapshot))
+                    next_status = now + EVENTS_EVERY
+                event = watcher.next(max(0.0, next_status - time.monotonic()))
+                if event is not None:
+                    writer.write(_event(*event))
+            writer.end()
+        except ClientGone:  # the view was closed
+            pass
+        finally:
+            feed.unwatch(watcher)
 
     def _control(self, query):
         """``POST /control?action=disable|enable|cool|uncool&provider=NAME&seconds=N``:

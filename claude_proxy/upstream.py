@@ -102,6 +102,17 @@ def rewrite_model(body, provider, target=None):
     return (text[:start] + json.dumps(mapped, ensure_ascii=False) + text[end:]).encode("utf-8")
 
 
+_MODEL_FIRST = re.compile(rb'\s*\{\s*"model"\s*:\s*"([^"\\]{0,200})"')
+MODEL_FIRST_SCAN = 512  # bytes of the body looked at by model_first
+
+
+def model_first(body):
+    """The model of a JSON request body that names it first, without escapes (Claude
+    Code's, and the common case), found in the first bytes only; else None."""
+    match = _MODEL_FIRST.match(body, 0, MODEL_FIRST_SCAN) if body else None
+    return match.group(1).decode("utf-8", "replace") if match else None
+
+
 def requested_model(body):
     """The top-level ``"model"`` of a JSON request body, or None."""
     span = _top_level_string(body, "model") if body else None

@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import os
 import queue
-import re
 import sqlite3
 import stat
 import threading
@@ -138,10 +137,8 @@ class Entry:
         usage = ex.usage
         model, body = ex.model, b""
         if model is None and ex.body:
-            match = _MODEL_FIRST.match(ex.body, 0, MODEL_FIRST_SCAN)
-            if match:  # the common case, and Claude Code's: the model first, without escapes
-                model = match.group(1).decode("utf-8", "replace")
-            else:  # the writer reads it
+            model = upstream.model_first(ex.body)  # the common case, and Claude Code's
+            if model is None:  # the writer reads it
                 body = ex.body
         outcome = ex.outcome
         if outcome is None:  # ended without saying how: an internal error, or a hang-up
@@ -174,16 +171,9 @@ def attempts_of(tried):
             for (provider, model, outcome), later in zip(parsed, [*parsed[1:], None])]
 
 
-_MODEL_FIRST = re.compile(rb'\s*\{\s*"model"\s*:\s*"([^"\\]{0,200})"')
-MODEL_FIRST_SCAN = 512  # bytes of the body the request thread looks at for the model
-
-
 def requested_model(body):
     """The top-level ``"model"`` of a JSON request body, or None."""
-    match = _MODEL_FIRST.match(body, 0, MODEL_FIRST_SCAN) if body else None
-    if match:  # the common case, and Claude Code's: the model first, without escapes
-        return match.group(1).decode("utf-8", "replace")
-    return upstream.requested_model(body)
+    return upstream.model_first(body) or upstream.requested_model(body)
 
 
 def row_of(entry, config):

@@ -4,8 +4,10 @@ Standard library only (Python 3.10+). One module per concern:
 
 The proxy process
 - ``config``      finds and validates ``config.json`` and reads ``.env``
+- ``reload``      hot reload: watching both files, what a new config changes, what needs a restart
 - ``run``         the process: banner, pid file, signals, the serve loop
-- ``http_server`` the HTTP server clients talk to: routes, token, status, shutdown
+- ``http_server`` the HTTP server clients talk to: routes, token, status, reload, shutdown
+- ``feed``        the live feed for ``top`` and the dashboard: requests in flight and just ended
 - ``framing``     is a request head unambiguous? (RFC 9112 rules, before anything is forwarded)
 - ``access``      which requests are addressed to the proxy: their Host and Origin
 - ``body``        reading a request: the body (length or chunked) within the size limit, all of it within the time limit
@@ -35,7 +37,7 @@ The commands that manage it (``proxy.py start`` and friends)
 - ``status``      the status report
 - ``session``     ``env`` and ``providers``: pointing shell sessions at the proxy
 - ``check``       validating the config, and ``--live`` provider checks
-- ``control``     ``disable``, ``enable``, ``cool``, ``uncool`` of the running proxy
+- ``control``     ``disable``, ``enable``, ``cool``, ``uncool`` and ``reload`` of the running proxy
 - ``usage_report`` ``proxy.py usage``: requests, failovers, tokens and cost per day, provider, model
 - ``wording``     durations, counts and provider states worded once
 - ``process``     every platform-specific decision (detaching, pid identity)

@@ -7,15 +7,18 @@ import shlex
 import sys
 import threading
 import time
+from pathlib import Path
 
 from . import __version__
 from .config import env_file_exposed, load_config, read_env_file, resolve_config_path
 from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, UpstreamError, UsageError
+from .reload import POLL_SECONDS, file_signature, local_time
 from .state import StatePaths, state_dir_problem
 from .wording import plural
 
 LIVE_TIMEOUT = 30.0      # for one `check --live` request to a provider
 LIVE_MODEL = "claude-haiku-4-5"  # what `check --live` asks for; the provider's model map applies
+STALE_AFTER = 3 * POLL_SECONDS   # a daemon that has not read a file changed this long ago missed it
 
 
 def cmd_check(args):
@@ -75,6 +78,7 @@ def check(path, explicit, live=False, environ=None, out=None, live_timeout=LIVE_
     except ConfigError as exc:
         for problem in exc.problems:
             report("problem", problem)
+        _compare_with_daemon(path, None, report)
         return _check_summary(problems, warnings_, out)
 
     if config.exists:
@@ -123,10 +127,36 @@ def check(path, explicit, live=False, environ=None, out=None, live_timeout=LIVE_
                                                    else "(created on first start; `proxy.py env` "
                                                         "hands it to clients)"))
 
+    _compare_with_daemon(path, config, report)
     if live:
         for p, (kind, message) in zip(config.providers, live_check(config, live_timeout)):
             report(kind, f"provider {p.name}: {message}")
     return _check_summary(problems, warnings_, out)
+
+
+def _compare_with_daemon(path, config, report):
+    """Warn when the daemon running on this config file is not using it as it is now:
+    its last reload failed, or it has not read the file since it changed.  ``config``
+    is None when the file has problems."""
+    from .daemon import probe, state_dir_of_broken_config
+
+    state_dir = config.state_dir if config is not None else state_dir_of_broken_config(path)
+    current = probe(StatePaths(state_dir), config)
+    status = current.status
+    if not current.running or status.get("config") != str(path):
+        return
+    error = status.get("config_error")
+    if error:
+        fixed = "; the file is sound now: run `proxy.py reload`" if config is not None else ""
+        report("warning", f"the running proxy (pid {status['pid']}) is not using this file: its "
+                          f"reload at {local_time(error['since'])} failed ({error['message']}), so it "
+                          f"goes on with the config it had{fixed}")
+        return
+    loaded = status.get("config_loaded_at")
+    changed = max((file_signature(p) or (0,))[0] for p in (Path(path), Path(path).parent / ".env")) / 1e9
+    if isinstance(loaded, (int, float)) and changed > loaded + STALE_AFTER:
+        report("warning", f"the running proxy (pid {status['pid']}) has not read this file since it "
+                          "changed; run `proxy.py reload`")
 
 
 def _check_summary(problems, warnings_, out):

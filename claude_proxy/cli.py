@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, check, control, daemon, lifecycle, session, status, usage_report
-from .config import RequestLogSettings, is_loopback
+from .config import RequestLogSettings, is_loopback, load_config
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, ProxyError, UsageError
 from .routing import STRATEGIES
 
@@ -88,6 +88,9 @@ def build_parser():
             command.add_argument("--for", dest="duration", metavar="DURATION",
                                  help="how long: 90s, 10m, 1h, 1h30m (a bare number is minutes)")
         command.set_defaults(func=control.cmd_control)
+    reload_ = commands.add_parser("reload", parents=[common],
+                                  help="have the running proxy read config.json and .env again")
+    reload_.set_defaults(func=control.cmd_reload)
     for name, help_text in (("check", "validate the config and .env"),
                             ("validate", "the same as check --live")):
         check_ = commands.add_parser(name, parents=[common], help=help_text)
@@ -116,23 +119,30 @@ def cmd_serve(args):
     from .run import run
 
     target = daemon.load_target(args)
-    config = target.config
-    if args.host:
-        config.host = args.host
-        if not config.require_token and not is_loopback(config.host):
-            raise ConfigError(f"refusing to listen on {config.host} without a token: "
-                              f'set "require_token": true in {config.path}, or drop --host')
-    if args.port is not None:
-        config.port = args.port
-    if args.request_log:
-        settings = config.request_log or RequestLogSettings(path=None)
-        config.request_log = dataclasses.replace(settings, path=Path(args.request_log).expanduser().resolve())
+
+    def with_options(config):
+        """``config`` with the command line's --host, --port and --request-log (a reload too)."""
+        if args.host:
+            config.host = args.host
+            if not config.require_token and not is_loopback(config.host):
+                raise ConfigError(f"refusing to listen on {config.host} without a token: "
+                                  f'set "require_token": true in {config.path}, or drop --host')
+        if args.port is not None:
+            config.port = args.port
+        if args.request_log:
+            settings = config.request_log or RequestLogSettings(path=None)
+            config.request_log = dataclasses.replace(settings,
+                                                     path=Path(args.request_log).expanduser().resolve())
+        return config
+
+    config = with_options(target.config)
     current = daemon.probe(target.paths, config)
     if current.running:  # the proxy of this state directory: say so, not "port in use"
         raise UsageError(f"already running on {current.url} "
                          f"(pid {current.record['pid']}); use it, or stop it first with "
                          f"`{daemon.proxy_command(target, 'stop')}`")
-    return run(config, quiet=getattr(args, "quiet", False))
+    return run(config, quiet=getattr(args, "quiet", False),
+               loader=lambda: with_options(load_config(target.config_path, must_exist=target.explicit)))
 
 
 def main(argv=None):

@@ -83,6 +83,7 @@ class Provider:
     api_key: str | None = dataclasses.field(default=None, repr=False)  # the first of api_keys
     api_keys: list = dataclasses.field(default_factory=list, repr=False)  # rotated per request
     key_env_names: tuple = ()  # the variables that hold the keys, in order
+    key_origins: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # key -> variable
     key_source: str | None = None  # "environment" or the .env path
     key_problem: str | None = None  # why a key that is set cannot be used
     enabled: bool = True
@@ -306,7 +307,10 @@ def _load_keys(provider, environ, dotenv, env_path):
                                     "(a curly quote or a line break pasted with it?)")
             return
         provider.key_source = provider.key_source or source
-        keys.extend(entry for entry in entries if entry not in keys)
+        for entry in entries:
+            if entry not in keys:
+                keys.append(entry)
+                provider.key_origins[entry] = name
     provider.api_keys = keys
     provider.api_key = keys[0] if keys else None
 

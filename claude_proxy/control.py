@@ -1,17 +1,19 @@
-"""Runtime control of the running proxy: ``proxy.py disable|enable|cool|uncool``.
+"""Runtime control of the running proxy: ``proxy.py disable|enable|cool|uncool``
+and ``proxy.py reload``.
 
 Each command asks the daemon (``POST /control``, with the client token) and
 takes effect at once for new requests; requests in flight finish as they
 started.  Nothing is written to ``config.json``, and a restart forgets it
 all: a provider to leave out for good belongs in the config
-(``"enabled": false``).
+(``"enabled": false``).  ``reload`` (``POST /reload``) has the daemon read
+``config.json`` and ``.env`` again, as it does by itself when they change.
 """
 
 import re
 import sys
 
 from .daemon import DaemonClient, known_provider, load_target, probe, proxy_command
-from .errors import EXIT_OK, UsageError
+from .errors import EXIT_FAILURE, EXIT_OK, UsageError
 from .wording import format_duration
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?\Z")
@@ -52,6 +54,29 @@ def cmd_control(args, out=None):
         message = ((answer or {}).get("error") or {}).get("message") or f"the proxy answered {status}"
         raise UsageError(f"{args.command} failed: {message}")
     print(describe(args.command, answer, seconds), file=out)
+    return EXIT_OK
+
+
+def cmd_reload(args, out=None):
+    out = out or sys.stdout
+    target = load_target(args, lenient=True, warn=False)  # a broken config: the daemon says what
+    current = probe(target.paths, target.config)
+    if not current.running:
+        raise UsageError(f"claude-proxy is not running, so there is nothing to reload; start it with "
+                         f"`{proxy_command(target, 'start')}` (it reads the config as it starts)")
+    client = DaemonClient.for_record(current.record, target.paths, config=target.config)
+    status, answer = client.reload()
+    if status != 200 or answer is None:
+        message = ((answer or {}).get("error") or {}).get("message") or f"the proxy answered {status}"
+        raise UsageError(f"reload failed: {message}")
+    if not answer["applied"]:
+        print(f"claude-proxy: the config has a problem, so the proxy goes on with the one it had: "
+              f"{answer['error']}", file=sys.stderr)
+        return EXIT_FAILURE
+    changes = answer["changes"]
+    print(f"reloaded: {'; '.join(changes)}" if changes else "reloaded: nothing changed", file=out)
+    for line in answer["restart_needed"]:
+        print(f"  {line}", file=out)
     return EXIT_OK
 
 

@@ -53,21 +53,25 @@ class Target:
     paths: StatePaths
 
 
-def load_target(args, lenient=False):
+def load_target(args, lenient=False, warn=True):
+    """The config ``args`` name, loaded.  ``lenient``: a config with problems is
+    no error (the daemon is found through its state directory), only a warning
+    unless not ``warn``."""
     path, explicit = resolve_config_path(getattr(args, "config", None))
     try:
         config = load_config(path, must_exist=explicit)
     except ConfigError:
         if not lenient:
             raise
-        state_dir = _state_dir_of_broken_config(path)
-        print(f"claude-proxy: warning: {path} has problems (see `proxy.py check`); "
-              f"looking for the proxy in {state_dir}", file=sys.stderr)
+        state_dir = state_dir_of_broken_config(path)
+        if warn:
+            print(f"claude-proxy: warning: {path} has problems (see `proxy.py check`); "
+                  f"looking for the proxy in {state_dir}", file=sys.stderr)
         return Target(path, explicit, None, StatePaths(state_dir))
     return Target(path, explicit, config, StatePaths(config.state_dir))
 
 
-def _state_dir_of_broken_config(path):
+def state_dir_of_broken_config(path):
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))
         value = raw.get("state_dir") if isinstance(raw, dict) else None
@@ -154,6 +158,10 @@ class DaemonClient:
         if seconds is not None:
             query["seconds"] = f"{seconds:g}"
         return self._call("POST", "/control?" + urlencode(query))
+
+    def reload(self):
+        """``(status, JSON answer)`` of ``POST /reload``; ``(None, None)`` if no answer."""
+        return self._call("POST", "/reload")
 
     def _json(self, method, path, auth=True):
         """The decoded JSON of a 200 answer, or None (no answer, refused, not JSON, not 200)."""

@@ -123,25 +123,42 @@ class FailoverPolicy:
         self._model_cooling = {}
         self.router = Router()
         self.speeds = Speeds()
-        self._keys = {p.name: [KeyState() for _ in p.api_keys] for p in config.providers
-                      if len(p.api_keys) > 1}
-        self._key_turn = {name: 0 for name in self._keys}
+        #: provider name -> {key: KeyState}, for providers with several keys; by the key
+        #: itself, so that a reload that adds or removes keys keeps the others' states.
+        self._keys = {}
+        self._key_turn = {}
+        self.waiting = 0  # requests waiting for a provider to recover (wait_when_all_fail)
 
-    def plan(self, pinned=None, model=None, strategy=None):
+    def count_waiting(self, change):
+        with self._lock:
+            self.waiting += change
+
+    def reconfigure(self, config):
+        """Use ``config`` (a reload) from the next plan on.  Everything known of a
+        provider (cooldowns, disabling, key states, counters, speeds) is kept under its
+        name; requests in flight go on booking on the provider objects they have."""
+        with self._lock:
+            for p in config.providers:
+                self._state.setdefault(p.name, ProviderState())
+            self.config = config
+
+    def plan(self, pinned=None, model=None, strategy=None, config=None):
         """The providers to try for a request for ``model``, in order.
 
         The ready ones in the order of ``strategy`` (default: the config's,
         see :mod:`routing`), then the cooling ones, the soonest to recover
         first.  A provider counts as cooling when it is, or when every model
         it would try for ``model`` is (then it is as soon ready as the first
-        of them).  A pinned request tries its provider only.
+        of them).  A pinned request tries its provider only.  ``config``: the
+        one the request started with (default: the policy's, the latest).
         """
         if pinned is not None:
             return [pinned] if pinned.usable else []
+        config = config or self.config
         now = self.clock()
         ready, cooling = [], []
         with self._lock:
-            for p in self.config.providers:
+            for p in config.providers:
                 if p.usable and not self._disabled(p, now):
                     self._expire(p, now)
                     until = self._cooling_until(p, model, now)
@@ -150,8 +167,7 @@ class FailoverPolicy:
                     else:
                         ready.append(p)
         cooling.sort(key=lambda item: item[0])
-        ordered = self.router.order(strategy or self.config.strategy, ready, self.speeds, model,
-                                    self.config.min_tps)
+        ordered = self.router.order(strategy or config.strategy, ready, self.speeds, model, config.min_tps)
         return ordered + [p for _, p in cooling]
 
     # --- several keys per provider ---------------------------------------------------
@@ -160,13 +176,14 @@ class FailoverPolicy:
         """The indexes of ``provider``'s keys to try for one request: the ready ones
         from the next in turn, then the cooling ones, the soonest to recover first;
         refused keys never.  ``[None]`` for a provider with one key."""
-        states = self._keys.get(provider.name)
-        if states is None:
+        if len(provider.api_keys) < 2:
             return [None]
         now = self.clock()
         with self._lock:
-            start = self._key_turn[provider.name] % len(states)
-            self._key_turn[provider.name] += 1
+            states = [self._key_state(provider, key) for key in provider.api_keys]
+            turn = self._key_turn.get(provider.name, 0)
+            start = turn % len(states)
+            self._key_turn[provider.name] = turn + 1
             turn = [(start + i) % len(states) for i in range(len(states))]
             ready = [i for i in turn if not states[i].refused and states[i].cooling_until <= now]
             cooling = sorted((i for i in turn if not states[i].refused and states[i].cooling_until > now),
@@ -180,7 +197,7 @@ class FailoverPolicy:
         seconds = self._cooldown_seconds(retry_after)
         now = self.clock()
         with self._lock:
-            key = self._keys[provider.name][index]
+            key = self._key_state(provider, provider.api_keys[index])
             key.requests += 1
             key.failures += 1
             key.last_error = reason
@@ -195,14 +212,25 @@ class FailoverPolicy:
 
     def record_key_success(self, provider, index):
         with self._lock:
-            key = self._keys[provider.name][index]
+            key = self._key_state(provider, provider.api_keys[index])
             key.requests += 1
             key.cooling_until = 0.0
+
+    def _key_state(self, provider, key):
+        """The state of ``provider``'s ``key`` (lock held)."""
+        states = self._keys.setdefault(provider.name, {})
+        state = states.get(key)
+        if state is None:
+            state = states[key] = KeyState()
+        return state
 
     def _key_rows(self, provider, now):
         """Each key of a provider with several, by its mask: for status (lock held)."""
         rows = []
-        for key, state in zip(provider.api_keys, self._keys.get(provider.name, ())):
+        if len(provider.api_keys) < 2:
+            return rows
+        for key in provider.api_keys:
+            state = self._key_state(provider, key)
             cooling = max(0.0, state.cooling_until - now)
             rows.append({"key": mask_key(key),
                          "state": "refused" if state.refused else "cooling" if cooling else "ready",
@@ -249,7 +277,7 @@ class FailoverPolicy:
             for key in [k for k in self._model_cooling if k[0] == provider.name]:
                 del self._model_cooling[key]
                 cleared = True
-            for key in self._keys.get(provider.name, ()):
+            for key in self._keys.get(provider.name, {}).values():
                 cleared = cleared or bool(key.cooling_until)
                 key.cooling_until = 0.0
         if cleared:

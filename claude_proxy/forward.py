@@ -29,7 +29,6 @@ import http
 import json
 import logging
 import random
-import threading
 import time
 
 from . import openai_forward
@@ -189,8 +188,13 @@ class Forwarder:
         self.upstreams = upstreams
         self.key_masks = key_masks(config.providers)
         self.signatures = SignatureBook()
-        self.waiting = 0  # requests waiting for a provider to recover (wait_when_all_fail)
-        self._waiting_lock = threading.Lock()
+
+    def reconfigured(self, config, upstreams):
+        """The forwarder for a reloaded ``config``; what it learned of providers'
+        thinking signatures goes along (this one finishes the requests it has)."""
+        forwarder = Forwarder(config, self.policy, upstreams)
+        forwarder.signatures = self.signatures
+        return forwarder
 
     def forward(self, ex, plan, client):
         """Try ``plan``'s providers in order until one answers, and relay that answer;
@@ -229,13 +233,13 @@ class Forwarder:
         since the request came (``wait_when_all_fail``).  Nothing reaches the
         client meanwhile; a client that hangs up ends the wait at once."""
         deadline = ex.started + self.config.wait_seconds
-        with self._waiting_lock:
-            self.waiting += 1
+        self.policy.count_waiting(+1)
         try:
             while time.monotonic() + self.config.wait_every <= deadline:
                 if ex.cancel.wait(self.config.wait_every):
                     break
-                provider = next(p for p in self.policy.plan(model=ex.model) + plan if p in plan)
+                provider = next(p for p in self.policy.plan(model=ex.model, config=self.config) + plan
+                                if p in plan)
                 ex.target, ex.model_key = self.policy.models_in_order(provider, ex.model)[0], None
                 outcome = self._attempt_with_keys(provider, ex, failures)
                 answered = self._deliver(provider, outcome, ex, client)
@@ -243,8 +247,7 @@ class Forwarder:
                     return answered
                 failures.append(outcome)
         finally:
-            with self._waiting_lock:
-                self.waiting -= 1
+            self.policy.count_waiting(-1)
         if ex.cancel.is_set():
             client.close_connection = True
             log.info("%s -> client cancelled while waiting for a provider", ex)
@@ -565,16 +568,16 @@ def no_provider_message(config, pinned):
         return f"Provider '{pinned.name}' is disabled in {config.path}"
     if pinned is not None and pinned.key_problem:
         return (f"Provider '{pinned.name}' has no usable API key: {pinned.key_problem}; "
-                "fix it and restart claude-proxy")
+                "fix it (the proxy reads .env again when it is saved)")
     if pinned is not None:
         return (f"Provider '{pinned.name}' has no API key: set {pinned.api_key_env} in "
-                f"{config.env_path} or the environment, and restart claude-proxy")
+                f"{config.env_path} (read again when saved) or the environment (restart claude-proxy)")
     if any(p.key_problem for p in config.providers if p.enabled):
         why = "; ".join(p.missing_key(config.env_path) for p in config.providers if p.enabled)
-        return f"No provider is usable: {why}. Fix that and restart claude-proxy"
+        return f"No provider is usable: {why}. Fix that (the proxy reads .env again when it is saved)"
     wanted = ", ".join(p.api_key_env for p in config.providers if p.enabled) or "a provider"
     return (f"No provider is usable: set {wanted} in {config.env_path} "
-            f"(or enable one in {config.path}) and restart claude-proxy")
+            f"(or enable one in {config.path}); the proxy reads both again when they are saved")
 
 
 def _reason(status):

@@ -7,6 +7,7 @@ Routes:
 - ``GET /events``                  the live feed for ``top`` and the dashboard: server-sent
                                    events, a status snapshot each second and requests as
                                    they start and end (token)
+- ``POST /reload``                 read config.json and .env again (token)
 - ``POST /shutdown``               stop after in-flight requests, bounded (token)
 - ``HEAD /``, ``HEAD /provider/X`` a client's connectivity check, answered here
 - ``/provider/NAME/...``           pinned mode: that provider only
@@ -36,8 +37,9 @@ from . import __version__
 from .access import LocalAddresses
 from .body import ClientReader, MalformedBody, ReceiveTimeout, TooLarge, drain, content_length, read_body
 from .cancel import DisconnectWatcher
-from .config import http_url
-from .errors import UsageError, error_type
+from . import reload
+from .config import http_url, load_config
+from .errors import ConfigError, UsageError, error_type
 from .failover import FailoverPolicy
 from .feed import Feed
 from .forward import CHUNKED, ClientSide, Exchange, Forwarder, no_provider_message
@@ -50,6 +52,7 @@ from .sending import SocketWriter
 from .state import StatePaths, read_token
 from .headers import HOP_BY_HOP
 from .routing import STRATEGIES
+from .reload import ConfigWatcher
 from .upstream import Upstreams, requested_model
 from .usage import Entry, NoRecord, UsageRecord
 
@@ -85,15 +88,24 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG
     allow_reuse_address = reuse_address_allowed(os.name)
 
-    def __init__(self, config, token, token_path=None):
+    def __init__(self, config, token, token_path=None, loader=None):
+        """``loader()`` reads the config again for a reload (default: from
+        ``config.path``, keys from the environment and ``.env``); it raises
+        :class:`ConfigError` for a config with problems."""
         self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        self.config = config
         self.token = token
         self.token_path = token_path
         self._token_mtime = None
         self.policy = FailoverPolicy(config)
-        self.upstreams = Upstreams(config.providers)
-        self.forwarder = Forwarder(config, self.policy, self.upstreams)
+        #: The forwarder holds the config and the provider connections; a reload swaps it
+        #: whole (one assignment), and each request keeps the one it started with.
+        self.forwarder = Forwarder(config, self.policy, Upstreams(config.providers))
+        self._loader = loader or (lambda: load_config(config.path, must_exist=config.exists))
+        self._reload_lock = threading.Lock()
+        self.config_error = None  # {"since": epoch, "message": ...} while the file has a problem
+        self.restart_needed = []  # settings changed in the file that a reload cannot apply
+        self.config_loaded = time.time()
+        self.config_watcher = None
         self.watcher = DisconnectWatcher()
         self.feed = Feed()
         self.started = time.time()
@@ -121,6 +133,66 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             except OSError as exc:  # the log is a convenience: requests are served without it
                 log.warning("request log: cannot write %s (%s); it is off", config.request_log.path,
                             exc.strerror or exc)
+        self.config_watcher = ConfigWatcher([config.path, config.env_path], lambda: self.reload("file changed"))
+
+    @property
+    def config(self):
+        return self.forwarder.config
+
+    @property
+    def upstreams(self):
+        return self.forwarder.upstreams
+
+    # --- hot reload -------------------------------------------------------------
+
+    def reload(self, trigger):
+        """Read the config again and, if it is sound, use it for every new request.
+
+        A config with problems changes nothing: the error is logged and kept in
+        :attr:`config_error` (for status) until a reload succeeds.  A sound one is
+        swapped in at once (:mod:`reload` says what a reload cannot change);
+        requests in flight finish with the config and connections they began with,
+        and the provider states carry over by name.  Returns what ``POST /reload``
+        answers: ``{"applied", "changes", "restart_needed", "error"}``.
+        """
+        with self._reload_lock:
+            running = self.config
+            try:
+                new = self._loader()
+            except ConfigError as exc:
+                message = str(exc)
+                if self.config_error is None or self.config_error["message"] != message:
+                    log.error("config reload (%s) failed; still using the config loaded at %s: %s",
+                              trigger, reload.local_time(self.config_loaded), message)
+                    self.config_error = {"since": time.time(), "message": message}
+                return {"applied": False, "changes": [], "restart_needed": self.restart_needed,
+                        "error": message}
+            pending = reload.restart_only(running, new)
+            new = reload.keep_restart_only(running, new)
+            changes = reload.describe_changes(running, new)
+            upstreams, retired = self.upstreams.reconfigured(new.providers)
+            forwarder = self.forwarder.reconfigured(new, upstreams)
+            self.policy.reconfigure(new)
+            self.addresses = LocalAddresses(new.host, self.port, new.allowed_hosts)
+            self._busy_answer = _busy_answer(new.max_connections)
+            self.usage.reconfigure(new)
+            if self.request_log is not None:
+                self.request_log.reconfigure(new)
+            self.forwarder = forwarder  # from here on, new requests use the new config
+            for pool in retired:
+                pool.close()
+            if self.config_error is not None:
+                log.warning("config reload (%s): the config has no problem any more", trigger)
+            self.config_error, self.restart_needed, self.config_loaded = None, pending, time.time()
+            for warning in new.warnings:
+                log.warning("%s", warning)
+            if changes:
+                log.warning("config reloaded (%s): %s", trigger, "; ".join(changes))
+            else:
+                log.info("config reloaded (%s): nothing changed", trigger)
+            for line in pending:
+                log.warning("%s", line)
+            return {"applied": True, "changes": changes, "restart_needed": pending, "error": None}
 
     def record(self, ex, capture=None):
         """Hand the ended exchange ``ex`` to the usage record and the request log (never raises)."""
@@ -299,6 +371,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
 
     def server_close(self):
         super().server_close()
+        if self.config_watcher is not None:
+            self.config_watcher.close()
         self.watcher.close()
         self.upstreams.close()
         self.usage.close()
@@ -502,11 +576,17 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             if self._authorized(required=True):
                 self._control(query)
             return None
+        if path == "/reload" and self.command == "POST":
+            if self._authorized(required=True) and self._read_body() is not None:
+                self._send_json(200, server.reload("proxy.py reload"))
+            return None
+        forwarder = server.forwarder  # this request's config and providers, whatever a reload does
+        config = forwarder.config
         pinned = name = strategy = None
         api_path = self.path
         if path.startswith(PINNED_PREFIX):
             name, slash, rest = path[len(PINNED_PREFIX):].partition("/")
-            pinned = server.config.provider(name)
+            pinned = config.provider(name)
             api_path = slash + rest + (f"?{query}" if query else "")
             path = slash + rest
         elif path.startswith(STRATEGY_PREFIX):  # this session's own strategy
@@ -515,13 +595,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             path = slash + rest
         if self.command == "HEAD" and path in ("", "/"):  # the same for every name: none is revealed
             return self._send_json(200, {"status": "ok"}, head=True)
-        if not self._authorized(self.server.config.require_token):
+        if not self._authorized(config.require_token):
             return None
         if not _SENDABLE_TARGET.match(api_path):
             return self._refuse(400, "The request path has characters that cannot be sent on; "
                                      "percent-encode them.")
         if name is not None and pinned is None:
-            names = ", ".join(server.config.provider_names) or "none"
+            names = ", ".join(config.provider_names) or "none"
             # A 400, not a 404: Claude Code shows a 404 as "an issue with the selected model",
             # a 400 with this message as it is.
             return self._refuse(400, f"Unknown provider '{name}' in ANTHROPIC_BASE_URL "
@@ -536,7 +616,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
                                 {"x-should-retry": "true"})
         server.request_started()
         try:
-            self._forward(api_path or "/", pinned, strategy and strategy.lower())
+            self._forward(forwarder, api_path or "/", pinned, strategy and strategy.lower())
         finally:
             server.request_finished()
         return None
@@ -558,13 +638,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
 
     # --- the proxy ------------------------------------------------------------
 
-    def _forward(self, api_path, pinned, strategy=None):
-        """Read the body, plan the providers, and hand the request to the forwarder."""
+    def _forward(self, forwarder, api_path, pinned, strategy=None):
+        """Read the body, plan the providers, and hand the request to ``forwarder``."""
         started = time.monotonic()
         body = self._read_body()
         if body is None:
             return None
-        config = self.server.config
+        config = forwarder.config
         mode = pinned.name if pinned else (strategy or config.strategy)
         ex = Exchange(self.command, self.path, api_path, mode, body, list(self.headers.items()), started)
         # The plan depends on the model only with model lists or speed routing.
@@ -574,16 +654,16 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         self._capture = request_log.capture() if request_log is not None else None
         self.server.feed.started(ex)
         try:
-            plan = self.server.policy.plan(pinned, ex.model, strategy)
+            plan = self.server.policy.plan(pinned, ex.model, strategy, config)
             if not plan:
                 ex.ended("no provider", status=503)
-                self.send_error_json(503, no_provider_message(self.server.config, pinned),
+                self.send_error_json(503, no_provider_message(config, pinned),
                                      {"x-should-retry": "false"})
                 log.warning("%s -> 503 (no usable provider)", ex)
                 return None
             ex.cancel = self.server.watcher.watch(self.connection)
             try:
-                return self.server.forwarder.forward(ex, plan, self)
+                return forwarder.forward(ex, plan, self)
             finally:
                 self.server.watcher.unwatch(self.connection)
         finally:
@@ -647,7 +727,10 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             "state_dir": str(config.state_dir),
             "require_token": config.require_token,
             "strategy": config.strategy,
-            "waiting_requests": server.forwarder.waiting,
+            "config_loaded_at": server.config_loaded,
+            "config_error": server.config_error,
+            "restart_needed": server.restart_needed,
+            "waiting_requests": server.policy.waiting,
             "connections": server.connections,
             "providers": server.policy.snapshot(),
             "usage_record": server.usage.stats(),

@@ -95,6 +95,12 @@ class RequestLog:
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
         self._thread.start()
 
+    def reconfigure(self, config):
+        """A reload: mask the keys of ``config`` too (and still those of before: lines of
+        requests that began before the reload may be written after it)."""
+        self._masks = key_masks(self.config.providers + config.providers)
+        self.config = config
+
     def capture(self):
         """A new :class:`Capture` for a request about to be forwarded."""
         return Capture(self.settings.max_body_bytes if self.settings.bodies else None)

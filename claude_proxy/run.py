@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from . import __version__
 from .errors import UsageError
@@ -58,8 +59,23 @@ def _stop_on_signals(server):
                 pass
 
 
-def run(config, quiet=False):
-    """Serve until a shutdown request or a signal; returns the exit code."""
+def _reload_on_sighup(server):
+    """SIGHUP (POSIX) reloads the config, as ``proxy.py reload`` does."""
+    if not hasattr(signal, "SIGHUP"):
+        return
+
+    def on_signal(signum, frame):  # a signal handler must not wait for a lock: a thread reloads
+        threading.Thread(target=server.reload, args=("SIGHUP",), name="reload", daemon=True).start()
+
+    try:
+        signal.signal(signal.SIGHUP, on_signal)
+    except ValueError:  # not the main thread (tests): signals are not ours to take
+        pass
+
+
+def run(config, quiet=False, loader=None):
+    """Serve until a shutdown request or a signal; returns the exit code.  ``loader()``
+    reads the config again for a reload (see :meth:`ProxyServer.reload`)."""
     paths = StatePaths(config.state_dir)
     problem = state_dir_problem(paths.dir, config.path)
     if problem:
@@ -69,8 +85,9 @@ def run(config, quiet=False):
         setup_logging(paths, quiet)
     except OSError as exc:
         raise UsageError(f"cannot use the state directory {paths.dir}: {exc.strerror or exc}") from None
-    server = ProxyServer(config, token, paths.token)
-    _stop_on_signals(server)  # before the pid file exists: whoever reads it may signal at once
+    server = ProxyServer(config, token, paths.token, loader)
+    _stop_on_signals(server)
+    _reload_on_sighup(server)  # before the pid file exists: whoever reads it may signal at once
     write_pid_file(paths.pid, host=config.host, port=server.port, config_path=config.path)
     for warning in config.warnings:
         log.warning("%s", warning)

@@ -9,6 +9,7 @@ from .daemon import load_target, on_address, ownership, probe, proxy_command
 from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
 from .errors import ProxyError
 from .state import read_token
+from .reload import local_time
 from .usage_report import today_by_provider
 from .wording import describe_provider_state, format_duration, key_set_since_start, plural, where_next
 
@@ -166,6 +167,13 @@ def format_status(current, target, session, silent=False, today=None):
                  f"up {format_duration(s.get('uptime_seconds') or 0)})")
     lines.append(f"  url:      {current.url}")
     lines.append(f"  config:   {s.get('config')}")
+    error = s.get("config_error")
+    if error:
+        lines.append(f"  config error since {local_time(error['since'])}: {error['message']}")
+        lines.append("    the proxy goes on with the config it had; fix the file (it is read again "
+                     "when saved)")
+    for line in s.get("restart_needed") or ():
+        lines.append(f"  {line}")
     lines.append(f"  log:      {target.paths.log}")
     lines.append(f"  this session: {describe_session(session)}")
     rows = s.get("providers") or []

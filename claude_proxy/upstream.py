@@ -313,6 +313,11 @@ class ProviderPool:
         self._ssl_context = ssl_context
         self._idle = collections.deque()  # (connection, time it was returned)
         self._lock = threading.Lock()
+        self._closed = False  # retired by a reload (or the server closed): keep nothing
+
+    def reaches(self, provider):
+        """Are this pool's connections good for ``provider`` (same address and timeouts)?"""
+        return _transport(self.provider) == _transport(provider)
 
     def acquire(self, fresh=False):
         """Return ``(connection, reused)``; a fresh one is already connected."""
@@ -336,7 +341,7 @@ class ProviderPool:
             # sit there (closed by the provider, a file descriptor each) until popped.
             while self._idle and now - self._idle[0][1] >= IDLE_TTL:
                 expired.append(self._idle.popleft()[0])
-            if len(self._idle) < MAX_IDLE_PER_PROVIDER:
+            if not self._closed and len(self._idle) < MAX_IDLE_PER_PROVIDER:
                 self._idle.append((conn, now))
                 conn = None
         for old in expired:
@@ -345,7 +350,9 @@ class ProviderPool:
             conn.close()
 
     def close(self):
+        """Close the idle connections now, and each one in use when it is given back."""
         with self._lock:
+            self._closed = True
             idle, self._idle = list(self._idle), collections.deque()
         for conn, _ in idle:
             conn.close()
@@ -363,6 +370,10 @@ class ProviderPool:
             raise wrap_error(p, exc) from None
         conn.sock.settimeout(p.read_timeout)
         return conn
+
+
+def _transport(provider):
+    return (provider.scheme, provider.host, provider.port, provider.connect_timeout, provider.read_timeout)
 
 
 def _looks_alive(conn):
@@ -384,13 +395,26 @@ def _looks_alive(conn):
 class Upstreams:
     """One pool per provider and one shared TLS context."""
 
-    def __init__(self, providers, ssl_context=None):
+    def __init__(self, providers, ssl_context=None, pools=None):
         self.ssl_context = ssl_context or ssl.create_default_context()
-        self._pools = {p.name: ProviderPool(p, self.ssl_context) for p in providers}
+        self._pools = {p.name: (pools or {}).get(p.name) or ProviderPool(p, self.ssl_context)
+                       for p in providers}
 
     def close(self):
         for pool in self._pools.values():
             pool.close()
+
+    def reconfigured(self, providers):
+        """The pools for ``providers`` (a reload): a provider reached the same way as
+        before keeps its pool and its idle connections.  Returns ``(upstreams,
+        retired)``: ``retired`` are the pools of providers removed or now reached
+        differently, for the caller to close (a connection in use is closed when it is
+        given back)."""
+        kept = {p.name: self._pools[p.name] for p in providers
+                if p.name in self._pools and self._pools[p.name].reaches(p)}
+        kept_ids = {id(pool) for pool in kept.values()}
+        retired = [pool for pool in self._pools.values() if id(pool) not in kept_ids]
+        return Upstreams(providers, self.ssl_context, kept), retired
 
     def send(self, provider, method, target, headers, body, cancel=None):
         """Send one request and return the provider's :class:`UpstreamResponse`.

@@ -266,6 +266,10 @@ class UsageRecord:
         except Exception:  # a bug here must never reach the request
             log.exception("usage record: could not hand over a request")
 
+    def reconfigure(self, config):
+        """A reload: prices and retention from ``config`` for the rows written from now on."""
+        self.config, self.retention_days = config, config.usage_retention_days
+
     def stats(self):
         """For ``/status``: where the record is and how it is doing."""
         return {"database": str(self.path), "recorded": self.recorded, "queued": self._queue.qsize(),
@@ -517,6 +521,9 @@ class NoRecord:
     path = None
 
     def add(self, entry):
+        pass
+
+    def reconfigure(self, config):
         pass
 
     def stats(self):

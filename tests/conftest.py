@@ -22,17 +22,22 @@ class RunningProxy:
     """A proxy server running in a thread of the test process."""
 
     def __init__(self, tmp_path, providers, environ, **settings):
-        config_dict = {"proxy_port": 0, "providers": providers, **settings}
         self.config_path = tmp_path / "config.json"
-        self.config_path.write_text(json.dumps(config_dict), encoding="utf-8")
+        self.write_config(providers, **settings)
         self.config = load_config(self.config_path, environ=environ)
         self.paths = StatePaths(self.config.state_dir)
         self.token = load_or_create_token(self.paths.token)  # as run.py: the endpoints need it
         setup_logging(self.paths, quiet=True)
-        self.server = ProxyServer(self.config, self.token, self.paths.token)
+        self.server = ProxyServer(self.config, self.token, self.paths.token,
+                                  loader=lambda: load_config(self.config_path, environ=environ))
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
         self.thread.start()
+
+    def write_config(self, providers, **settings):
+        """Write config.json (``proxy_port`` 0 unless given); the running proxy reloads it."""
+        config_dict = {"proxy_port": 0, "providers": providers, **settings}
+        self.config_path.write_text(json.dumps(config_dict), encoding="utf-8")
 
     @property
     def url(self):

@@ -215,6 +215,15 @@ def test_a_fresh_clone_without_config_starts_on_the_defaults_and_says_what_is_mi
     assert "Traceback" not in child.stderr
 
 
+def test_a_port_given_to_serve_stays_through_a_reload(tmp_path, daemon):
+    config = write_config(tmp_path, [entry("p1", "http://127.0.0.1:9")], proxy_port=1)
+    child = daemon("--config", str(config), "serve", "--port", "0", cwd=tmp_path)
+    child.wait_listening()
+    done = run_once("--config", str(config), "reload", cwd=tmp_path)
+    child.stop()
+    assert done.stdout.strip() == "reloaded: nothing changed", done.stderr
+
+
 def test_config_json_beside_proxy_py_is_found_from_any_working_directory(app_copy, daemon):
     write_config(app_copy, [entry("besideprovider", "http://127.0.0.1:9")])
     elsewhere = app_copy.parent / "cwd"
@@ -687,6 +696,6 @@ def test_an_unknown_command_is_named_with_the_ones_there_are(tmp_path):
     result = run_once("frobnicate", cwd=tmp_path)
 
     assert result.returncode == 2
-    assert "unknown command 'frobnicate' (commands: serve, start, stop, release, status, env, providers, disable, enable, cool, uncool, check, validate, usage)" \
+    assert "unknown command 'frobnicate' (commands: serve, start, stop, release, status, env, providers, disable, enable, cool, uncool, reload, check, validate, usage)" \
         in result.stderr
     assert "Traceback" not in result.stderr

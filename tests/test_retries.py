@@ -123,7 +123,7 @@ def test_waiting_succeeds_when_a_provider_recovers(providers, proxy):
     def watch():
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not seen_waiting:
-            if running.server.forwarder.waiting:
+            if running.server.policy.waiting:
                 seen_waiting.append(True)
             time.sleep(0.02)
 
@@ -137,7 +137,7 @@ def test_waiting_succeeds_when_a_provider_recovers(providers, proxy):
     assert (status, text_of(body)) == (200, "recovered")
     assert len(pool.requests) == 4 and 0.8 < time.monotonic() - started < 8
     assert seen_waiting  # visible in status while it waited
-    assert eventually(lambda: running.server.forwarder.waiting == 0)  # counted down after the answer
+    assert eventually(lambda: running.server.policy.waiting == 0)  # counted down after the answer
 
 
 def test_waiting_ends_with_the_last_failure_when_the_time_is_up(providers, proxy):
@@ -155,10 +155,10 @@ def test_a_client_that_hangs_up_stops_the_waiting(providers, proxy):
     sock = socket.create_connection(("127.0.0.1", running.server.port), timeout=5)
     sock.sendall(f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:{running.server.port}\r\n"
                  f"x-api-key: {running.token}\r\nContent-Length: 2\r\n\r\n{{}}".encode())
-    assert eventually(lambda: running.server.forwarder.waiting == 1)
+    assert eventually(lambda: running.server.policy.waiting == 1)
     sock.close()
 
-    assert eventually(lambda: running.server.forwarder.waiting == 0, timeout=3)
+    assert eventually(lambda: running.server.policy.waiting == 0, timeout=3)
     assert eventually(lambda: "client cancelled while waiting" in running.log_text(), timeout=3)
     count = len(pool.requests)
     time.sleep(1.2)

@@ -119,3 +119,39 @@ def test_claude_code_shows_an_unknown_pinned_provider_as_the_proxys_own_message(
     assert output["result"].startswith("API Error: 400 Unknown provider 'gamma' in ANTHROPIC_BASE_URL"), output
     assert "Configured providers: alpha, beta" in output["result"]
     assert "selected model" not in output["result"]  # what a 404 would have made it say
+
+
+def test_three_claude_code_sessions_stream_on_while_the_config_is_saved(tmp_path, providers, proxy):
+    """The issue's promise: edit config.json while sessions stream, nothing is interrupted,
+    and the next session uses the new order."""
+    import threading
+    import time
+
+    slow = providers(Stream(message_events(text="Hi from the first provider"), delay=0.4))
+    other = providers(Stream(message_events(text="Hi from the second provider")))
+    running = proxy(slow, other)
+    results = [None] * 3
+
+    def session(index):
+        results[index] = run_claude(running.url, running.token, tmp_path / f"home{index}")
+
+    sessions = [threading.Thread(target=session, args=(i,)) for i in range(3)]
+    for thread in sessions:
+        thread.start()
+    deadline = time.monotonic() + TIMEOUT
+    while slow.frames_sent < 3 and time.monotonic() < deadline:  # the streams are under way
+        time.sleep(0.05)
+    running.write_config([{"name": "p2", "base_url": other.url, "api_key_env": "KEY_P2"},
+                          {"name": "p1", "base_url": slow.url, "api_key_env": "KEY_P1"}])
+    while "config reloaded" not in running.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running.server.feed.in_flight, "the streams ended before the reload: make them slower"
+    for thread in sessions:
+        thread.join(TIMEOUT)
+
+    for code, output, log in results:
+        assert code == 0, log
+        assert output["result"] == "Hi from the first provider"
+    code, output, log = run_claude(running.url, running.token, tmp_path / "after")
+    assert code == 0, log
+    assert output["result"] == "Hi from the second provider"

@@ -77,7 +77,8 @@ sys.path.insert(0, str(BENCH))
 import wire  # noqa: E402
 
 HOST = "127.0.0.1"
-GROUPS = ("latency", "throughput", "streaming", "failover", "openai")
+GROUPS = ("latency", "throughput", "streaming", "failover", "openai", "routing")
+STRATEGY_SIDES = ("fallback", "round_robin", "fastest")  # group 7: a strategy per side
 
 # Runs a command with CPU affinity set and, on Linux, dies with its parent
 # (PR_SET_PDEATHSIG), so nothing survives a benchmark that was killed.
@@ -298,6 +299,8 @@ class Bench:
         self.proxy_cpus, self.harness_cpus = plan_cpus(args)
         self.provider = self.proxy = self.loadgen = self.relay = None
         self.provider_port = self.proxy_port = self.relay_port = None
+        self.routing_proxy = self.routing_port = None  # group 7's proxy (a and b only)
+        self.measured = None  # the proxy whose CPU a run measures (default: the main one)
         self.memory = {}
         self.notes = []
 
@@ -324,20 +327,24 @@ class Bench:
             self.relay_port = self.relay.read_line(10)["port"]
 
     def _start_proxy(self):
+        self.proxy, self.proxy_port = self._launch_proxy("proxy", ("a", "b", "o"))
+
+    def _launch_proxy(self, name, providers):
+        """Start a proxy (``name``, its own state folder) in front of the fake's
+        ``providers`` (of ``a``, ``b`` and ``o``, in that order); returns ``(child, port)``."""
         script = Path(self.args.proxy).resolve()
         if not script.is_file():
             raise BenchError(f"no proxy at {script}")
-        state = self.workdir / "proxy-state"
+        state = self.workdir / f"{name}-state"
         state.mkdir()
-        config = {
-            "proxy_port": 0, "require_token": False, "cooldown_minutes": 30,
-            "providers": [
-                {"name": "a", "base_url": f"http://{HOST}:{self.provider_port}/a", "api_key_env": "BENCH_KEY_A"},
-                {"name": "b", "base_url": f"http://{HOST}:{self.provider_port}/b", "api_key_env": "BENCH_KEY_B"},
-                {"name": "o", "type": "openai", "base_url": f"http://{HOST}:{self.provider_port}/o/v1",
-                 "api_key_env": "BENCH_KEY_O", "models": {"*": "bench-model"}},
-            ],
+        known = {
+            "a": {"name": "a", "base_url": f"http://{HOST}:{self.provider_port}/a", "api_key_env": "BENCH_KEY_A"},
+            "b": {"name": "b", "base_url": f"http://{HOST}:{self.provider_port}/b", "api_key_env": "BENCH_KEY_B"},
+            "o": {"name": "o", "type": "openai", "base_url": f"http://{HOST}:{self.provider_port}/o/v1",
+                  "api_key_env": "BENCH_KEY_O", "models": {"*": "bench-model"}},
         }
+        config = {"proxy_port": 0, "require_token": False, "cooldown_minutes": 30,
+                  "providers": [known[p] for p in providers]}
         if not self.args.usage_db:
             config["usage_record"] = False
         config_path = state / "config.json"
@@ -345,40 +352,41 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PROXY")}
         env.update(BENCH_KEY_A="bench-key-a", BENCH_KEY_B="bench-key-b", BENCH_KEY_O="bench-key-o",
                    PYTHONUNBUFFERED="1")
-        self.proxy = self._start("proxy", [str(script), "serve", "--config", str(config_path),
-                                           "--port", "0", "--quiet"],
-                                 cpus=self.proxy_cpus, env=env, cwd=str(state))
+        proxy = self._start(name, [str(script), "serve", "--config", str(config_path), "--port", "0", "--quiet"],
+                            cpus=self.proxy_cpus, env=env, cwd=str(state))
         pid_file = state / "proxy.pid"
         deadline = time.monotonic() + 15
         while True:
-            if not self.proxy.alive():
-                raise BenchError(f"the proxy exited during start-up ({self.proxy.proc.returncode}):\n"
-                                 f"{self.proxy.stderr_tail()}")
+            if not proxy.alive():
+                raise BenchError(f"the proxy exited during start-up ({proxy.proc.returncode}):\n"
+                                 f"{proxy.stderr_tail()}")
             with contextlib.suppress(OSError, ValueError):
                 record = json.loads(pid_file.read_text())
                 if record.get("port"):
-                    self.proxy_port = int(record["port"])
+                    port = int(record["port"])
                     break
             if time.monotonic() > deadline:
-                raise BenchError(f"the proxy wrote no {pid_file} within 15s:\n{self.proxy.stderr_tail()}")
+                raise BenchError(f"the proxy wrote no {pid_file} within 15s:\n{proxy.stderr_tail()}")
             time.sleep(0.02)
         while True:
             with contextlib.suppress(OSError, http.client.HTTPException):
-                if http_call(self.proxy_port, "GET", "/health")[0] == 200:
+                if http_call(port, "GET", "/health")[0] == 200:
                     break
             if time.monotonic() > deadline:
                 raise BenchError("the proxy does not answer /health")
             time.sleep(0.02)
         if self.proxy_cpus:
-            affinities = thread_affinities(self.proxy.pid)
+            affinities = thread_affinities(proxy.pid)
             if affinities and affinities != {tuple(sorted(self.proxy_cpus))}:
-                self.notes.append(f"warning: proxy threads have affinities {sorted(affinities)}")
+                self.notes.append(f"warning: {name} threads have affinities {sorted(affinities)}")
+        return proxy, port
 
     def stop(self):
-        if self.proxy is not None and self.proxy.alive() and self.proxy_port:
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                http_call(self.proxy_port, "POST", "/shutdown?grace=1", b"",
-                          {"x-api-key": "bench", "content-length": "0"}, timeout=2)
+        for proxy, port in ((self.proxy, self.proxy_port), (self.routing_proxy, self.routing_port)):
+            if proxy is not None and proxy.alive() and port:
+                with contextlib.suppress(OSError, http.client.HTTPException):
+                    http_call(port, "POST", "/shutdown?grace=1", b"",
+                              {"x-api-key": "bench", "content-length": "0"}, timeout=2)
         for child in reversed(self.children):
             with contextlib.suppress(Exception):
                 child.stop()
@@ -421,12 +429,16 @@ class Bench:
             return {"host": HOST, "port": self.provider_port, "path": f"/{provider}/v1/messages?beta=true"}
         if side == "relay":
             return {"host": HOST, "port": self.relay_port, "path": f"/{provider}/v1/messages?beta=true"}
+        if side in STRATEGY_SIDES:  # group 7's proxy: the root for fallback, else the strategy's path
+            prefix = "" if side == "fallback" else f"/strategy/{side}"
+            return {"host": HOST, "port": self.routing_port, "path": f"{prefix}/v1/messages?beta=true"}
         return {"host": HOST, "port": self.proxy_port, "path": "/v1/messages?beta=true"}
 
     def run(self, cmd, sample=False, timeout=None):
         """Run one load-generator command; add CPU use of each process (% of one CPU)."""
         timeout = timeout or cmd.get("timeout", 60) + 10
-        pids = {"proxy": self.proxy.pid, "provider": self.provider.pid, "loadgen": self.loadgen.pid}
+        pids = {"proxy": (self.measured or self.proxy).pid, "provider": self.provider.pid,
+                "loadgen": self.loadgen.pid}
         if self.relay:
             pids["relay"] = self.relay.pid
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -677,6 +689,39 @@ class Bench:
                 for f, pn, d4 in zip(runs["proxy_failover"], runs["proxy_normal"], runs["direct_429"]))
         return out
 
+
+    # 7. routing strategies
+
+    def group_routing(self):
+        """Latency at concurrency 1 through a proxy in front of ``a`` and ``b`` (both
+        serve), for the strategies ``fallback``, ``round_robin`` and ``fastest``,
+        interleaved with direct runs to ``a``; and CPU per request of each.  Its own
+        proxy, since the main one has the OpenAI-type ``o`` among its providers."""
+        a = self.args
+        self.routing_proxy, self.routing_port = self._launch_proxy("proxy-routing", ("a", "b"))
+        self.measured = self.routing_proxy
+        try:
+            for side in STRATEGY_SIDES:
+                self.run({"op": "latency", **self.target(side), "n": 200 if not a.quick else 20, "warmup": 10})
+            sides = ("direct",) + STRATEGY_SIDES
+            runs = self.pairs(lambda side, r: {"op": "latency", **self.target(side), "n": a.latency_n,
+                                               "warmup": 50}, a.rounds, sides)
+            token = (self.workdir / "proxy-routing-state" / "proxy.token").read_text().strip()
+            status = json.loads(http_call(self.routing_port, "GET", "/status", headers={"x-api-key": token})[1])
+        finally:
+            self.measured = None
+        self.check_errors("routing", runs)
+        out = {"requests_per_round": a.latency_n,
+               "served": {p["name"]: p["requests"] for p in status["providers"]}}
+        for side in sides:
+            out[side] = {q: median(r["latency"].get(q) for r in runs[side]) for q in ("p50", "p99")}
+        for side in STRATEGY_SIDES:
+            for q in ("p50", "p99"):
+                out[side][f"added_{q}_ms"] = median(p["latency"][q] - d["latency"][q]
+                                                    for d, p in zip(runs["direct"], runs[side]))
+            out[side]["cpu_us_per_request"] = median(per_unit(r, "proxy", r["requests_total"])
+                                                     for r in runs[side])
+        return out
 
     # 6. an OpenAI-type provider
 
@@ -938,6 +983,18 @@ def render(results):
             "(OpenAI added minus Anthropic added, per round)", "<= 1 ms",
             _verdict(targets, "openai_ttfe_vs_anthropic"))
         lines.append("")
+    ro = results.get("routing")
+    if ro:
+        lines.append(f"7. routing strategies: a proxy in front of a and b (both serve), concurrency 1 "
+                     f"({ro['requests_per_round']} requests/round; a served {ro['served']['a']}, "
+                     f"b {ro['served']['b']})")
+        lines.append(f"{'':{w}} {'p50':>11} {'added p50':>11} {'added p99':>11} {'CPU/request':>12}")
+        lines.append(f"   {'direct to a':{w - 3}} {_ms(ro['direct']['p50'], 3):>11}")
+        for side in STRATEGY_SIDES:
+            r = ro[side]
+            lines.append(f"   {side:{w - 3}} {_ms(r['p50'], 3):>11} {_signed(r['added_p50_ms'], digits=3):>11} "
+                         f"{_signed(r['added_p99_ms'], digits=3):>11} {_f0(r['cpu_us_per_request']) + ' us':>12}")
+        lines.append("")
     met = sum(1 for t in targets if t["met"])
     missed = [t["id"] for t in targets if t["met"] is False]
     lines.append(f"targets: {met}/{len(targets)} met" + (f"; missed: {', '.join(missed)}" if missed else ""))
@@ -1098,6 +1155,8 @@ def main(argv=None):
                 results["failover"] = bench.group_failover()
             if "openai" in args.only:
                 results["openai"] = bench.group_openai()
+            if "routing" in args.only:
+                results["routing"] = bench.group_routing()
             if not bench.proxy.alive():
                 raise BenchError(f"the proxy died during the run:\n{bench.proxy.stderr_tail()}")
             results["background"] = bench.background_load(stat0, time.monotonic() - t_stat)

@@ -86,10 +86,10 @@ def test_benchmark_runs_end_to_end_quick(tmp_path):
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PROXY")}
     proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=90, cwd=str(tmp_path), env=env)
+                          capture_output=True, text=True, timeout=150, cwd=str(tmp_path), env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for heading in ("1. added latency", "2. throughput", "3. streaming", "4. proxy memory", "5. failover",
-                    "6. an OpenAI-type provider", "targets:"):
+                    "6. an OpenAI-type provider", "7. routing strategies", "targets:"):
         if heading == "4. proxy memory" and not Path("/proc/self/status").exists():
             continue
         assert heading in proc.stdout, proc.stdout
@@ -141,13 +141,18 @@ def test_benchmark_runs_end_to_end_quick(tmp_path):
         assert row["streams_checked"] == row["streams_total"] > 0, row  # the text arrived whole, translated
     assert isinstance(oa["ttfe_translation_extra_ms"], float)
 
+    ro = results["routing"]
+    for side in ("fallback", "round_robin", "fastest"):
+        assert isinstance(ro[side]["added_p50_ms"], float), ro
+    assert ro["served"]["a"] > ro["served"]["b"] > 0, ro  # fallback keeps to a; round_robin shares
+
     ids = {t["id"] for t in results["targets"]}
     assert {"latency_added_p50", "latency_added_p99", "failover_added_p50", "openai_ttfe_vs_anthropic"} <= ids
     assert all(isinstance(t["met"], bool) for t in results["targets"])
     assert not results["notes"] or all("errors" not in note for note in results["notes"]), results["notes"]
 
     processes = results["meta"]["processes"]
-    assert {"proxy", "fake-provider", "loadgen"} <= set(processes)
+    assert {"proxy", "proxy-routing", "fake-provider", "loadgen"} <= set(processes)
     assert _still_running(processes.values()) == []
 
 

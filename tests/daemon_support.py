@@ -23,7 +23,7 @@ PROXY = ROOT / "proxy.py"
 sys.path.insert(0, str(ROOT))
 
 from claude_proxy import process  # noqa: E402
-from fakes import request  # noqa: E402
+from fakes import MESSAGE, Reply, request  # noqa: E402
 from claude_proxy.state import StatePaths, read_pid_file  # noqa: E402
 
 
@@ -132,6 +132,22 @@ def health(url):
 
 def url_of(record):
     return f"http://127.0.0.1:{record['port']}"
+
+
+def named(name):
+    """A fake provider's answer whose text is ``name``: who answered, for :func:`asker`."""
+    return Reply(200, {**MESSAGE, "content": [{"type": "text", "text": name}]})
+
+
+def asker(workspace, config):
+    """``ask()``: one request to the daemon of ``config``; the answer's text, or the status."""
+    url, token = url_of(workspace.record(config)), workspace.token(config)
+
+    def ask():
+        status, _, body = request(url, headers={"x-api-key": token}, body={"model": "m", "messages": []})
+        return json.loads(body)["content"][0]["text"] if status == 200 else status
+
+    return ask
 
 
 def assert_one_line_error(result):

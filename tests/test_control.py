@@ -5,15 +5,12 @@ import time
 
 import pytest
 
-from daemon_support import assert_one_line_error, fake, url_of, wait_until, workspace  # noqa: F401
-from fakes import MESSAGE, Reply, request
+from daemon_support import (assert_one_line_error, asker, fake, named, url_of, wait_until,  # noqa: F401
+                            workspace)
+from fakes import request
 
 from claude_proxy.control import parse_duration
 from claude_proxy.errors import UsageError
-
-
-def named(name):
-    return Reply(200, {**MESSAGE, "content": [{"type": "text", "text": name}]})
 
 
 @pytest.fixture
@@ -21,11 +18,7 @@ def running(workspace, fake):
     config = workspace.config([("p1", fake(named("p1")).url), ("p2", fake(named("p2")).url)])
     workspace.keys(KEY_P1="secret-p1", KEY_P2="secret-p2")
     assert workspace.run("start", "--quiet", config=config).returncode == 0
-    url, token = url_of(workspace.record(config)), workspace.token(config)
-
-    def ask():
-        status, _, body = request(url, headers={"x-api-key": token}, body={"model": "m", "messages": []})
-        return json.loads(body)["content"][0]["text"] if status == 200 else status
+    ask = asker(workspace, config)
 
     def state(name):
         rows = json.loads(workspace.run("status", "--json", config=config).stdout)["providers"]

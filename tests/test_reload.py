@@ -13,15 +13,12 @@ import time
 
 import pytest
 
-from daemon_support import assert_one_line_error, fake, url_of, wait_until, workspace  # noqa: F401
-from fakes import MESSAGE, Reply, Stream, eventually, message_events, request
+from daemon_support import (assert_one_line_error, asker, fake, named, url_of, wait_until,  # noqa: F401
+                            workspace)
+from fakes import Reply, Stream, eventually, message_events, request
 
 from claude_proxy.config import load_config
 from claude_proxy.reload import describe_changes, restart_only
-
-
-def named(name):
-    return Reply(200, {**MESSAGE, "content": [{"type": "text", "text": name}]})
 
 
 def entry(name, fake, **extra):
@@ -247,11 +244,7 @@ def daemon(workspace, fake):
     port = json.loads(config.read_text())["proxy_port"]
     workspace.keys(KEY_P1="secret-p1", KEY_P2="secret-p2")
     assert workspace.run("start", "--quiet", config=config).returncode == 0
-    url, token = url_of(workspace.record(config)), workspace.token(config)
-
-    def ask():
-        status, _, body = request(url, headers={"x-api-key": token}, body={"model": "m", "messages": []})
-        return json.loads(body)["content"][0]["text"] if status == 200 else status
+    ask = asker(workspace, config)
 
     return workspace, config, write, ask
 

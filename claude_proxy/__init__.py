@@ -27,6 +27,8 @@ The proxy process
 - ``usage``       ``usage.db``: a row per forwarded request, written by one thread off the request path
 - ``request_log`` the opt-in JSONL request log, credentials redacted, written off the request path
 - ``state``       the runtime files (token, pid, sessions) in the state directory
+- ``dashboard``   the dashboard page (``dashboard.html``): one-time sign-in links, session cookies
+- ``dashboard_data``  what the dashboard's pictures read from ``usage.db``
 
 The commands that manage it (``proxy.py start`` and friends)
 - ``cli``         the ``proxy.py`` command line

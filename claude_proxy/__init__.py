@@ -39,6 +39,7 @@ The commands that manage it (``proxy.py start`` and friends)
 - ``check``       validating the config, and ``--live`` provider checks
 - ``control``     ``disable``, ``enable``, ``cool``, ``uncool`` of the running proxy
 - ``usage_report`` ``proxy.py usage``: requests, failovers, tokens and cost per day, provider, model
+- ``dashboard_link`` ``proxy.py dashboard``: a one-time sign-in link, opened in the browser
 - ``wording``     durations, counts and provider states worded once
 - ``process``     every platform-specific decision (detaching, pid identity)
 """

@@ -155,6 +155,10 @@ class DaemonClient:
             query["seconds"] = f"{seconds:g}"
         return self._call("POST", "/control?" + urlencode(query))
 
+    def dashboard_link(self):
+        """``(status, JSON answer)`` of a request for a one-time dashboard sign-in link."""
+        return self._call("POST", "/dashboard/link")
+
     def _json(self, method, path, auth=True):
         """The decoded JSON of a 200 answer, or None (no answer, refused, not JSON, not 200)."""
         status, answer = self._call(method, path, auth)

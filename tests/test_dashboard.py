@@ -1,6 +1,8 @@
 """The dashboard over HTTP: who may see it (one-time links, the session cookie,
-Host and Origin), and what the page and the data endpoint hold."""
+Host and Origin), what the page and the data endpoint hold, and ``proxy.py dashboard``."""
 
+import argparse
+import io
 import json
 import re
 import sqlite3
@@ -8,11 +10,13 @@ import time
 
 import pytest
 
+from daemon_support import assert_one_line_error, fake, url_of, workspace  # noqa: F401 -- fixtures
 from fakes import Reply, request
 from test_feed import EventReader
 
 from claude_proxy import dashboard
 from claude_proxy.dashboard import SignIns
+from claude_proxy.dashboard_link import cmd_dashboard, graphical_browser_possible
 from claude_proxy.dashboard_data import figures
 from claude_proxy.usage import INSERT_ATTEMPT, INSERT_REQUEST, MIGRATIONS, REQUEST_COLUMNS
 
@@ -364,3 +368,75 @@ def test_the_data_endpoint_says_when_the_usage_record_is_off(proxy, providers):
     running = proxy(providers(Reply()), usage_record=False)
     answer = json.loads(ask(running, "GET", "/dashboard/data", Cookie=sign_in(running))[2])
     assert answer["usage_record"] is False and answer["tokens"] == []
+
+
+# --- proxy.py dashboard ------------------------------------------------------------------------------------------
+
+
+def test_the_command_says_in_one_line_when_the_proxy_is_not_running(workspace, fake):
+    config = workspace.config([("p1", fake(Reply()).url)])
+    result = workspace.run("dashboard", "--no-browser", config=config)
+    assert_one_line_error(result)
+    assert "not running" in result.stderr and "start" in result.stderr
+
+
+@pytest.fixture
+def started(workspace, fake):
+    config = workspace.config([("p1", fake(Reply()).url)])
+    workspace.keys(KEY_P1="secret-key-of-p1")
+    assert workspace.run("start", "--quiet", config=config).returncode == 0
+    return workspace, config
+
+
+def test_the_command_prints_a_one_time_link_with_no_browser(started):
+    workspace, config = started
+    result = workspace.run("dashboard", "--no-browser", config=config)
+
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip()
+    base = url_of(workspace.record(config))
+    assert re.fullmatch(re.escape(base) + r"/dashboard/login\?code=[A-Za-z0-9_-]{40,}", url)
+    assert "once" in result.stderr
+    token = workspace.token(config)
+    assert token not in result.stdout + result.stderr
+    path = url[len(base):]
+    assert request(base, "GET", path)[0] == 303
+    assert request(base, "GET", path)[0] == 401
+
+
+def test_the_command_opens_the_link_in_the_browser(started, tmp_path):
+    workspace, config = started
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> "{opened}"\n')
+    browser.chmod(0o700)
+    result = workspace.run("dashboard", config=config, env={"BROWSER": str(browser)})
+
+    assert result.returncode == 0, result.stderr
+    base = url_of(workspace.record(config))
+    assert result.stdout.strip() == f"opened the dashboard in your browser ({base}/dashboard)"
+    url = opened.read_text().strip()
+    assert url.startswith(f"{base}/dashboard/login?code=")
+    assert workspace.token(config) not in url
+    assert request(base, "GET", url[len(base):])[0] == 303
+
+
+def test_the_command_prints_the_link_when_no_browser_opens(started):
+    workspace, config = started
+    out, err, tried = io.StringIO(), io.StringIO(), []
+
+    def opener(url):
+        tried.append(url)
+        return False
+
+    assert cmd_dashboard(argparse.Namespace(config=str(config), no_browser=False), out, err, opener) == 0
+    assert "no browser could be opened" in err.getvalue()
+    assert out.getvalue().strip() == tried[0] and "/dashboard/login?code=" in tried[0]
+
+
+def test_without_a_display_the_link_is_printed_rather_than_opened_in_a_text_browser():
+    assert not graphical_browser_possible({}, "linux")
+    assert graphical_browser_possible({"DISPLAY": ":0"}, "linux")
+    assert graphical_browser_possible({"WAYLAND_DISPLAY": "wayland-0"}, "freebsd13")
+    assert graphical_browser_possible({"BROWSER": "firefox"}, "linux")
+    assert graphical_browser_possible({}, "darwin") and graphical_browser_possible({}, "win32")

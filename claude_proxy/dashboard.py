@@ -28,7 +28,11 @@ requests would carry the cookie.  So a request signed in by the cookie is
 also refused (403) when the browser says it comes from another page
 (``Sec-Fetch-Site`` other than ``same-origin`` or ``none``), and one that
 changes something (``POST``) must name the page's own origin in ``Origin``
-(``fetch`` always does).  :mod:`access` applies as to every request: a
+(``fetch`` always does).  Only a link followed from another site's page
+to the dashboard itself gets a page that shows nothing but goes to the
+dashboard again, now as the dashboard's own navigation: then the cookie
+goes along (``SameSite=Strict`` holds it back from the first one), and
+the user sees the dashboard as if the address had been typed.  :mod:`access` applies as to every request: a
 foreign ``Host`` gets a 421, a foreign ``Origin`` a 403.
 
 Sessions live in the daemon's memory only: a restart signs every browser
@@ -193,6 +197,8 @@ class Dashboard:
         if path == LOGIN_PATH:
             return self._login(request.query)
         verdict = SIGNED_IN if request.token else self.session_verdict(method, request.headers)
+        if verdict != SIGNED_IN and path == PAGE_PATH and _followed_from_another_site(request.headers):
+            return _page_answer(200, _AGAIN_PAGE)
         if verdict == FOREIGN:
             return _page_answer(403, _message_page(
                 "Refused", "The dashboard answers its own page only, not another page's requests."))
@@ -264,6 +270,20 @@ def _json(status, payload, extra=()):
 
 def _error(status, message):
     return {"type": "error", "error": {"type": error_type(status), "message": message}}
+
+
+def _followed_from_another_site(headers):
+    """Is the request a link to a page followed from another site's page (or a redirect
+    from one)?  (``Sec-Fetch-*``, sent by browsers since 2020; absent: no.)"""
+    return ((headers.get("sec-fetch-site") or "").strip().lower() in ("same-site", "cross-site")
+            and (headers.get("sec-fetch-mode") or "").strip().lower() == "navigate")
+
+
+#: The answer to a link from another site: go to the dashboard again, as its own navigation.
+_AGAIN_PAGE = (
+    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>claude-proxy dashboard</title>"
+    "<script nonce=\"{{nonce}}\">location.replace(\"/dashboard\");</script></head>"
+    "<body><p>Opening the dashboard… (<a href=\"/dashboard\">go on</a>)</p></body></html>")
 
 
 def _same_origin(headers):

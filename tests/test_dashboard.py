@@ -166,6 +166,23 @@ def test_another_page_of_the_same_site_cannot_use_the_cookie(running, site):
     assert ask(running, "GET", "/dashboard", Cookie=cookie, Sec_Fetch_Site="none")[0] == 200
 
 
+@pytest.mark.parametrize("site, signed_in", [("cross-site", False), ("same-site", True)])
+def test_a_link_to_the_page_from_another_site_goes_to_the_page_again_showing_nothing(running, site, signed_in):
+    """SameSite=Strict holds the cookie back from a link on another site's page (and the
+    refusal above would refuse a same-site one): such a link gets a page that navigates
+    to the dashboard again, as the dashboard's own navigation, and shows nothing itself."""
+    cookie = {"Cookie": sign_in(running)} if signed_in else {}
+    status, headers, body = ask(running, "GET", "/dashboard", Sec_Fetch_Site=site, Sec_Fetch_Mode="navigate",
+                                **cookie)
+
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b'location.replace("/dashboard")' in body
+    assert b"EventSource" not in body and len(body) < 1000
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    data = ask(running, "GET", "/dashboard/data", Sec_Fetch_Site=site, Sec_Fetch_Mode="navigate", **cookie)
+    assert data[0] == (403 if signed_in else 401)  # only the page itself is navigated to again
+
+
 def test_a_refused_sign_in_link_leaves_no_code_in_the_log(running):
     path = get_link(running)
     code = path.partition("code=")[2]

@@ -161,6 +161,22 @@ def test_the_dashboard_follows_the_proxy_live_and_its_buttons_control_it(proxy, 
     assert page.errors == []
 
 
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])  # another site; the same site, another port
+def test_a_sign_in_link_followed_from_another_page_signs_in(proxy, providers, browser, host):
+    running = proxy(providers(Reply()))
+    link = running.url + get_link(running)
+    other = providers(Reply(200, f'<a id="go" href="{link}">the dashboard</a>'.encode(), content_type="text/html"))
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://{host}:{other.port}/")
+        page.click("#go")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        assert page.url == running.url + "/dashboard"
+    finally:
+        context.close()
+
+
 def test_without_the_usage_record_the_tokens_picture_counts_since_the_start(proxy, providers, page_of):
     running = proxy(providers(Reply()), usage_record=False)
     assert running.post()[0] == 200

@@ -187,7 +187,8 @@ class Dashboard:
         allowed = {PAGE_PATH: "GET", DATA_PATH: "GET", LOGIN_PATH: "GET", LINK_PATH: "POST"}.get(path)
         if allowed is None:
             return _json(404, _error(404, f"No such dashboard page: {path}."))
-        if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        # HEAD as GET, but never for a sign-in link: a link checker's HEAD must not use it up.
+        if method != allowed and not (method == "HEAD" and path in (PAGE_PATH, DATA_PATH)):
             return _json(405, _error(405, f"{path} takes {allowed} only."), [("Allow", allowed)])
         if path == LINK_PATH:
             if not request.token:

@@ -54,7 +54,7 @@ def figures(usage_path, days, providers=(), now=None):
         return answer
     try:
         conn = connect_for_reading(usage_path)
-    except sqlite3.Error as exc:
+    except sqlite3.Error as exc:  # unreadable (permissions, not a database): the page says why
         answer["problem"] = f"cannot read {usage_path.name}: {exc}"
         return answer
     try:

@@ -81,6 +81,12 @@ def test_a_one_time_link_sets_the_session_cookie_and_sends_the_browser_to_the_pa
     assert b"<title>claude-proxy dashboard</title>" in body
 
 
+def test_a_link_checkers_head_does_not_use_a_link_up(running):
+    path = get_link(running)
+    assert ask(running, "HEAD", path)[0] == 405
+    assert ask(running, "GET", path)[0] == 303
+
+
 def test_a_link_works_once(running):
     path = get_link(running)
     assert ask(running, "GET", path)[0] == 303

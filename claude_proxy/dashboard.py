@@ -149,10 +149,10 @@ class Request:
 class Dashboard:
     """The sign-in and the page of one proxy listening on ``port``."""
 
-    def __init__(self, port, page=None, clock=time.monotonic):
+    def __init__(self, port, clock=time.monotonic):
         self.sign_ins = SignIns(clock)
         self.cookie_name = f"claude_proxy_{port}"
-        self._page = PAGE_FILE.read_text(encoding="utf-8") if page is None else page
+        self._page = PAGE_FILE.read_text(encoding="utf-8")  # once: the page never changes while it runs
 
     # --- who is signed in ---------------------------------------------------------------
 

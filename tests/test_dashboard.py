@@ -15,7 +15,6 @@ from fakes import Reply, request
 from test_feed import EventReader
 
 from claude_proxy import dashboard
-from claude_proxy.dashboard import SignIns
 from claude_proxy.dashboard_link import cmd_dashboard, graphical_browser_possible
 from claude_proxy.dashboard_data import figures
 from claude_proxy.usage import INSERT_ATTEMPT, INSERT_REQUEST, MIGRATIONS, REQUEST_COLUMNS
@@ -99,7 +98,7 @@ def test_a_link_works_once(running):
 
 def test_a_link_expires_after_a_minute(running):
     now = [1000.0]
-    running.server.dashboard.sign_ins = SignIns(clock=lambda: now[0])
+    running.server.dashboard = dashboard.Dashboard(running.server.port, clock=lambda: now[0])
     late, in_time = get_link(running), get_link(running)
 
     now[0] += dashboard.CODE_SECONDS - 1

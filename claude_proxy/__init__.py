@@ -29,6 +29,8 @@ The proxy process
 - ``usage``       ``usage.db``: a row per forwarded request, written by one thread off the request path
 - ``request_log`` the opt-in JSONL request log, credentials redacted, written off the request path
 - ``state``       the runtime files (token, pid, sessions) in the state directory
+- ``dashboard``   the dashboard page (``dashboard.html``): one-time sign-in links, session cookies
+- ``dashboard_data``  what the dashboard's pictures read from ``usage.db``
 
 The commands that manage it (``proxy.py start`` and friends)
 - ``cli``         the ``proxy.py`` command line
@@ -39,6 +41,7 @@ The commands that manage it (``proxy.py start`` and friends)
 - ``check``       validating the config, and ``--live`` provider checks
 - ``control``     ``disable``, ``enable``, ``cool``, ``uncool`` and ``reload`` of the running proxy
 - ``usage_report`` ``proxy.py usage``: requests, failovers, tokens and cost per day, provider, model
+- ``dashboard_link`` ``proxy.py dashboard``: a one-time sign-in link, opened in the browser
 - ``wording``     durations, counts and provider states worded once
 - ``process``     every platform-specific decision (detaching, pid identity)
 """

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, check, control, daemon, lifecycle, session, status, usage_report
+from . import __version__, check, control, daemon, dashboard_link, lifecycle, session, status, usage_report
 from .config import RequestLogSettings, is_loopback, load_config
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, ProxyError, UsageError
 from .routing import STRATEGIES
@@ -112,6 +112,11 @@ def build_parser():
     output.add_argument("--json", action="store_true", help="a JSON list, one object per group")
     output.add_argument("--csv", action="store_true", help="CSV with a header row")
     usage.set_defaults(func=usage_report.cmd_usage)
+    dashboard = commands.add_parser("dashboard", parents=[common],
+                                    help="open the live dashboard in your browser, signed in")
+    dashboard.add_argument("--no-browser", action="store_true",
+                           help="print the one-time sign-in link instead of opening it")
+    dashboard.set_defaults(func=dashboard_link.cmd_dashboard)
     return parser
 
 

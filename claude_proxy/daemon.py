@@ -163,6 +163,10 @@ class DaemonClient:
         """``(status, JSON answer)`` of ``POST /reload``; ``(None, None)`` if no answer."""
         return self._call("POST", "/reload")
 
+    def dashboard_link(self):
+        """``(status, JSON answer)`` of a request for a one-time dashboard sign-in link."""
+        return self._call("POST", "/dashboard/link")
+
     def _json(self, method, path, auth=True):
         """The decoded JSON of a 200 answer, or None (no answer, refused, not JSON, not 200)."""
         status, answer = self._call(method, path, auth)

@@ -6,9 +6,12 @@ Routes:
 - ``GET /status``                  JSON state of the daemon and providers (token)
 - ``GET /events``                  the live feed for ``top`` and the dashboard: server-sent
                                    events, a status snapshot each second and requests as
-                                   they start and end (token)
+                                   they start and end (token or dashboard session)
+- ``POST /control``                disable, enable, cool, uncool a provider (token or
+                                   dashboard session)
 - ``POST /reload``                 read config.json and .env again (token)
 - ``POST /shutdown``               stop after in-flight requests, bounded (token)
+- ``/dashboard``, ``/dashboard/...`` the dashboard page, its sign-in and its data (:mod:`dashboard`)
 - ``HEAD /``, ``HEAD /provider/X`` a client's connectivity check, answered here
 - ``/provider/NAME/...``           pinned mode: that provider only
 - anything else                    fallback mode: forwarded under each provider's base URL
@@ -39,6 +42,8 @@ from .body import ClientReader, MalformedBody, ReceiveTimeout, TooLarge, drain, 
 from .cancel import DisconnectWatcher
 from . import reload
 from .config import http_url, load_config
+from .dashboard import FOREIGN, SIGNED_IN, Dashboard, Request as DashboardRequest, without_code
+from .dashboard_data import figures
 from .errors import ConfigError, UsageError, error_type
 from .failover import FailoverPolicy
 from .feed import Feed
@@ -125,6 +130,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.watcher.close()
             raise UsageError(_bind_error(config, exc)) from None
         self.addresses = LocalAddresses(config.host, self.port, config.allowed_hosts)
+        self.dashboard = Dashboard(self.port)
         self.usage = (UsageRecord(StatePaths(config.state_dir).usage, config, config.usage_retention_days)
                       if config.usage_record else NoRecord())
         if config.request_log is not None:
@@ -529,7 +535,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         not read, since its framing (or its sender) is not to be trusted."""
         self.close_connection = True
         self.send_error_json(status, message)
-        log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status,
+        log.info("%s %s -> %s refused: %s", self.command, self._shown_path, status,
                  printable(message))
         return False
 
@@ -565,7 +571,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
                 self._send_json(200, self._status())
             return None
         if path == "/events" and self.command == "GET":
-            if self._authorized(required=True):
+            if self._authorized(required=True, session=True):
                 self._events()
             return None
         if path == "/shutdown" and self.command == "POST":
@@ -573,9 +579,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
                 self._shutdown(query)
             return None
         if path == "/control" and self.command == "POST":
-            if self._authorized(required=True):
+            if self._authorized(required=True, session=True):
                 self._control(query)
             return None
+        if path == "/dashboard" or path.startswith("/dashboard/"):
+            return self._dashboard(path, query)
         if path == "/reload" and self.command == "POST":
             if self._authorized(required=True) and self._read_body() is not None:
                 self._send_json(200, server.reload("proxy.py reload"))
@@ -621,20 +629,30 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
             server.request_finished()
         return None
 
-    def _authorized(self, required):
+    def _authorized(self, required, session=False):
         """True if the request carries the client token (as x-api-key or bearer),
-        or the token is not ``required``; else answers 401.  The proxy's own
-        endpoints always require it (``require_token`` is about API requests)."""
-        if not required:
+        or the token is not ``required``, or (with ``session``) the cookie of a
+        dashboard session, from the dashboard page itself; else answers 401 (403
+        for a session's cookie sent by another page).  The proxy's own endpoints
+        always require it (``require_token`` is about API requests)."""
+        if not required or self._offers_token():
             return True
-        scheme, _, credentials = self.headers.get("authorization", "").partition(" ")
-        offered = [self.headers.get("x-api-key", ""),
-                   credentials.strip() if scheme.lower() == "bearer" else ""]
-        if self.server.token_matches(offered):
-            return True
+        if session:
+            verdict = self.server.dashboard.session_verdict(self.command, self.headers)
+            if verdict == SIGNED_IN:
+                return True
+            if verdict == FOREIGN:
+                self._refuse(403, "The dashboard's session works from the dashboard page only.")
+                return False
         self._refuse(401, "Missing or wrong claude-proxy token. Run `proxy.py env` (or claude-fb) "
                               "to set ANTHROPIC_AUTH_TOKEN for this session.")
         return False
+
+    def _offers_token(self):
+        scheme, _, credentials = self.headers.get("authorization", "").partition(" ")
+        offered = [self.headers.get("x-api-key", ""),
+                   credentials.strip() if scheme.lower() == "bearer" else ""]
+        return self.server.token_matches(offered)
 
     # --- the proxy ------------------------------------------------------------
 
@@ -701,15 +719,20 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
         self.close_connection = True
         message = self._too_large_message()
         self.send_error_json(413, message)
-        log.info("%s %s -> 413 refused: %s", self.command, printable(self.path), message)
+        log.info("%s %s -> 413 refused: %s", self.command, self._shown_path, message)
         drain(self.rfile, self.connection, remaining)
+
+    @property
+    def _shown_path(self):
+        """The request's path as the log shows it: printable, and without a sign-in code."""
+        return printable(without_code(self.path or ""))
 
     def _refuse(self, status, message, extra_headers=None):
         """Answer early with an error, after reading the request's body, so the
         keep-alive connection stays in step (or 413/400 if the body is bad)."""
         if self._read_body() is not None:
             self.send_error_json(status, message, extra_headers)
-            log.info("%s %s -> %s refused: %s", self.command, printable(self.path), status,
+            log.info("%s %s -> %s refused: %s", self.command, self._shown_path, status,
                      printable(message))
 
     # --- management endpoints ---------------------------------------------------
@@ -809,6 +832,21 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
                 changed.append(provider.name)
         self._send_json(200, {"action": action, "providers": [p.name for p in targets],
                               "changed": changed if action == "uncool" else [p.name for p in targets]})
+        return None
+
+    def _dashboard(self, path, query):
+        """Everything under ``/dashboard``: :meth:`dashboard.Dashboard.answer` decides."""
+        if self._read_body() is None:
+            return None
+        server = self.server
+        answer = server.dashboard.answer(DashboardRequest(
+            self.command, path, query, self.headers, self._offers_token(),
+            lambda days: figures(server.usage.path, days, server.config.providers)))
+        reason = self.responses.get(answer.status, ("",))[0]
+        self.send_head(answer.status, reason, answer.headers, len(answer.body),
+                       b"" if self.command == "HEAD" else answer.body)
+        if answer.status >= 400:
+            log.info("%s %s -> %s refused", self.command, self._shown_path, answer.status)
         return None
 
     def _shutdown(self, query):

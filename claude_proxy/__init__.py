@@ -25,6 +25,7 @@ The proxy process
 - ``cancel``      noticing a client hang-up and stopping the provider's work
 - ``logfile``     ``proxy.log``, rotated by size
 - ``usage``       ``usage.db``: a row per forwarded request, written by one thread off the request path
+- ``feed``        the live feed of ``GET /events``: requests in flight and just ended, for the live views
 - ``request_log`` the opt-in JSONL request log, credentials redacted, written off the request path
 - ``state``       the runtime files (token, pid, sessions) in the state directory
 
@@ -37,6 +38,9 @@ The commands that manage it (``proxy.py start`` and friends)
 - ``check``       validating the config, and ``--live`` provider checks
 - ``control``     ``disable``, ``enable``, ``cool``, ``uncool`` of the running proxy
 - ``usage_report`` ``proxy.py usage``: requests, failovers, tokens and cost per day, provider, model
+- ``top``         ``proxy.py top``: the proxy live, full screen (or one snapshot), with
+  ``top_layout`` (what it shows), ``feed_reader`` (following ``GET /events``) and
+  ``terminal`` (every platform-specific decision about consoles)
 - ``wording``     durations, counts and provider states worded once
 - ``process``     every platform-specific decision (detaching, pid identity)
 """

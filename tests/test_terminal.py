@@ -50,6 +50,13 @@ def test_colour_is_left_out_for_NO_COLOR_and_a_dumb_terminal():
     assert terminal.colour_allowed({"NO_COLOR": ""})  # no-color.org: set and not empty
 
 
+def test_only_a_terminal_that_moves_its_cursor_gets_the_full_screen():
+    assert terminal.can_draw(Output(), {"TERM": "xterm"})
+    assert terminal.can_draw(Output(), {})
+    assert not terminal.can_draw(Output(), {"TERM": "dumb"})
+    assert not terminal.can_draw(io.StringIO(), {"TERM": "xterm"})  # a pipe or a file
+
+
 def test_a_frame_draws_every_row_from_its_first_column():
     text = terminal.frame(["one", "two"], 10, 3)
     assert text == "\x1b[1;1Hone\x1b[K\x1b[2;1Htwo\x1b[K\x1b[3;1H\x1b[K"

@@ -305,3 +305,85 @@ def test_the_feed_reader_follows_the_daemon_away_and_back(workspace, fake):
     finally:
         reader.stop()
     assert not reader._thread.is_alive()
+
+
+# --- the full-screen loop, with a scripted terminal and feed ------------------------------------
+
+
+class ScriptedTerminal:
+    """A terminal whose keys come in the batches given (then ``q``); it keeps what was drawn."""
+
+    def __init__(self, *batches, size=(100, 20)):
+        self.batches = list(batches)
+        self.drawn = []
+        self.dimensions = size
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def size(self):
+        return self.dimensions
+
+    def write(self, text):
+        self.drawn.append(text)
+
+    def keys(self, timeout):
+        return self.batches.pop(0) if self.batches else ["q"]
+
+    def screen(self):
+        """The rows of the last frame, escapes left out."""
+        rows = re.split(r"\x1b\[\d+;1H", self.drawn[-1])[1:]
+        return [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", row) for row in rows]
+
+
+class ScriptedFeed:
+    def __init__(self, *events):
+        self.pending = list(events)
+        self.stopped = False
+
+    def start(self):
+        return self
+
+    def stop(self):
+        self.stopped = True
+
+    def events(self, timeout=0.0):
+        found, self.pending = self.pending, []
+        return found
+
+
+def live_view(tmp_path, terminal, providers, monkeypatch, acted):
+    from claude_proxy import top
+    from claude_proxy.daemon import Target
+
+    monkeypatch.setattr(top, "control", lambda target, action, name: acted.append((action, name)) or
+                        f"did {action} {name}")
+    feed = ScriptedFeed(("connected", {"pid": 1, "port": 8787, "host": "127.0.0.1"}),
+                        ("status", {"version": "9.9", "pid": 1, "uptime_seconds": 5, "providers": providers}))
+    target = Target(tmp_path / "config.json", False, None, StatePaths(tmp_path))
+    return top.LiveView(target, {"TERM": "xterm", "NO_COLOR": "1"}, terminal, reader=feed), feed
+
+
+def test_d_on_a_provider_disabled_in_the_config_says_so_and_asks_nothing(tmp_path, monkeypatch):
+    acted = []
+    terminal = ScriptedTerminal(["j"], ["d"], [])
+    view, feed = live_view(tmp_path, terminal, [provider("alpha"), provider("beta", state="disabled")],
+                           monkeypatch, acted)
+    assert view.run() == errors.EXIT_OK
+    assert acted == [] and feed.stopped
+    rows = terminal.screen()
+    assert any(row.startswith("> beta ") for row in rows)
+    assert rows[-2].startswith('beta is disabled in the config ("enabled": false)')
+
+
+def test_d_and_c_act_on_the_selected_provider(tmp_path, monkeypatch):
+    acted = []
+    switched = provider("beta", state="disabled", disabled_by_command={"at": 0, "seconds_left": None})
+    terminal = ScriptedTerminal(["d"], ["j", "d"], ["c"], [])
+    view, _ = live_view(tmp_path, terminal, [provider("alpha"), switched], monkeypatch, acted)
+    assert view.run() == errors.EXIT_OK
+    assert acted == [("disable", "alpha"), ("enable", "beta"), ("uncool", "beta")]
+    assert terminal.screen()[-2] == "did uncool beta"  # what the last key did, above the keys

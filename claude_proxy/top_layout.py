@@ -26,6 +26,7 @@ STYLES = {"bold": "1", "dim": "2", "reverse": "7", "red": "31", "green": "32", "
 #: A provider state's colour: ready green, cooling amber, disabled grey, no key red.
 STATE_STYLES = {"ready": "green", "cooling": "yellow", "disabled": "grey", "no_key": "red"}
 ONCE_RECENT = 10  # the last requests a snapshot lists
+RECENT_ROOM = 3   # rows the last requests keep on a full screen: a blank, the heading, one request
 KEYS_HELP = "q quit  up/down select  d disable/enable  c clear cooldown"
 GAP = "  "
 
@@ -118,14 +119,17 @@ class Layout:
         """The lines (segment lists) of the whole frame, in at most ``height`` rows (None: all)."""
         if height is None:
             return [*self.top, *self.in_flight, *self.recent, *self.footer]
-        room = height - len(self.footer)
-        top = self.top[:max(room, 0)]
+        footer = self.footer[max(0, len(self.footer) - height):]  # the keys line last of all
+        room = height - len(footer)
+        top = self.top[:room]
         room -= len(top)
-        flight = self.in_flight[:max(room - min(len(self.recent), 3), min(room, 3))] if room > 0 else []
+        # The requests in flight before the last ones, which keep their heading and a row.
+        recent_share = min(len(self.recent), RECENT_ROOM)
+        flight = self.in_flight[:max(room - recent_share, min(room, RECENT_ROOM))]
         room -= len(flight)
-        recent = self.recent[:max(room, 0)]
-        blank = [[] for _ in range(height - len(self.footer) - len(top) - len(flight) - len(recent))]
-        return [*top, *flight, *recent, *blank, *self.footer]
+        recent = self.recent[:room]
+        room -= len(recent)
+        return [*top, *flight, *recent, *([[]] * room), *footer]
 
 
 def layout(state, scene):

@@ -199,9 +199,24 @@ def test_the_full_screen_fits_the_window_keeping_the_providers_and_the_keys():
     assert "#1 " not in "\n".join(text)
 
 
-def test_a_tiny_window_still_gets_the_keys_line():
-    lines = layout(snapshot_state(), scene(interactive=True)).fit(3)
-    assert len(lines) == 3 and paint(lines[-1], False) == top_layout.KEYS_HELP
+@pytest.mark.parametrize("height", [1, 2, 3, 9])
+def test_a_tiny_window_still_gets_the_keys_line(height):
+    lines = layout(snapshot_state(), scene(interactive=True)).fit(height)
+    assert len(lines) == height and paint(lines[-1], False) == top_layout.KEYS_HELP
+
+
+def test_requests_in_flight_come_before_the_last_ones_which_keep_a_row():
+    state = snapshot_state()
+    for number in range(1, 30):
+        state.apply("start", {"id": number, "provider": "alpha", "model": "m", "elapsed_seconds": 1.0})
+        state.apply("end", {"id": 100 + number, "provider": "alpha", "model": "m", "outcome": "answered",
+                            "status": 200, "started_at": 0, "duration_seconds": 1.0})
+    text = [paint(line, False) for line in layout(state, scene(interactive=True)).fit(24)]
+    assert len(text) == 24
+    assert text[-5:-2] == ["", "RECENT", text[-3]] and "#129" in text[-3]
+    # 24 rows: the keys and the message, 6 of header and providers, 2 headings of requests in
+    # flight and 3 rows of the last ones leave 11 for requests in flight.
+    assert "IN FLIGHT (29)" in text and sum(row.startswith("  #") for row in text) == 11
 
 
 @pytest.mark.parametrize("row, words", [

@@ -16,6 +16,7 @@ import collections
 import http.client
 import json
 import queue
+import socket
 import threading
 import time
 
@@ -59,7 +60,7 @@ class FeedReader:
             conn = self._conn
         if conn is not None and conn.sock is not None:
             try:
-                conn.sock.shutdown(2)  # SHUT_RDWR: wakes the thread blocked in a read
+                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in a read
             except OSError:  # already closed by the daemon or by the thread
                 pass
         if self._thread.is_alive():

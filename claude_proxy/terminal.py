@@ -166,6 +166,9 @@ class Terminal:
         raise NotImplementedError
 
 
+_NOTHING = object()
+
+
 class PosixTerminal(Terminal):
     """cbreak input, ``select`` for keys, ``SIGWINCH`` for resizes."""
 
@@ -179,7 +182,7 @@ class PosixTerminal(Terminal):
             import signal as signal_module
         self._termios, self._tty, self._signal = termios_module, tty_module, signal_module
         self._saved_mode = None
-        self._saved_handler = None
+        self._saved_handler = _NOTHING  # SIGWINCH's handler before ours (signal.signal may say None)
         self._wake = None  # (read end, write end) of a pipe a resize writes to
 
     def _prepare(self):
@@ -202,9 +205,9 @@ class PosixTerminal(Terminal):
             pass
 
     def _restore(self):
-        if self._saved_handler is not None:
+        if self._saved_handler is not _NOTHING:
             self._signal.signal(self._signal.SIGWINCH, self._saved_handler)
-            self._saved_handler = None
+            self._saved_handler = _NOTHING
         if self._saved_mode is not None:
             self._termios.tcsetattr(self.stdin.fileno(), self._termios.TCSADRAIN, self._saved_mode)
             self._saved_mode = None

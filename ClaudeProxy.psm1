@@ -7,11 +7,12 @@ macOS, Linux) and Windows PowerShell 5.1.
     claude-fb                    this session goes through the proxy, with failover
     claude-switch -Provider X    this session is pinned to one provider (Tab completes)
     claude-status                this session's mode and the proxy's state
+    claude-status -Watch         the same, live, full screen (q quits)
     claude-reset                 restore this session's previous ANTHROPIC_* values,
                                  and stop the proxy unless another session uses it
                                  (-KeepRunning leaves it up)
 
-Everything is decided by proxy.py (start, env, status, release, providers);
+Everything is decided by proxy.py (start, env, status, top, release, providers);
 this module only finds Python, remembers the session's own variables and
 puts them back.  It keeps to Windows PowerShell 5.1's language
 (tests/ClaudeProxy.Tests.ps1 checks that).
@@ -97,27 +98,45 @@ function Set-ClaudeProxyConsoleEncoding {
     }
 }
 
+function Get-ClaudeProxyCliProblem {
+    # Why proxy.py cannot be run at all, in one line; $null when it can.
+    $python = Find-ClaudeProxyPython
+    if ($null -ne $python.Problem) {
+        return $python.Problem
+    }
+    if (-not (Test-Path -LiteralPath $script:ProxyScript)) {
+        return "proxy.py is not beside the module [$script:ProxyScript]; import ClaudeProxy from the claude-proxy folder"
+    }
+    return $null
+}
+
 function Invoke-ClaudeProxyCli {
     # Run proxy.py with a subcommand and its options.  Returns ExitCode, Output
     # (stdout lines), Errors (stderr lines) and Problem: $null, or why it could
     # not be run at all (then ExitCode is $null).  Python writes UTF-8 and PowerShell
     # reads UTF-8 for the call, whatever the console's code page; both are put
     # back afterwards.
+    # -Attached: the output is not collected; it goes where the caller's output
+    # goes, which is the console itself when nothing captures it (a full-screen
+    # command needs that).  Then nothing is returned: $LASTEXITCODE is the exit
+    # code, and the caller asks Get-ClaudeProxyCliProblem first.
     param(
         [Parameter(Mandatory, Position = 0)]
         [string]$Command,
 
         [Parameter(Position = 1)]
-        [string[]]$Options = @()
+        [string[]]$Options = @(),
+
+        [switch]$Attached
     )
-    $python = Find-ClaudeProxyPython
-    $problem = $python.Problem
-    if ($null -eq $problem -and -not (Test-Path -LiteralPath $script:ProxyScript)) {
-        $problem = "proxy.py is not beside the module [$script:ProxyScript]; import ClaudeProxy from the claude-proxy folder"
-    }
+    $problem = Get-ClaudeProxyCliProblem
     if ($null -ne $problem) {
-        return [pscustomobject]@{ ExitCode = $null; Output = @(); Errors = @(); Problem = $problem }
+        if (-not $Attached) {
+            return [pscustomobject]@{ ExitCode = $null; Output = @(); Errors = @(); Problem = $problem }
+        }
+        return
     }
+    $python = Find-ClaudeProxyPython
     $arguments = @($python.Arguments) + @($script:ProxyScript, $Command) + @($Options)
     # Windows PowerShell 5.1 turns redirected stderr lines into error records,
     # and with $ErrorActionPreference = 'Stop' into a terminating error; 7.4
@@ -128,6 +147,10 @@ function Invoke-ClaudeProxyCli {
     $consoleEncoding = Set-ClaudeProxyConsoleEncoding -Encoding (New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false)
     try {
         $env:PYTHONIOENCODING = 'utf-8'
+        if ($Attached) {
+            & $python.Path @arguments
+            return
+        }
         $lines = @(& $python.Path @arguments 2>&1)
         $code = $LASTEXITCODE
     }
@@ -356,16 +379,41 @@ function Get-ClaudeProxyStatus {
     .PARAMETER Json
     Print the status as JSON, for scripts.
 
+    .PARAMETER Watch
+    Watch the proxy live, full screen (proxy.py top): a row per provider
+    with its state, the requests in flight and the last ones, redrawn every
+    second.  Keys: q quits, the up and down arrows select a provider, d
+    disables or enables it, c clears its cooldown.  With the output
+    captured or redirected, it prints one snapshot as plain text instead.
+
     .EXAMPLE
     claude-status
 
     .EXAMPLE
+    claude-status -Watch
+
+    .EXAMPLE
     (claude-status -Json | ConvertFrom-Json).providers
     #>
-    [CmdletBinding()]
+    [CmdletBinding(DefaultParameterSetName = 'Report')]
     param(
-        [switch]$Json
+        [Parameter(ParameterSetName = 'Report')]
+        [switch]$Json,
+
+        [Parameter(ParameterSetName = 'Watch')]
+        [switch]$Watch
     )
+    if ($Watch) {
+        $problem = Get-ClaudeProxyCliProblem
+        if ($null -ne $problem) {
+            Write-Error -Message $problem -ErrorId $script:ErrorId -Category NotSpecified
+            return
+        }
+        # Not collected, so that the view has the console (and this session's
+        # variables, for the mode it shows).
+        Invoke-ClaudeProxyCli 'top' -Attached
+        return
+    }
     $options = @()
     if ($Json) {
         $options += '--json'

@@ -9,11 +9,12 @@
 #     claude-fb                  this session goes through the proxy, with failover
 #     claude-switch moonshot     this session is pinned to one provider (Tab completes)
 #     claude-status              this session's mode and the proxy's state
+#     claude-status --watch      the same, live, full screen (q quits)
 #     claude-reset               restore this session's previous ANTHROPIC_* values, and
 #                                stop the proxy unless another shell session still uses
 #                                it (--keep-running leaves it up in any case)
 #
-# Everything is decided by `proxy.py` (start, env, status, release, providers);
+# Everything is decided by `proxy.py` (start, env, status, top, release, providers);
 # these functions only remember and restore the session's own variables, as
 # claude-proxy.sh does for bash and zsh.  What is remembered is the session's
 # global scope: each variable's value (a list, as fish has it), whether it is
@@ -193,7 +194,14 @@ function claude-switch --description 'Pin this fish session to one claude-proxy 
     __claude_proxy_use $argv[1]
 end
 
+# claude-status --watch: `proxy.py top`, live and full screen (one snapshot when the
+# output is not a terminal); anything else goes to `proxy.py status`.
 function claude-status --description "This session's claude-proxy mode and the proxy's state"
+    if test "$argv[1]" = --watch
+        set -e argv[1]
+        __claude_proxy top $argv
+        return
+    end
     __claude_proxy status $argv
 end
 
@@ -230,10 +238,10 @@ function claude-proxy --description 'Run a proxy.py command (disable, enable, co
 end
 
 complete -c claude-proxy -f
-complete -c claude-proxy -n 'test (count (commandline -opc)) -eq 1' -a 'disable enable cool uncool status usage check validate providers'
+complete -c claude-proxy -n 'test (count (commandline -opc)) -eq 1' -a 'disable enable cool uncool status top usage check validate providers'
 complete -c claude-proxy -n 'test (count (commandline -opc)) -eq 2; and contains -- (commandline -opc)[2] disable enable cool uncool' -a '(__claude_proxy providers 2>/dev/null)'
 complete -c claude-switch -f
 complete -c claude-switch -n 'test (count (commandline -opc)) -eq 1' -a '(__claude_proxy providers 2>/dev/null)'
 complete -c claude-fb -f
-complete -c claude-status -f
+complete -c claude-status -f -l watch -d 'live, full screen (proxy.py top)'
 complete -c claude-reset -f -s k -l keep-running -d 'leave the proxy running'

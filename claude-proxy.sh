@@ -10,11 +10,12 @@
 #     claude-fb                  this session goes through the proxy, with failover
 #     claude-switch moonshot     this session is pinned to one provider (Tab completes)
 #     claude-status              this session's mode and the proxy's state
+#     claude-status --watch      the same, live, full screen (q quits)
 #     claude-reset               restore this session's previous ANTHROPIC_* values, and
 #                                stop the proxy unless another shell session still uses
 #                                it (--keep-running leaves it up in any case)
 #
-# Everything is decided by `proxy.py` (start, env, status, stop, providers);
+# Everything is decided by `proxy.py` (start, env, status, top, stop, providers);
 # these functions only remember and restore the session's own variables.
 # Python is $CLAUDE_PROXY_PYTHON, else the first of python3 and python that is 3.10+.
 
@@ -207,7 +208,14 @@ claude-switch() {
     _claude_proxy_use "$1"
 }
 
+# claude-status --watch: `proxy.py top`, live and full screen (one snapshot when the
+# output is not a terminal); anything else goes to `proxy.py status`.
 claude-status() {
+    if [ "${1:-}" = --watch ]; then
+        shift
+        _claude_proxy top "$@"
+        return
+    fi
     _claude_proxy status "$@"
 }
 
@@ -250,7 +258,7 @@ if [ -n "${ZSH_VERSION:-}" ]; then
     }'
     eval '_claude_proxy_complete_control_zsh() {
         if [ "$CURRENT" -eq 2 ]; then
-            compadd disable enable cool uncool status usage check validate providers
+            compadd disable enable cool uncool status top usage check validate providers
         elif [ "$CURRENT" -eq 3 ] && [[ $words[2] == (disable|enable|cool|uncool) ]]; then
             _claude_proxy_complete_zsh
         fi
@@ -273,7 +281,7 @@ elif [ -n "${BASH_VERSION:-}" ]; then
         local word=${COMP_WORDS[COMP_CWORD]} name
         COMPREPLY=()
         if [ "$COMP_CWORD" -eq 1 ]; then
-            for name in disable enable cool uncool status usage check validate providers; do
+            for name in disable enable cool uncool status top usage check validate providers; do
                 case $name in "$word"*) COMPREPLY+=("$name") ;; esac
             done
         elif [ "$COMP_CWORD" -eq 2 ]; then

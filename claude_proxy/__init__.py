@@ -27,6 +27,7 @@ The proxy process
 - ``cancel``      noticing a client hang-up and stopping the provider's work
 - ``logfile``     ``proxy.log``, rotated by size
 - ``usage``       ``usage.db``: a row per forwarded request, written by one thread off the request path
+- ``feed``        the live feed of ``GET /events``: requests in flight and just ended, for the live views
 - ``request_log`` the opt-in JSONL request log, credentials redacted, written off the request path
 - ``state``       the runtime files (token, pid, sessions) in the state directory
 - ``dashboard``   the dashboard page (``dashboard.html``): one-time sign-in links, session cookies
@@ -42,6 +43,9 @@ The commands that manage it (``proxy.py start`` and friends)
 - ``control``     ``disable``, ``enable``, ``cool``, ``uncool`` and ``reload`` of the running proxy
 - ``usage_report`` ``proxy.py usage``: requests, failovers, tokens and cost per day, provider, model
 - ``dashboard_link`` ``proxy.py dashboard``: a one-time sign-in link, opened in the browser
+- ``top``         ``proxy.py top``: the proxy live, full screen (or one snapshot), with
+  ``top_layout`` (what it shows), ``feed_reader`` (following ``GET /events``) and
+  ``terminal`` (every platform-specific decision about consoles)
 - ``wording``     durations, counts and provider states worded once
 - ``process``     every platform-specific decision (detaching, pid identity)
 """

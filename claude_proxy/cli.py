@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, check, control, daemon, dashboard_link, lifecycle, session, status, usage_report
+from . import __version__, check, control, daemon, dashboard_link, lifecycle, session, status, top, usage_report
 from .config import RequestLogSettings, is_loopback, load_config
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, ProxyError, UsageError
 from .routing import STRATEGIES
@@ -60,6 +60,11 @@ def build_parser():
                                  help="is it running, this session's mode, each provider's state")
     status_.add_argument("--json", action="store_true", help="machine-readable output")
     status_.set_defaults(func=status.cmd_status)
+    top_ = commands.add_parser("top", parents=[common],
+                               help="the proxy live, full screen: providers, requests in flight, the last ones")
+    top_.add_argument("--once", action="store_true",
+                      help="print one snapshot as plain text and exit (the default when output is not a terminal)")
+    top_.set_defaults(func=top.cmd_top)
     env = commands.add_parser("env", parents=[common],
                               help="print the variables that point a shell session at the proxy")
     env.add_argument("--shell", choices=session.SHELLS, default=session.default_shell(),

@@ -40,21 +40,28 @@ def parse_duration(text):
 def cmd_control(args, out=None):
     out = out or sys.stdout
     target = load_target(args)
-    name = getattr(args, "name", None)
-    if name is not None:
-        name = known_provider(target.config, name).name
     seconds = parse_duration(args.duration) if getattr(args, "duration", None) else None
+    print(control(target, args.command, getattr(args, "name", None), seconds), file=out)
+    return EXIT_OK
+
+
+def control(target, action, name=None, seconds=None):
+    """Ask the running daemon of ``target`` to ``action`` (disable, enable, cool, uncool)
+    the provider ``name`` (uncool: all when None), for ``seconds`` where it applies.
+    Returns what it did in one line (:func:`describe`); raises :class:`UsageError`
+    with the reason when it could not be done.  ``proxy.py top`` acts through this too."""
+    if name is not None and target.config is not None:
+        name = known_provider(target.config, name).name
     current = probe(target.paths, target.config)
     if not current.running:
-        raise UsageError(f"claude-proxy is not running, so there is nothing to {args.command}; "
+        raise UsageError(f"claude-proxy is not running, so there is nothing to {action}; "
                          f"start it with `{proxy_command(target, 'start')}`")
     client = DaemonClient.for_record(current.record, target.paths, config=target.config)
-    status, answer = client.control(args.command, name, seconds)
+    status, answer = client.control(action, name, seconds)
     if status != 200 or answer is None:
         message = ((answer or {}).get("error") or {}).get("message") or f"the proxy answered {status}"
-        raise UsageError(f"{args.command} failed: {message}")
-    print(describe(args.command, answer, seconds), file=out)
-    return EXIT_OK
+        raise UsageError(f"{action} failed: {message}")
+    return describe(action, answer, seconds)
 
 
 def cmd_reload(args, out=None):

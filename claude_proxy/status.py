@@ -24,18 +24,9 @@ def status(target, as_json=False, environ=None, out=None):
     environ = os.environ if environ is None else environ
     current = probe(target.paths, target.config)
     silent = current.silent
-    if current.running or silent:
-        url = current.url
-    elif target.config is not None and target.config.port:
-        url = target.config.url
-    else:
-        url = None
-    session = session_mode(environ.get("ANTHROPIC_BASE_URL"), url)
+    url = proxy_url_of(current, target)
+    session = this_session(environ, current, target)
     today = usage_today(target)
-    if current.running and session["mode"] in ("fallback", "pinned", "strategy") \
-            and current.status.get("require_token"):
-        offered = environ.get("ANTHROPIC_AUTH_TOKEN") or environ.get("ANTHROPIC_API_KEY")
-        session["token_ok"] = offered == read_token(target.paths.token)
     if as_json:
         report = {"running": current.running,
                   "state": "running" if current.running else "not answering" if silent else "not running",
@@ -51,6 +42,26 @@ def status(target, as_json=False, environ=None, out=None):
     if current.running:
         return EXIT_OK
     return EXIT_FAILURE if silent else EXIT_NOT_RUNNING
+
+
+def proxy_url_of(current, target):
+    """Where the proxy of ``target`` is (or would be): the recorded address, else the config's; or None."""
+    if current.running or current.silent:
+        return current.url
+    if target.config is not None and target.config.port:
+        return target.config.url
+    return None
+
+
+def this_session(environ, current, target):
+    """How the session with ``environ`` uses the proxy (:func:`session_mode`), with
+    ``token_ok`` when the running proxy wants a token: is the session's the proxy's?"""
+    session = session_mode(environ.get("ANTHROPIC_BASE_URL"), proxy_url_of(current, target))
+    if current.running and session["mode"] in ("fallback", "pinned", "strategy") \
+            and current.status.get("require_token"):
+        offered = environ.get("ANTHROPIC_AUTH_TOKEN") or environ.get("ANTHROPIC_API_KEY")
+        session["token_ok"] = offered == read_token(target.paths.token)
+    return session
 
 
 def session_mode(session_url, proxy_url):

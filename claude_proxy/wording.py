@@ -20,13 +20,15 @@ def plural(count, noun):
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def describe_provider_state(row):
+def describe_provider_state(row, brief=False):
+    """A provider's state from its /status row; ``brief`` leaves out who disabled it
+    (for a table where it is obvious, such as ``proxy.py top``)."""
     state = row.get("state")
     by_command = row.get("disabled_by_command")
     if state == "disabled" and by_command:
         left = by_command.get("seconds_left")
-        return ("disabled by proxy.py disable " +
-                ("until enabled" if left is None else f"for {format_duration(left)} more"))
+        how = "until enabled" if left is None else f"for {format_duration(left)} more"
+        return f"disabled {how}" if brief else f"disabled by proxy.py disable {how}"
     if state == "cooling":
         return f"cooling for {format_duration(row.get('cooldown_seconds_left') or 0)}"
     if state == "no_key":

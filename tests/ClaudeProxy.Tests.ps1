@@ -251,7 +251,7 @@ Describe 'ClaudeProxy' {
         It 'Get-Help <Alias> -Full shows a synopsis, the parameters and an example' -TestCases @(
             @{ Alias = 'claude-fb'; Parameters = @() },
             @{ Alias = 'claude-switch'; Parameters = @('Provider') },
-            @{ Alias = 'claude-status'; Parameters = @('Json') },
+            @{ Alias = 'claude-status'; Parameters = @('Json', 'Watch') },
             @{ Alias = 'claude-reset'; Parameters = @('KeepRunning') }
         ) {
             param($Alias, $Parameters)
@@ -514,6 +514,24 @@ Describe 'ClaudeProxy' {
         It 'shows the session pinned to a provider' {
             claude-switch -Provider beta 6>$null
             @(claude-status) -join "`n" | Should -Match 'this session: pinned to beta'
+        }
+
+        It '-Watch runs proxy.py top, which prints one plain snapshot when its output is captured' {
+            $env:CLAUDE_PROXY_CONFIG = New-TestConfig -Folder 'watch'
+            $lines = @(claude-status -Watch)
+            $LASTEXITCODE | Should -Be 3
+            $lines[0] | Should -Match '^claude-proxy is not running'
+            claude-switch -Provider beta 6>$null
+            $text = @(claude-status -Watch) -join "`n"
+            $LASTEXITCODE | Should -Be 0
+            $text | Should -Match '(?m)^  this session: pinned to beta$'
+            $text | Should -Match '(?m)^  alpha\s+ready\s+0\s+0\s'
+            $text | Should -Match '(?m)^IN FLIGHT \(0\)$'
+            $text | Should -Not -Match ([regex]::Escape([string][char]27))
+        }
+
+        It '-Watch and -Json do not go together' {
+            { claude-status -Watch -Json -ErrorAction Stop } | Should -Throw
         }
 
         It '-Json gives what ConvertFrom-Json reads' {

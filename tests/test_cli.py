@@ -696,6 +696,6 @@ def test_an_unknown_command_is_named_with_the_ones_there_are(tmp_path):
     result = run_once("frobnicate", cwd=tmp_path)
 
     assert result.returncode == 2
-    assert "unknown command 'frobnicate' (commands: serve, start, stop, release, status, env, providers, disable, enable, cool, uncool, reload, check, validate, usage, dashboard)" \
+    assert "unknown command 'frobnicate' (commands: serve, start, stop, release, status, top, env, providers, disable, enable, cool, uncool, reload, check, validate, usage, dashboard)" \
         in result.stderr
     assert "Traceback" not in result.stderr

@@ -350,6 +350,25 @@ def test_the_strategy_list_is_proxy_pys():
     assert tuple(line.split()[3:]) == STRATEGIES
 
 
+def test_claude_status_watch_runs_top(setup):
+    workspace, _, _, _ = setup
+    script = ('echo "== down"; claude-status --watch; echo "rc=$status"; '
+              'claude-switch p2 2>/dev/null; '
+              'echo "== up"; claude-status --watch | cat; echo "rc=$pipestatus[1]"; '
+              'echo "== once"; claude-status --watch --once; echo "rc=$status"; '
+              'echo "== complete"; complete --do-complete "claude-status --w"; '
+              'claude-reset >/dev/null')
+    parts = sections(run_fish(script, workspace.environ).stdout)
+    assert parts["down"].startswith("claude-proxy is not running (config: ")
+    assert parts["down"].endswith(f"rc={errors.EXIT_NOT_RUNNING}")
+    for name in ("up", "once"):
+        assert "  this session: pinned to p2" in parts[name], parts[name]
+        assert re.search(r"^  p1 +ready +0 +0 ", parts[name], re.M), parts[name]
+        assert "IN FLIGHT (0)" in parts[name] and "\x1b" not in parts[name]
+        assert parts[name].endswith("rc=0")
+    assert parts["complete"].split()[0] == "--watch"
+
+
 def test_claude_proxy_runs_the_runtime_controls_and_completes_names(setup):
     workspace, _, _, _ = setup
     result = run_fish("claude-fb 2>/dev/null; claude-proxy cool p1 --for 5m; claude-proxy uncool p1; "

@@ -219,7 +219,7 @@ def test_switch_and_reset_take_their_parameters(module):
 
     assert list(parameters("Enable-ClaudeProxy")) == ["Strategy"]
     assert list(parameters("Switch-ClaudeProvider")) == ["Provider"]
-    assert list(parameters("Get-ClaudeProxyStatus")) == ["Json"]
+    assert list(parameters("Get-ClaudeProxyStatus")) == ["Json", "Watch"]
     assert list(parameters("Reset-ClaudeProxy")) == ["KeepRunning"]
     provider = parameters("Switch-ClaudeProvider")["Provider"]
     attributes = [text(a) for a in walk(provider) if a.type == "attribute_name"]
@@ -283,7 +283,8 @@ def test_every_subcommand_and_option_it_uses_exists(module):
     choices = subparsers()
     calls = proxy_calls(module)
     used = {sub for _, sub, _ in calls}
-    assert used == {"start", "env", "status", "release", "providers", "disable", "enable", "cool", "uncool"}
+    assert used == {"start", "env", "status", "top", "release", "providers", "disable", "enable", "cool",
+                    "uncool"}
     for function, sub, _ in calls:
         assert sub in choices, f"{function} calls `proxy.py {sub}`, which does not exist"
     by_function = {}

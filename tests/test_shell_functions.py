@@ -488,6 +488,25 @@ def test_claude_proxy_runs_the_runtime_controls(setup, shell):
     assert result.stdout.splitlines()[-1] == "p1: enabled again"
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+def test_claude_status_watch_runs_top(setup, shell):
+    workspace, _, _, _ = setup
+    script = ('echo "== down"; claude-status --watch; echo "rc=$?"\n'
+              'claude-switch p2 2>/dev/null\n'
+              'echo "== up"; claude-status --watch | cat; echo "rc=${PIPESTATUS[0]:-$pipestatus[1]}"\n'
+              'echo "== once"; claude-status --watch --once; echo "rc=$?"\n'
+              'claude-reset >/dev/null')
+    parts = sections(run_in(shell, script, workspace.environ).stdout)
+    assert parts["down"].startswith("claude-proxy is not running (config: ")
+    assert parts["down"].endswith(f"rc={errors.EXIT_NOT_RUNNING}")
+    # Output that is not a terminal: proxy.py top's plain snapshot, with this session's mode.
+    for name in ("up", "once"):
+        assert "  this session: pinned to p2" in parts[name], parts[name]
+        assert re.search(r"^  p1 +ready +0 +0 ", parts[name], re.M), parts[name]
+        assert "IN FLIGHT (0)" in parts[name] and "\x1b" not in parts[name]
+        assert parts[name].endswith("rc=0")
+
+
 def test_bash_completes_claude_proxy_commands_and_provider_names(setup):
     workspace, _, _, _ = setup
     script = ('COMP_WORDS=(claude-proxy dis); COMP_CWORD=1; _claude_proxy_complete_control_bash; '

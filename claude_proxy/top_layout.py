@@ -17,6 +17,7 @@ caller passes the state and the time.
 import dataclasses
 import time
 
+from .reload import local_time
 from .status import format_status
 from .wording import describe_provider_state, format_duration, plural
 
@@ -178,6 +179,11 @@ def _notes(state, scene):
     """What needs saying besides the table: waiting requests, missed events, trouble."""
     status = state.status
     notes = []
+    error = status.get("config_error")
+    if error:
+        notes.append(f"config error since {local_time(error['since'])}: {error['message']} "
+                     "(the proxy goes on with the config it had)")
+    notes.extend(status.get("restart_needed") or ())
     if status.get("waiting_requests"):
         notes.append(f"{plural(status['waiting_requests'], 'request')} waiting for a provider to recover")
     if status.get("dropped"):

@@ -268,6 +268,16 @@ def test_missed_events_are_counted_in_the_header():
     assert "12 events missed (this view fell behind)" in text
 
 
+def test_a_failed_reload_and_a_setting_that_needs_a_restart_show_in_the_header():
+    state = snapshot_state()
+    state.status["config_error"] = {"since": time.mktime((2026, 12, 2, 14, 5, 0, 0, 0, -1)),
+                                    "message": "config.json: invalid JSON at line 3, column 1"}
+    state.status["restart_needed"] = ["proxy_port changed: restart to apply"]
+    text = "\n".join(paint(line, False) for line in layout(state, scene()).fit())
+    assert "config error since 14:05: config.json: invalid JSON at line 3, column 1" in text
+    assert "proxy_port changed: restart to apply" in text
+
+
 # --- the live state -------------------------------------------------------------------------
 
 

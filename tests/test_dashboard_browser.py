@@ -188,6 +188,22 @@ def test_without_the_usage_record_the_tokens_picture_counts_since_the_start(prox
     assert page.errors == []
 
 
+def test_a_broken_config_and_its_fix_show_on_the_page_live(proxy, providers, page_of):
+    fake = providers(Reply())
+    running = proxy(fake)
+    page = page_of(running)
+    note = page.locator("#config-note")
+    expect(note).to_be_hidden()
+
+    running.config_path.write_text("{", encoding="utf-8")  # a save gone wrong: read within a second
+    expect(note).to_contain_text("config error since ", timeout=5000)
+    expect(note).to_contain_text("invalid JSON at line 1")
+    screenshot(page, "dashboard-config-error.png")
+    running.write_config([{"name": "p1", "base_url": fake.url, "api_key_env": "KEY_P1"}])
+    expect(note).to_be_hidden(timeout=5000)
+    assert page.errors == []
+
+
 def test_the_page_says_when_the_proxy_is_down_and_when_a_restart_signed_it_out(proxy, providers, page_of):
     running = proxy(providers(Reply()))
     page = page_of(running)

@@ -516,6 +516,33 @@ Describe 'ClaudeProxy' {
             @(claude-status) -join "`n" | Should -Match 'this session: pinned to beta'
         }
 
+        It 'shows the order of a config.json saved while it runs, and a broken save as a config error' {
+            $saved = New-TestConfig -Folder 'reload'
+            $env:CLAUDE_PROXY_CONFIG = $saved
+            claude-fb 6>$null
+            $settings = Get-Content -Raw -Path $saved | ConvertFrom-Json
+            $settings.providers = @($settings.providers[1], $settings.providers[0])
+            $utf8 = New-Object System.Text.UTF8Encoding $false
+            [System.IO.File]::WriteAllText($saved, ($settings | ConvertTo-Json -Depth 5), $utf8)
+            $deadline = (Get-Date).AddSeconds(10)
+            do {
+                Start-Sleep -Milliseconds 200
+                $text = @(claude-status) -join "`n"
+            } until ($text -match '1\. beta\s+ready' -or (Get-Date) -gt $deadline)
+            $text | Should -Match '1\. beta\s+ready'
+            $text | Should -Match '2\. alpha\s+ready'
+
+            [System.IO.File]::WriteAllText($saved, '{"providers": [', $utf8)
+            $deadline = (Get-Date).AddSeconds(10)
+            do {
+                Start-Sleep -Milliseconds 200
+                $text = @(claude-status) -join "`n"
+            } until ($text -match 'config error since' -or (Get-Date) -gt $deadline)
+            $text | Should -Match 'config error since \d\d:\d\d: .*invalid JSON at line 1'
+            $text | Should -Match '1\. beta\s+ready'
+            $LASTEXITCODE | Should -Be 0
+        }
+
         It '-Watch runs proxy.py top, which prints one plain snapshot when its output is captured' {
             $env:CLAUDE_PROXY_CONFIG = New-TestConfig -Folder 'watch'
             $lines = @(claude-status -Watch)

@@ -8,8 +8,9 @@ instead of a reset.  :class:`ClientReader` bounds the time a request may
 take to arrive, however slowly it trickles in.
 """
 
-import socket
 import time
+
+from .socket_timeouts import TimedSocketIO, set_read_timeout
 
 DRAIN_LIMIT = 64 * 1024 * 1024  # what is read (and dropped) of an oversized body before closing
 DRAIN_SECONDS = 5.0
@@ -19,7 +20,7 @@ class ReceiveTimeout(TimeoutError):
     """The request did not arrive whole within the receive time limit."""
 
 
-class ClientReader(socket.SocketIO):
+class ClientReader(TimedSocketIO):
     """The reads of one client connection, on two clocks.
 
     Between requests each read may wait ``idle`` seconds (the keep-alive
@@ -48,7 +49,7 @@ class ClientReader(socket.SocketIO):
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise ReceiveTimeout(f"the request did not arrive within {self._limit:g}s")
-        self._sock.settimeout(min(self._idle, left))
+        set_read_timeout(self._sock, min(self._idle, left))
         self._shortened = True
         try:
             return super().readinto(buffer)
@@ -65,7 +66,7 @@ class ClientReader(socket.SocketIO):
         self._deadline = None
         if self._shortened:
             self._shortened = False
-            self._sock.settimeout(self._idle)
+            set_read_timeout(self._sock, self._idle)
 
 
 class TooLarge(Exception):

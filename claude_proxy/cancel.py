@@ -6,12 +6,15 @@ provider stops generating tokens nobody will read.  One
 :class:`DisconnectWatcher` thread watches every request's client socket.
 """
 
+import os
 import selectors
 import socket
 import threading
 import time
 
 from .process import selector_capacity
+
+DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)  # POSIX: one non-blocking call on a blocking socket
 
 
 class Cancel:
@@ -173,11 +176,17 @@ class DisconnectWatcher:
     def _check(self, sock, cancel):
         try:
             # Never block here: the handler may have read what made it readable
-            # meanwhile, and its socket waits up to its idle timeout.  A duplicate
-            # has a timeout of its own (the file is non-blocking already).
-            with sock.dup() as probe:
-                probe.setblocking(False)
-                data = probe.recv(1, socket.MSG_PEEK)
+            # meanwhile, and its socket waits up to its idle timeout.  MSG_DONTWAIT
+            # where there is one, which leaves the socket as it is (it may be a
+            # blocking one: socket_timeouts); else a duplicate made non-blocking
+            # (Windows, whose sockets keep Python's timeouts: non-blocking already).
+            if DONTWAIT:
+                with _plain_duplicate(sock) as probe:
+                    data = probe.recv(1, socket.MSG_PEEK | DONTWAIT)
+            else:
+                with sock.dup() as probe:
+                    probe.setblocking(False)
+                    data = probe.recv(1, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):  # nothing to read after all: still there
             return
         except OSError:  # reset or closed: the client is gone
@@ -192,3 +201,11 @@ class DisconnectWatcher:
         if not data:
             cancel.fire()
         # Otherwise the client sent more (a pipelined request): not a hang-up.
+
+
+def _plain_duplicate(sock):
+    """A socket object for a duplicate of ``sock``'s descriptor, without a Python
+    timeout (its calls go straight to the kernel) and without touching the flags
+    the two share (``socket.dup()`` would copy the timeout, and setting one
+    changes the descriptor's blocking mode for ``sock`` too)."""
+    return socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))

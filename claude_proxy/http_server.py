@@ -54,6 +54,7 @@ from .logfile import printable
 from .relay import ClientGone, ClientWriter
 from .request_log import CapturingWriter, RequestLog
 from .sending import SocketWriter
+from .socket_timeouts import set_timeout
 from .state import StatePaths, read_token
 from .headers import HOP_BY_HOP
 from .routing import STRATEGIES
@@ -419,6 +420,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
 
     def setup(self):
         super().setup()
+        set_timeout(self.connection, self.timeout)  # in the kernel where it can be: one call per read
         self.rfile.close()  # replaced by one that also bounds the time a request takes to arrive
         self._reader = ClientReader(self.connection, self.timeout, self.server.config.receive_timeout)
         self.rfile = io.BufferedReader(self._reader)

@@ -26,6 +26,7 @@ from .errors import UpstreamError
 from .head import read_head, read_header_lines
 from .headers import REPLACED_REQUEST_HEADERS
 from .sending import send_all
+from .socket_timeouts import reader, set_timeout
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,18 @@ class _OneWrite:
 MAX_INTERIM_HEADER_LINES = 100
 
 
+class _Readable:
+    """What ``HTTPResponse`` is given for a socket: it only asks it for ``makefile``,
+    answered with a reader that keeps the socket's timeout however it is kept
+    (:mod:`socket_timeouts`)."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def makefile(self, mode):
+        return reader(self._sock)
+
+
 class _Response(http.client.HTTPResponse):
     """``http.client``'s response, skipping every interim (1xx) answer, its
     headers parsed without ``email`` when they are plain (:mod:`head`).
@@ -241,6 +254,9 @@ class _Response(http.client.HTTPResponse):
     (RFC 9110 section 15.2: a client must be able to parse one or more 1xx
     responses before the final one).  ``101 Switching Protocols`` is final.
     """
+
+    def __init__(self, sock, debuglevel=0, method=None, url=None):
+        super().__init__(_Readable(sock), debuglevel, method, url)
 
     def _read_status(self):
         while True:
@@ -368,7 +384,7 @@ class ProviderPool:
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise wrap_error(p, exc) from None
-        conn.sock.settimeout(p.read_timeout)
+        set_timeout(conn.sock, p.read_timeout)
         return conn
 
 

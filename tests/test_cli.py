@@ -583,6 +583,39 @@ def test_a_stop_signal_the_moment_the_pid_file_exists_is_handled(tmp_path):
 # --- the log file --------------------------------------------------------------------------
 
 
+def test_under_load_log_lines_go_out_together(tmp_path):
+    """A line right after a write waits for the batch writer (one system call for
+    many requests); an idle log writes at once; flush and close lose nothing."""
+    from claude_proxy.logfile import LogFile
+    path = tmp_path / "proxy.log"
+    handler = LogFile(path, max_bytes=10_000, backups=1, batch=30.0)
+    try:
+        handler.write(b"first\n")
+        assert path.read_bytes() == b"first\n"  # nothing written lately: at once
+        handler.write(b"second\n")
+        handler.write(b"third\n")
+        assert path.read_bytes() == b"first\n"  # within the batch time: they wait
+        handler.flush()
+        assert path.read_bytes() == b"first\nsecond\nthird\n"
+        handler.write(b"fourth\n")
+    finally:
+        handler.close()
+    assert path.read_bytes() == b"first\nsecond\nthird\nfourth\n"
+
+
+def test_the_batch_writer_writes_waiting_lines_by_itself(tmp_path):
+    from claude_proxy.logfile import LogFile
+    path = tmp_path / "proxy.log"
+    handler = LogFile(path, max_bytes=10_000, backups=1, batch=0.05)
+    try:
+        for number in range(50):
+            handler.write(b"line %d\n" % number)
+        assert eventually(lambda: path.read_bytes().count(b"\n") == 50, timeout=5)
+        assert path.read_bytes() == b"".join(b"line %d\n" % n for n in range(50))
+    finally:
+        handler.close()
+
+
 def test_the_log_rotates_by_size_keeping_every_line_in_order(tmp_path):
     from claude_proxy.logfile import LogFile
     path = tmp_path / "proxy.log"

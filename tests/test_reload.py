@@ -276,6 +276,25 @@ def test_proxy_py_reload_of_a_broken_config(daemon):
     assert "is not using this file: its reload at" in checked.stdout
 
 
+def test_with_a_broken_config_the_running_proxy_can_still_be_controlled_and_watched(daemon):
+    workspace, config, write, ask = daemon
+    config.write_text("{", encoding="utf-8")
+    assert workspace.run("reload", config=config).returncode == 1
+
+    disabled = workspace.run("disable", "p1", "--for", "1m", config=config)
+    assert disabled.returncode == 0, disabled.stderr
+    assert disabled.stdout.startswith("p1: disabled for 1m")
+    assert ask() == "p2"
+    assert workspace.run("enable", "p1", config=config).returncode == 0
+    assert ask() == "p1"
+    unknown = workspace.run("disable", "nosuch", config=config)
+    assert unknown.returncode == 1 and "unknown provider 'nosuch'" in unknown.stderr
+
+    link = workspace.run("dashboard", "--no-browser", config=config)  # the page shows the config error
+    assert link.returncode == 0, link.stderr
+    assert "/dashboard/login?code=" in link.stdout
+
+
 def test_check_warns_when_the_daemon_has_not_read_the_file(daemon, monkeypatch):
     workspace, config, write, ask = daemon
     write("p2")

@@ -7,6 +7,7 @@ watcher and ``POST /reload`` as the daemon; the daemon tests drive the real
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -257,7 +258,18 @@ def test_proxy_py_reload(daemon):
     assert done.stdout.strip() == "reloaded: provider order now p2, p1"
     assert ask() == "p2"
     again = workspace.run("reload", config=config)
-    assert again.stdout.strip() == "reloaded: nothing changed"
+    assert re.fullmatch(r"reloaded: nothing changed since the proxy read the config at \d\d:\d\d:\d\d",
+                        again.stdout.strip())
+
+
+def test_a_reload_just_after_the_proxy_read_the_saved_file_says_when_it_did(daemon):
+    workspace, config, write, ask = daemon
+    write("p2", "p1")
+    assert wait_until(lambda: ask() == "p2", timeout=3)  # read by itself, before `reload` runs
+    done = workspace.run("reload", config=config)
+    read_at = workspace.state(config).log.read_text().splitlines()
+    read_at = next(line for line in reversed(read_at) if "config reloaded (file changed)" in line)
+    assert done.stdout.strip() == f"reloaded: nothing changed since the proxy read the config at {read_at[11:19]}"
 
 
 def test_proxy_py_reload_of_a_broken_config(daemon):

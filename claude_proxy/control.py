@@ -11,6 +11,7 @@ all: a provider to leave out for good belongs in the config
 
 import re
 import sys
+import time
 
 from .daemon import DaemonClient, known_provider, load_target, probe, proxy_command
 from .errors import EXIT_FAILURE, EXIT_OK, UsageError
@@ -39,7 +40,7 @@ def parse_duration(text):
 
 def cmd_control(args, out=None):
     out = out or sys.stdout
-    target = load_target(args)
+    target = load_target(args, lenient=True)  # a broken config: the running proxy still acts
     seconds = parse_duration(args.duration) if getattr(args, "duration", None) else None
     print(control(target, args.command, getattr(args, "name", None), seconds), file=out)
     return EXIT_OK
@@ -81,7 +82,13 @@ def cmd_reload(args, out=None):
               f"{answer['error']}", file=sys.stderr)
         return EXIT_FAILURE
     changes = answer["changes"]
-    print(f"reloaded: {'; '.join(changes)}" if changes else "reloaded: nothing changed", file=out)
+    if changes:
+        print(f"reloaded: {'; '.join(changes)}", file=out)
+    else:  # the proxy may have read a saved file by itself a moment before: say when
+        read = answer.get("previous_read_at")
+        since = (f" since the proxy read the config at {time.strftime('%H:%M:%S', time.localtime(read))}"
+                 if isinstance(read, (int, float)) else "")
+        print(f"reloaded: nothing changed{since}", file=out)
     for line in answer["restart_needed"]:
         print(f"  {line}", file=out)
     return EXIT_OK

@@ -25,7 +25,7 @@ def cmd_dashboard(args, out=None, err=None, opener=None):
     """Open (or print) a sign-in link; ``opener(url)`` says whether a browser took it
     (default: :func:`webbrowser.open`)."""
     out, err = out or sys.stdout, err or sys.stderr
-    target = load_target(args)
+    target = load_target(args, lenient=True)  # a broken config: the dashboard shows the error
     current = probe(target.paths, target.config)
     if not current.running:
         if current.silent:

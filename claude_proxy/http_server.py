@@ -160,7 +160,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         swapped in at once (:mod:`reload` says what a reload cannot change);
         requests in flight finish with the config and connections they began with,
         and the provider states carry over by name.  Returns what ``POST /reload``
-        answers: ``{"applied", "changes", "restart_needed", "error"}``.
+        answers: ``{"applied", "changes", "restart_needed", "error", "previous_read_at"}``
+        (when the config in use before this reload was read).
         """
         with self._reload_lock:
             running = self.config
@@ -190,6 +191,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
                 pool.close()
             if self.config_error is not None:
                 log.warning("config reload (%s): the config has no problem any more", trigger)
+            previous_read = self.config_loaded
             self.config_error, self.restart_needed, self.config_loaded = None, pending, time.time()
             for warning in new.warnings:
                 log.warning("%s", warning)
@@ -199,7 +201,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
                 log.info("config reloaded (%s): nothing changed", trigger)
             for line in pending:
                 log.warning("%s", line)
-            return {"applied": True, "changes": changes, "restart_needed": pending, "error": None}
+            return {"applied": True, "changes": changes, "restart_needed": pending, "error": None,
+                    "previous_read_at": previous_read}
 
     def record(self, ex, capture=None):
         """Hand the ended exchange ``ex`` to the usage record and the request log (never raises)."""

@@ -87,8 +87,10 @@ class Speeds:
         return min(scored, key=Speed.score) if scored else None
 
     def snapshot(self, provider_name):
+        """``{model: figures}``; ``""`` for answers measured without looking at the model
+        (None would be ``"null"`` in JSON, and status would show it as a model)."""
         with self._lock:
-            rows = {model: speed.as_dict() for (name, model), speed in self._speeds.items()
+            rows = {model or "": speed.as_dict() for (name, model), speed in self._speeds.items()
                     if name == provider_name}
         return rows
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import ControlledFakeProvider, Reply
+from fakes import ControlledFakeProvider, Reply, eventually, request
 from test_dashboard import get_link
 
 from claude_proxy.http_server import ProxyServer
@@ -225,4 +225,20 @@ def test_the_page_says_when_the_proxy_is_down_and_when_a_restart_signed_it_out(p
     expect(badge).to_have_attribute("data-state", "signed-out", timeout=15 * SECONDS)
     expect(page.locator("#meta")).to_contain_text("run proxy.py dashboard")
     page.errors[:] = [e for e in page.errors if "ERR_CONNECTION_REFUSED" not in e and "401" not in e]
+    assert page.errors == []
+
+
+def test_a_provider_no_longer_configured_keeps_its_colour_in_the_tokens_legend(proxy, providers, page_of):
+    first, second = providers(Reply()), providers(Reply())
+    running = proxy(first, second)
+    assert running.post(prefix="/provider/p2")[0] == 200
+    running.write_config([{"name": "p1", "base_url": first.url, "api_key_env": "KEY_P1"}])
+    assert running.server.reload("test")["changes"] == ["providers removed: p2"]
+    assert eventually(lambda: b'"p2"' in request(running.url, "GET", "/dashboard/data",
+                                                 headers=running.auth())[2])
+    page = page_of(running)
+
+    expect(page.locator('#chart-tokens rect[data-provider="p2"]')).to_have_count(1)
+    expect(page.locator("#legend-tokens")).to_have_text("p2")  # its bar has a name
+    expect(page.locator("#legend-ttft")).to_have_text("p2")
     assert page.errors == []

@@ -7,6 +7,7 @@ watcher and ``POST /reload`` as the daemon; the daemon tests drive the real
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -257,7 +258,18 @@ def test_proxy_py_reload(daemon):
     assert done.stdout.strip() == "reloaded: provider order now p2, p1"
     assert ask() == "p2"
     again = workspace.run("reload", config=config)
-    assert again.stdout.strip() == "reloaded: nothing changed"
+    assert re.fullmatch(r"reloaded: nothing changed since the proxy read the config at \d\d:\d\d:\d\d",
+                        again.stdout.strip())
+
+
+def test_a_reload_just_after_the_proxy_read_the_saved_file_says_when_it_did(daemon):
+    workspace, config, write, ask = daemon
+    write("p2", "p1")
+    assert wait_until(lambda: ask() == "p2", timeout=3)  # read by itself, before `reload` runs
+    done = workspace.run("reload", config=config)
+    read_at = workspace.state(config).log.read_text().splitlines()
+    read_at = next(line for line in reversed(read_at) if "config reloaded (file changed)" in line)
+    assert done.stdout.strip() == f"reloaded: nothing changed since the proxy read the config at {read_at[11:19]}"
 
 
 def test_proxy_py_reload_of_a_broken_config(daemon):
@@ -274,6 +286,25 @@ def test_proxy_py_reload_of_a_broken_config(daemon):
     assert "config error since " in shown.stdout and "invalid JSON at line 1" in shown.stdout
     checked = workspace.run("check", config=config)
     assert "is not using this file: its reload at" in checked.stdout
+
+
+def test_with_a_broken_config_the_running_proxy_can_still_be_controlled_and_watched(daemon):
+    workspace, config, write, ask = daemon
+    config.write_text("{", encoding="utf-8")
+    assert workspace.run("reload", config=config).returncode == 1
+
+    disabled = workspace.run("disable", "p1", "--for", "1m", config=config)
+    assert disabled.returncode == 0, disabled.stderr
+    assert disabled.stdout.startswith("p1: disabled for 1m")
+    assert ask() == "p2"
+    assert workspace.run("enable", "p1", config=config).returncode == 0
+    assert ask() == "p1"
+    unknown = workspace.run("disable", "nosuch", config=config)
+    assert unknown.returncode == 1 and "unknown provider 'nosuch'" in unknown.stderr
+
+    link = workspace.run("dashboard", "--no-browser", config=config)  # the page shows the config error
+    assert link.returncode == 0, link.stderr
+    assert "/dashboard/login?code=" in link.stdout
 
 
 def test_check_warns_when_the_daemon_has_not_read_the_file(daemon, monkeypatch):

@@ -164,6 +164,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         (when the config in use before this reload was read).
         """
         with self._reload_lock:
+            if self.config_watcher is not None:
+                self.config_watcher.mark_seen()  # what is read now needs no second reload
             running = self.config
             try:
                 new = self._loader()

@@ -60,6 +60,10 @@ class ConfigWatcher:
         self._thread = threading.Thread(target=self._run, name="config-watcher", daemon=True)
         self._thread.start()
 
+    def mark_seen(self):
+        """The files as they are now have been read (a reload asked for otherwise)."""
+        self._seen = self._signatures()
+
     def _signatures(self):
         return [file_signature(path) for path in self.paths]
 

@@ -58,6 +58,20 @@ def test_a_saved_config_is_used_by_the_next_requests_within_two_seconds(proxy, p
     assert eventually(lambda: "config reloaded (file changed): provider order now p2, p1" in running.log_text())
 
 
+def test_a_reload_asked_for_is_not_done_again_by_the_watcher(proxy, providers):
+    p1, p2 = providers(named("p1")), providers(named("p2"))
+    running = proxy(p1, p2)
+    watcher, calls = running.server.config_watcher, []
+    reload_on_change = watcher.on_change
+    watcher.on_change = lambda: (calls.append(time.monotonic()), reload_on_change())
+    running.write_config([entry("p2", p2), entry("p1", p1)])
+    reload_now(running)
+    asked = time.monotonic()
+    time.sleep(2.5)  # more than the watcher's poll and settling
+    assert answered_by(running) == "p2"
+    assert [at for at in calls if at > asked] == []
+
+
 def test_proxy_reload_applies_at_once_and_says_what_changed(proxy, providers):
     p1, p2, p3 = providers(named("p1")), providers(named("p2")), providers(named("p3"))
     running = proxy(p1, p2, environ={"KEY_P1": "secret-key-one", "KEY_P2": "secret-key-two",

@@ -78,9 +78,10 @@ class Feed:
     def finished(self, ex):
         """``ex`` ended (its outcome is set)."""
         self.in_flight.pop(ex.feed_id, None)
-        self.recent.append(ex.summary())
+        summary = ex.summary()
+        self.recent.append(summary)  # not recent[-1] after it: another request may have ended since
         if self._watchers:
-            self._publish(("end", ended_row(self.recent[-1])))
+            self._publish(("end", ended_row(summary)))
 
     def in_flight_rows(self):
         return sorted((request_row(ex) for ex in list(self.in_flight.values())),

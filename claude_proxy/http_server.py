@@ -168,7 +168,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
                 self.config_watcher.mark_seen()  # what is read now needs no second reload
             running = self.config
             try:
-                new = self._loader()
+                loaded = self._loader()
+                new = reload.keep_restart_only(running, loaded)
             except ConfigError as exc:
                 message = str(exc)
                 if self.config_error is None or self.config_error["message"] != message:
@@ -177,8 +178,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
                     self.config_error = {"since": time.time(), "message": message}
                 return {"applied": False, "changes": [], "restart_needed": self.restart_needed,
                         "error": message}
-            pending = reload.restart_only(running, new)
-            new = reload.keep_restart_only(running, new)
+            pending = reload.restart_only(running, loaded)
             changes = reload.describe_changes(running, new)
             upstreams, retired = self.upstreams.reconfigured(new.providers)
             forwarder = self.forwarder.reconfigured(new, upstreams)

@@ -20,6 +20,9 @@ import os
 import threading
 import time
 
+from .config import is_loopback
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0    # how often the files are looked at
@@ -96,8 +99,18 @@ def restart_only(running, new):
 
 
 def keep_restart_only(running, new):
-    """``new`` with the settings a reload cannot change as ``running`` has them."""
-    return dataclasses.replace(new, **{field: getattr(running, field) for field in RESTART_ONLY})
+    """``new`` with the settings a reload cannot change as ``running`` has them.
+
+    Raises :class:`ConfigError` when that would answer API requests without a
+    token on an address that is not loopback: the file's own check passes a
+    ``"require_token": false`` with a loopback ``proxy_host``, but the proxy
+    listens where it started until a restart."""
+    kept = dataclasses.replace(new, **{field: getattr(running, field) for field in RESTART_ONLY})
+    if not kept.require_token and not is_loopback(kept.host):
+        raise ConfigError(f'{new.path}: refusing "require_token": false while the proxy listens on '
+                          f"{kept.host} (until a restart): keep \"require_token\": true, or restart it "
+                          f"to listen on {new.host}")
+    return kept
 
 
 def describe_changes(old, new):

@@ -96,9 +96,11 @@ class RequestLog:
         self._thread.start()
 
     def reconfigure(self, config):
-        """A reload: mask the keys of ``config`` too (and still those of before: lines of
-        requests that began before the reload may be written after it)."""
-        self._masks = key_masks(self.config.providers + config.providers)
+        """A reload: mask the keys of ``config`` too, and still every key of before: a
+        request begun before a reload (or several) may have its line written after it."""
+        masks = dict(self._masks)
+        masks.update(key_masks(config.providers))
+        self._masks = sorted(masks.items(), key=lambda mask: len(mask[0]), reverse=True)
         self.config = config
 
     def capture(self):

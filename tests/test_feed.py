@@ -1,5 +1,6 @@
 """The live feed (``GET /events``): what the live views read, and what it costs a request."""
 
+import collections
 import http.client
 import json
 import socket
@@ -153,6 +154,31 @@ def test_nobody_watching_builds_no_event():
         feed.finished(ex)
     assert [row["id"] for row in feed.recent_rows()] == [2, 3]
     assert feed.in_flight == {}
+
+
+def test_two_requests_ending_at_once_each_get_their_own_end_event():
+    class Exchange:
+        feed_id = 0
+
+        def summary(self):
+            return (self.feed_id,) + (None,) * 15
+
+    feed = Feed()
+    first, second = Exchange(), Exchange()
+    feed.started(first)
+    feed.started(second)
+    watcher = feed.watch()
+
+    class Interleaved(collections.deque):
+        def append(self, summary):
+            super().append(summary)
+            if summary[0] == first.feed_id:  # the second ends right now, in another thread
+                feed.finished(second)
+
+    feed.recent = Interleaved(maxlen=10)
+    feed.finished(first)
+    ended = [watcher.next(0.1), watcher.next(0.1)]
+    assert sorted(payload["id"] for _, payload in ended) == [first.feed_id, second.feed_id]
 
 
 def test_event_stream_body_is_what_the_provider_sent(proxy, providers):

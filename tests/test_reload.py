@@ -198,6 +198,22 @@ def test_a_port_change_is_reported_not_applied(proxy, providers):
     assert "proxy_port changed: restart to apply" in running.log_text()
 
 
+def test_a_reload_never_drops_the_token_where_the_proxy_listens_beyond_loopback(proxy, providers):
+    # The file moves to 127.0.0.1 without a token, which its own check allows; but the
+    # proxy listens on 0.0.0.0 until a restart, and must not answer there without one.
+    p1 = providers(named("p1"))
+    running = proxy(p1, proxy_host="0.0.0.0")
+    running.write_config([entry("p1", p1)], proxy_host="127.0.0.1", require_token=False)
+    answer = running.server.reload("test")
+    assert not answer["applied"]
+    assert 'refusing "require_token": false while the proxy listens on 0.0.0.0' in answer["error"]
+    assert running.server.config.require_token and running.server.config_error is not None
+    url = f"http://127.0.0.1:{running.server.port}"
+    status, _, _ = request(url, "POST", "/v1/messages", {"model": "m", "messages": []},
+                           {"content-type": "application/json"})
+    assert status == 401
+
+
 def test_a_pinned_session_to_a_removed_provider_is_told(proxy, providers):
     p1, p2 = providers(named("p1")), providers(named("p2"))
     running = proxy(p1, p2)

@@ -4,6 +4,7 @@ credentials redacted everywhere, rotation by size, and `serve --request-log`."""
 import json
 import subprocess
 import sys
+import threading
 
 from daemon_support import PROXY, clean_environ, free_port, health, wait_until
 from fakes import MESSAGE, Reply, Stream, eventually, message_events, request
@@ -154,3 +155,30 @@ def test_serve_request_log_turns_it_on(tmp_path, providers):
     finally:
         daemon.terminate()
         daemon.wait(15)
+
+
+def test_a_key_of_two_reloads_ago_is_still_masked_in_a_line_written_after_them(providers, proxy, tmp_path):
+    # A long answer begun with the first key ends after two reloads have changed it twice.
+    first = "sk-first-key-aaaa1111"
+    env = tmp_path / ".env"
+    env.write_text(f"KEY_P1={first}\n", encoding="utf-8")
+    frames = message_events(text=f"your key is {first}", pieces=1)
+    provider = providers(Stream(frames, hold_after=2))
+    running = proxy(provider, environ={}, request_log={"bodies": True})
+    answer = {}
+    worker = threading.Thread(target=lambda: answer.update(r=running.post(
+        {"model": "m", "stream": True, "messages": []})))
+    worker.start()
+    try:
+        assert eventually(lambda: provider.frames_sent == 2)
+        for key in ("sk-second-key-bbbb2222", "sk-third-key-cccc3333"):
+            env.write_text(f"KEY_P1={key}\n", encoding="utf-8")
+            status, _, _ = request(running.url, "POST", "/reload", headers=running.auth())
+            assert status == 200
+    finally:
+        provider.release()
+        worker.join(10)
+    assert answer["r"][0] == 200
+    (line,) = logged(running, 1)
+    assert first not in (running.paths.dir / "requests.jsonl").read_text()
+    assert "your key is ****1111" in line["response_body"]

@@ -152,7 +152,8 @@ def cmd_serve(args):
                          f"(pid {current.record['pid']}); use it, or stop it first with "
                          f"`{daemon.proxy_command(target, 'stop')}`")
     return run(config, quiet=getattr(args, "quiet", False),
-               loader=lambda: with_options(load_config(target.config_path, must_exist=target.explicit)))
+               loader=lambda: with_options(load_config(target.config_path, must_exist=target.explicit,
+                                                      reloading=True)))
 
 
 def main(argv=None):

@@ -254,11 +254,15 @@ def resolve_config_path(cli_value=None, environ=None):
     return APP_DIR / "config.json", False
 
 
-def load_config(path, environ=None, must_exist=False):
+def load_config(path, environ=None, must_exist=False, reloading=False):
     """Read and validate the config at ``path``.
 
     A missing file means the built-in defaults, unless ``must_exist`` (the
-    user named the file with ``--config`` or ``$CLAUDE_PROXY_CONFIG``).
+    user named the file with ``--config`` or ``$CLAUDE_PROXY_CONFIG``).  A
+    ``.env`` that exists but cannot be read is a warning (its keys are left
+    out), except when ``reloading``: then it is an error, so that a running
+    proxy keeps the keys it has rather than losing them to a file an editor
+    holds for a moment.
     """
     path = Path(path)
     environ = os.environ if environ is None else environ
@@ -273,7 +277,7 @@ def load_config(path, environ=None, must_exist=False):
         raw = copy.deepcopy(DEFAULT_CONFIG)
         exists = False
     env_path = path.parent / ".env"
-    dotenv, warnings = read_env_file(env_path)
+    dotenv, warnings = read_env_file(env_path, strict=reloading)
     config = _validate(raw, path, exists, env_path)
     config.warnings = warnings
     for name in config.prices:
@@ -775,11 +779,12 @@ def env_file_exposed(mode, os_name=None):
     return (os.name if os_name is None else os_name) == "posix" and bool(mode & 0o044)
 
 
-def read_env_file(path):
+def read_env_file(path, strict=False):
     """Parse a ``.env`` file as people write them; a missing file is empty.
 
     Returns ``(values, warnings)``.  Handles comments, blank lines, ``export``,
     single and double quotes, inline ``# comments``, a UTF-8 BOM and CRLF.
+    A file that cannot be read is a warning, or with ``strict`` a ``ConfigError``.
     """
     path = Path(path)
     try:
@@ -787,6 +792,8 @@ def read_env_file(path):
     except FileNotFoundError:  # no .env: keys come from the environment only
         return {}, []
     except (OSError, UnicodeDecodeError) as exc:
+        if strict:
+            raise ConfigError(f"{path}: cannot read it ({exc})") from None
         return {}, [f"{path}: cannot read it ({exc}); keys from it are ignored"]
     return parse_env(text, path)
 

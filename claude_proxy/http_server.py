@@ -106,7 +106,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         #: The forwarder holds the config and the provider connections; a reload swaps it
         #: whole (one assignment), and each request keeps the one it started with.
         self.forwarder = Forwarder(config, self.policy, Upstreams(config.providers))
-        self._loader = loader or (lambda: load_config(config.path, must_exist=config.exists))
+        self._loader = loader or (lambda: load_config(config.path, must_exist=config.exists, reloading=True))
         self._reload_lock = threading.Lock()
         self.config_error = None  # {"since": epoch, "message": ...} while the file has a problem
         self.restart_needed = []  # settings changed in the file that a reload cannot apply
@@ -170,8 +170,11 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             try:
                 loaded = self._loader()
                 new = reload.keep_restart_only(running, loaded)
-            except ConfigError as exc:
-                message = str(exc)
+            except (ConfigError, OSError) as exc:  # OSError: a file that vanished or is locked mid-read
+                if self.config_watcher is not None:
+                    self.config_watcher.try_again()
+                message = str(exc) if isinstance(exc, ConfigError) else \
+                    f"{running.path}: cannot read it ({exc.strerror or exc})"
                 if self.config_error is None or self.config_error["message"] != message:
                     log.error("config reload (%s) failed; still using the config loaded at %s: %s",
                               trigger, reload.local_time(self.config_loaded), message)

@@ -67,6 +67,11 @@ class ConfigWatcher:
         """The files as they are now have been read (a reload asked for otherwise)."""
         self._seen = self._signatures()
 
+    def try_again(self):
+        """The last read failed: read the files again at the next poll, changed or not
+        (an editor may have held one for a moment; a broken one costs a parse a second)."""
+        self._seen = None
+
     def _signatures(self):
         return [file_signature(path) for path in self.paths]
 

@@ -29,7 +29,8 @@ class RunningProxy:
         self.token = load_or_create_token(self.paths.token)  # as run.py: the endpoints need it
         setup_logging(self.paths, quiet=True)
         self.server = ProxyServer(self.config, self.token, self.paths.token,
-                                  loader=lambda: load_config(self.config_path, environ=environ))
+                                  loader=lambda: load_config(self.config_path, environ=environ,
+                                                             reloading=True))
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
         self.thread.start()

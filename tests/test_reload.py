@@ -153,6 +153,41 @@ def test_a_broken_config_keeps_the_old_one_serving_and_says_why(proxy, providers
     assert answered_by(running) == "p2"
 
 
+def test_a_dotenv_that_cannot_be_read_keeps_the_keys_there_were(proxy, providers):
+    p1 = providers(named("p1"))
+    running = proxy(p1, environ={})
+    dotenv = running.config_path.parent / ".env"
+    dotenv.write_text("KEY_P1=sk-the-key-5678\n", encoding="utf-8")
+    assert reload_now(running)["applied"] and answered_by(running) == "p1"
+    dotenv.unlink()
+    dotenv.mkdir()  # not a file to read: as a file an editor holds locked
+    answer = reload_now(running)
+    assert not answer["applied"] and ".env: cannot read it" in answer["error"]
+    assert answered_by(running) == "p1"  # the key is still there
+    dotenv.rmdir()
+    dotenv.write_text("KEY_P1=sk-the-key-5678\n", encoding="utf-8")
+    assert eventually(lambda: status_of(running)["config_error"] is None, timeout=5)
+
+
+def test_a_failed_read_is_tried_again_though_nothing_changed(proxy, providers):
+    p1, p2 = providers(named("p1")), providers(named("p2"))
+    running = proxy(p1, p2)
+    server, read = running.server, running.server._loader
+    failures = [PermissionError(13, "Permission denied")]
+
+    def flaky():
+        if failures:
+            raise failures.pop()
+        return read()
+
+    server._loader = flaky
+    running.write_config([entry("p2", p2), entry("p1", p1)])
+    assert eventually(lambda: not failures, timeout=3)  # the watcher's first read failed
+    assert eventually(lambda: answered_by(running) == "p2", timeout=3)  # and the next poll read it
+    assert status_of(running)["config_error"] is None
+    assert "cannot read it (Permission denied)" in running.log_text()
+
+
 def test_a_key_added_to_dotenv_is_picked_up_without_a_restart(proxy, providers):
     p1 = providers(named("p1"))
     running = proxy(p1, environ={})

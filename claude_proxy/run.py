@@ -59,9 +59,16 @@ def _stop_on_signals(server):
                 pass
 
 
-def _reload_on_sighup(server):
-    """SIGHUP (POSIX) reloads the config, as ``proxy.py reload`` does."""
+def _reload_on_sighup(server, attached=None):
+    """SIGHUP (POSIX) reloads the config, as ``proxy.py reload`` does: for the
+    background daemon, and under ``nohup``.  A proxy run in a terminal
+    (``attached``: its stderr is one) keeps the default, so that closing the
+    terminal stops it, as it stops every program started there."""
     if not hasattr(signal, "SIGHUP"):
+        return
+    if attached is None:
+        attached = sys.stderr is not None and sys.stderr.isatty()
+    if attached and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
         return
 
     def on_signal(signum, frame):  # a signal handler must not wait for a lock: a thread reloads

@@ -397,3 +397,22 @@ def test_sighup_reloads(daemon):
     log = (config.parent / "proxy.log").read_text(encoding="utf-8")
     assert wait_until(lambda: "config reloaded (SIGHUP)" in (config.parent / "proxy.log").read_text(
         encoding="utf-8") or "config reloaded (file changed)" in log)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="SIGHUP is POSIX")
+@pytest.mark.parametrize("attached, before, reloads", [
+    (True, signal.SIG_DFL, False),   # in a terminal: closing it stops the proxy, as before
+    (True, signal.SIG_IGN, True),    # under nohup in a terminal
+    (False, signal.SIG_DFL, True),   # the background daemon
+] if hasattr(signal, "SIGHUP") else [])
+def test_sighup_reloads_unless_the_proxy_runs_in_a_terminal(attached, before, reloads):
+    from claude_proxy.run import _reload_on_sighup
+
+    previous = signal.signal(signal.SIGHUP, before)
+    try:
+        _reload_on_sighup(object(), attached=attached)
+        handler = signal.getsignal(signal.SIGHUP)
+        assert callable(handler) is reloads
+        assert reloads or handler is before
+    finally:
+        signal.signal(signal.SIGHUP, previous)

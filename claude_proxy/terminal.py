@@ -132,10 +132,10 @@ class Terminal:
         self.reads_keys = _isatty(stdin)
 
     def __enter__(self):
-        self._prepare()
         try:
+            self._prepare()
             self.write(ENTER_SCREEN)
-        except BaseException:
+        except BaseException:  # half prepared: put back what was changed
             self._restore()
             raise
         return self
@@ -183,6 +183,7 @@ class PosixTerminal(Terminal):
         self._termios, self._tty, self._signal = termios_module, tty_module, signal_module
         self._saved_mode = None
         self._saved_handler = _NOTHING  # SIGWINCH's handler before ours (signal.signal may say None)
+        self._saved_stops = {}  # SIGTERM's and SIGHUP's handlers before ours
         self._wake = None  # (read end, write end) of a pipe a resize writes to
 
     def _prepare(self):
@@ -194,9 +195,19 @@ class PosixTerminal(Terminal):
         for end in self._wake:
             os.set_blocking(end, False)
         # Signal handlers belong to the main thread; elsewhere size() is polled instead.
+        if threading.current_thread() is not threading.main_thread():
+            return
         winch = getattr(self._signal, "SIGWINCH", None)
-        if winch is not None and threading.current_thread() is threading.main_thread():
+        if winch is not None:
             self._saved_handler = self._signal.signal(winch, self._resized)
+        for name in ("SIGTERM", "SIGHUP"):  # a kill, or the window closed: leave as q does
+            number = getattr(self._signal, name, None)
+            if number is not None:
+                self._saved_stops[number] = self._signal.signal(number, self._stopped)
+
+    @staticmethod
+    def _stopped(signum, frame):
+        raise SystemExit(128 + signum)  # unwinds through __exit__, which restores the terminal
 
     def _resized(self, signum, frame):
         try:
@@ -208,13 +219,18 @@ class PosixTerminal(Terminal):
         if self._saved_handler is not _NOTHING:
             self._signal.signal(self._signal.SIGWINCH, self._saved_handler)
             self._saved_handler = _NOTHING
-        if self._saved_mode is not None:
-            self._termios.tcsetattr(self.stdin.fileno(), self._termios.TCSADRAIN, self._saved_mode)
-            self._saved_mode = None
-        if self._wake is not None:
-            for end in self._wake:
-                os.close(end)
-            self._wake = None
+        for number, handler in self._saved_stops.items():
+            self._signal.signal(number, handler)
+        self._saved_stops = {}
+        try:
+            if self._saved_mode is not None:
+                mode, self._saved_mode = self._saved_mode, None
+                self._termios.tcsetattr(self.stdin.fileno(), self._termios.TCSADRAIN, mode)
+        finally:  # the terminal may be gone (termios.error): the pipe is closed all the same
+            if self._wake is not None:
+                for end in self._wake:
+                    os.close(end)
+                self._wake = None
 
     def keys(self, timeout):
         import select

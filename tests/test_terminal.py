@@ -120,6 +120,23 @@ def test_posix_restores_everything_after_an_exception(pty_pair):
 
 
 @posix_only
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+def test_posix_a_kill_or_a_closed_window_leaves_as_q_does(pty_pair, signum):
+    _, slave = pty_pair
+    before = termios.tcgetattr(slave.fileno())
+    handler = signal.getsignal(signum)
+    out = Output()
+    with pytest.raises(SystemExit) as stopped:
+        with PosixTerminal(slave, out):
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the signal ends this at once
+    assert stopped.value.code == 128 + signum
+    assert termios.tcgetattr(slave.fileno()) == before
+    assert signal.getsignal(signum) == handler
+    assert out.getvalue().endswith(LEAVE_SCREEN)
+
+
+@posix_only
 def test_posix_a_resize_wakes_the_key_wait_at_once(pty_pair):
     master, slave = pty_pair
     with PosixTerminal(slave, Output()) as term:

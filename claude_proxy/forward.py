@@ -511,7 +511,8 @@ class Forwarder:
             if ex.key_index is not None:
                 self.policy.record_key_success(provider, ex.key_index)
             if ex.first_byte is not None and ex.attempt_started is not None:
-                self.policy.record_speed(provider, ex.model, ex.first_byte - ex.attempt_started,
+                self.policy.record_speed(provider, ex.model or model_first(ex.body),
+                                         ex.first_byte - ex.attempt_started,
                                          usage.output_tokens, time.monotonic() - ex.first_byte)
             if usage.signatures:
                 self.signatures.remember(provider.name, usage.signatures)

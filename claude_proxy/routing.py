@@ -23,6 +23,7 @@ import random
 import threading
 
 STRATEGIES = ("fallback", "round_robin", "weighted", "random", "fastest")
+ANY_MODEL = "*"  # status's name for speeds measured without knowing the model
 
 HALF_LIFE = 120.0        # seconds: a measurement counts half as much two minutes later
 REFERENCE_TOKENS = 200   # the answer size the fastest score is the time for
@@ -87,10 +88,11 @@ class Speeds:
         return min(scored, key=Speed.score) if scored else None
 
     def snapshot(self, provider_name):
-        """``{model: figures}``; ``""`` for answers measured without looking at the model
-        (None would be ``"null"`` in JSON, and status would show it as a model)."""
+        """``{model: figures}``; ``"*"`` for answers whose model was not found (None
+        would be ``"null"`` in JSON, and an empty name is refused by PowerShell's
+        ``ConvertFrom-Json``)."""
         with self._lock:
-            rows = {model or "": speed.as_dict() for (name, model), speed in self._speeds.items()
+            rows = {model or ANY_MODEL: speed.as_dict() for (name, model), speed in self._speeds.items()
                     if name == provider_name}
         return rows
 

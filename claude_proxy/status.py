@@ -10,8 +10,10 @@ from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
 from .errors import ProxyError
 from .state import read_token
 from .reload import local_time
+from .routing import ANY_MODEL
 from .usage_report import today_by_provider
-from .wording import describe_provider_state, format_duration, key_set_since_start, plural, where_next
+from .wording import (describe_keys, describe_provider_state, format_duration, key_set_since_start, plural,
+                      where_next)
 
 
 def cmd_status(args):
@@ -212,14 +214,10 @@ def format_status(current, target, session, silent=False, today=None):
             f"in {tokens.get('input', 0):,} out {tokens.get('output', 0):,} "
             f"cache read {tokens.get('cache_read', 0):,} write {tokens.get('cache_creation', 0):,}")
         if row.get("keys"):
-            lines.append("       keys: " + ", ".join(
-                f"{k['key']} " + ("refused" if k["state"] == "refused" else
-                                  f"cooling for {format_duration(k['cooldown_seconds_left'])}"
-                                  if k["state"] == "cooling" else "ready")
-                + f" ({plural(k['requests'], 'request')})" for k in row["keys"]))
+            lines.append("       keys: " + describe_keys(row["keys"]))
         for model, speed in (row.get("speed") or {}).items():
             if speed.get("samples"):
-                lines.append(f"       speed{f' ({model})' if model else ''}: first token "
+                lines.append(f"       speed{f' ({model})' if model != ANY_MODEL else ''}: first token "
                              f"{speed['ttft_ms']} ms, {speed['tokens_per_second'] or '?'} tokens/s, "
                              f"score {speed['score_seconds']} s over {plural(speed['samples'], 'answer')}")
         if row.get("models_cooling"):

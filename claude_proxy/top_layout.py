@@ -19,7 +19,7 @@ import time
 
 from .reload import local_time
 from .status import format_status
-from .wording import describe_provider_state, format_duration, plural
+from .wording import describe_keys, describe_provider_state, format_duration, plural
 
 #: SGR parameters (ECMA-48) of each style.
 STYLES = {"bold": "1", "dim": "2", "reverse": "7", "red": "31", "green": "32", "yellow": "33",
@@ -265,11 +265,7 @@ def _details(row):
     """The lines under a provider's row: its keys when several, what cools, why."""
     details = []
     if row.get("keys"):
-        details.append("keys: " + ", ".join(
-            f"{k['key']} " + ("refused" if k["state"] == "refused" else
-                              f"cooling for {format_duration(k['cooldown_seconds_left'])}"
-                              if k["state"] == "cooling" else "ready")
-            + f" ({plural(k['requests'], 'request')})" for k in row["keys"]))
+        details.append("keys: " + describe_keys(row["keys"]))
     if row.get("models_cooling"):
         details.append("models cooling: " + ", ".join(
             f"{m['model']} for {format_duration(m['seconds_left'])}" for m in row["models_cooling"]))

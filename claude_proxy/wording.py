@@ -37,6 +37,15 @@ def describe_provider_state(row, brief=False):
 
 
 
+def describe_keys(keys):
+    """A key pool in one line: each key by its mask, its state and its requests."""
+    return ", ".join(
+        f"{k['key']} " + ("refused" if k["state"] == "refused" else
+                          f"cooling for {format_duration(k['cooldown_seconds_left'])}"
+                          if k["state"] == "cooling" else "ready")
+        + f" ({plural(k['requests'], 'request')})" for k in keys)
+
+
 def key_set_since_start(config, row):
     """The running daemon found no key for this provider, but the config on disk has one now."""
     if config is None or row.get("state") != "no_key":

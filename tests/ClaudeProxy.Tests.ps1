@@ -112,6 +112,18 @@ BeforeAll {
         return $path
     }
 
+    function Wait-StatusText {
+        # claude-status's text once it matches -Pattern (the daemon reads a saved config
+        # within a second or two), or as it is after 10 seconds.
+        param([string]$Pattern)
+        $deadline = (Get-Date).AddSeconds(10)
+        do {
+            Start-Sleep -Milliseconds 200
+            $text = @(claude-status) -join "`n"
+        } until ($text -match $Pattern -or (Get-Date) -gt $deadline)
+        return $text
+    }
+
     function Invoke-TestProxy {
         # proxy.py ARGS --config CONFIG with the tests' Python; its stdout lines.
         param([string]$Config, [string[]]$Arguments)
@@ -524,20 +536,12 @@ Describe 'ClaudeProxy' {
             $settings.providers = @($settings.providers[1], $settings.providers[0])
             $utf8 = New-Object System.Text.UTF8Encoding $false
             [System.IO.File]::WriteAllText($saved, ($settings | ConvertTo-Json -Depth 5), $utf8)
-            $deadline = (Get-Date).AddSeconds(10)
-            do {
-                Start-Sleep -Milliseconds 200
-                $text = @(claude-status) -join "`n"
-            } until ($text -match '1\. beta\s+ready' -or (Get-Date) -gt $deadline)
+            $text = Wait-StatusText -Pattern '1\. beta\s+ready'
             $text | Should -Match '1\. beta\s+ready'
             $text | Should -Match '2\. alpha\s+ready'
 
             [System.IO.File]::WriteAllText($saved, '{"providers": [', $utf8)
-            $deadline = (Get-Date).AddSeconds(10)
-            do {
-                Start-Sleep -Milliseconds 200
-                $text = @(claude-status) -join "`n"
-            } until ($text -match 'config error since' -or (Get-Date) -gt $deadline)
+            $text = Wait-StatusText -Pattern 'config error since'
             $text | Should -Match 'config error since \d\d:\d\d: .*invalid JSON at line 1'
             $text | Should -Match '1\. beta\s+ready'
             $LASTEXITCODE | Should -Be 0

@@ -51,8 +51,8 @@ def test_status_shows_each_provider_state_and_never_a_key(workspace, fake):
     assert "cooling for 9m 5" in row["limited"] or "cooling for 10m 00s" in row["limited"]
     assert "ready" in row["good"] and "1 request, 0 failures" in row["good"]
     assert "in 12 out 7 cache read 3" in row["good"]  # the fake's usage
-    # measured under fallback too, where the requested model is not looked at: no "(null)"
-    assert any(line.strip().startswith("speed: first token ") for line in lines), shown.stdout
+    # measured under fallback too, under the model of the request's first bytes: no "(null)"
+    assert any(line.strip().startswith("speed (m): first token ") for line in lines), shown.stdout
     assert "no key (KEY_KEYLESS)" in row["keyless"]
     assert "disabled" in row["off"]
     assert any("last error: 429 rate_limit_error: slow down" in line for line in lines)

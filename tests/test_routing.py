@@ -150,3 +150,15 @@ def test_an_unknown_strategy_in_the_config_is_one_line(tmp_path, value):
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
     assert '"strategy" must be one of fallback, round_robin, weighted, random, fastest' in str(caught.value)
+
+
+def test_a_speed_without_its_model_has_a_name_every_json_reader_takes():
+    """None would be "null" in JSON, and PowerShell's ConvertFrom-Json refuses an empty name."""
+    from claude_proxy.routing import ANY_MODEL, Speeds
+
+    speeds = Speeds()
+    speeds.record("p1", None, 0.1, 20, 1.0, now=0.0)
+    speeds.record("p1", "claude-x", 0.2, 20, 1.0, now=0.0)
+    assert set(speeds.snapshot("p1")) == {ANY_MODEL, "claude-x"}
+    assert ANY_MODEL == "*"
+

@@ -55,7 +55,7 @@ def control(target, action, name=None, seconds=None):
         name = known_provider(target.config, name).name
     current = probe(target.paths, target.config)
     if not current.running:
-        raise UsageError(f"claude-proxy is not running, so there is nothing to {action}; "
+        raise UsageError(f"the proxy is not running, so there is nothing to {action}; "
                          f"start it with `{proxy_command(target, 'start')}`")
     client = DaemonClient.for_record(current.record, target.paths, config=target.config)
     status, answer = client.control(action, name, seconds)
@@ -70,7 +70,7 @@ def cmd_reload(args, out=None):
     target = load_target(args, lenient=True, warn=False)  # a broken config: the daemon says what
     current = probe(target.paths, target.config)
     if not current.running:
-        raise UsageError(f"claude-proxy is not running, so there is nothing to reload; start it with "
+        raise UsageError(f"the proxy is not running, so there is nothing to reload; start it with "
                          f"`{proxy_command(target, 'start')}` (it reads the config as it starts)")
     client = DaemonClient.for_record(current.record, target.paths, config=target.config)
     status, answer = client.reload()

@@ -30,7 +30,7 @@ def cmd_dashboard(args, out=None, err=None, opener=None):
     if not current.running:
         if current.silent:
             raise UsageError(silent_message(current, target))
-        raise UsageError(f"claude-proxy is not running, so there is no dashboard to open; start it with "
+        raise UsageError(f"the proxy is not running, so there is no dashboard to open; start it with "
                          f"`{proxy_command(target, 'start')}`")
     client = DaemonClient.for_record(current.record, target.paths, config=target.config)
     status, answer = client.dashboard_link()

@@ -76,7 +76,7 @@ def test_mistakes_are_one_line(running):
     workspace.run("stop", config=config)
     stopped = workspace.run("disable", "p1", config=config)
     assert_one_line_error(stopped)
-    assert "claude-proxy is not running, so there is nothing to disable" in stopped.stderr
+    assert "claude-proxy: the proxy is not running, so there is nothing to disable" in stopped.stderr
 
 
 def test_control_needs_the_token_even_without_require_token(workspace, fake):

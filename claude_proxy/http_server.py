@@ -40,7 +40,7 @@ from . import __version__
 from .access import LocalAddresses
 from .body import ClientReader, MalformedBody, ReceiveTimeout, TooLarge, drain, content_length, read_body
 from .cancel import DisconnectWatcher
-from . import reload
+from . import reload, sse
 from .config import http_url, load_config
 from .dashboard import FOREIGN, SIGNED_IN, Dashboard, Request as DashboardRequest, without_code
 from .dashboard_data import figures
@@ -393,10 +393,6 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self.usage.close()
         if self.request_log is not None:
             self.request_log.close()
-
-
-def _event(name, payload):
-    return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
 def _busy_answer(max_connections):
@@ -796,11 +792,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler, ClientSide):
                 if now >= next_status:
                     snapshot = self._status()
                     snapshot["dropped"] = watcher.dropped
-                    writer.write(_event("status", snapshot))
+                    writer.write(sse.frame("status", snapshot))
                     next_status = now + EVENTS_EVERY
                 event = watcher.next(max(0.0, next_status - time.monotonic()))
                 if event is not None:
-                    writer.write(_event(*event))
+                    writer.write(sse.frame(*event))
             writer.end()
         except ClientGone:  # the view was closed
             pass

@@ -13,7 +13,7 @@ import re
 import secrets
 
 from .openai_request import compact_json
-from .sse import EventBuffer, error_frame, event_name_and_data, split_events
+from .sse import EventBuffer, error_frame, event_name_and_data, frame, split_events
 
 __all__ = [
     "PROXY_SIGNATURE_PREFIX", "PROXY_SIGNATURE", "is_proxy_signature", "strip_proxy_thinking",
@@ -296,10 +296,6 @@ MAX_EVENT_BYTES = 16 * 1024 * 1024
 CUT_MESSAGE = "The provider's stream ended before the answer was complete."
 
 
-def _frame(event_type, payload):
-    return f"event: {event_type}\ndata: {compact_json(payload)}\n\n".encode("utf-8")
-
-
 class _ToolCall:
     """One streamed tool call: what has arrived, and what of it has gone out."""
 
@@ -388,11 +384,11 @@ class StreamTranslator:
                    "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": self.estimate, "cache_creation_input_tokens": 0,
                              "cache_read_input_tokens": 0, "output_tokens": 0}}
-        return _frame("message_start", {"type": "message_start", "message": message}) + self.keepalive()
+        return frame("message_start", {"type": "message_start", "message": message}) + self.keepalive()
 
     def keepalive(self):
         """A ``ping`` frame (write it during long upstream silences), or b"" once ended."""
-        return b"" if self._ended else _frame("ping", {"type": "ping"})
+        return b"" if self._ended else frame("ping", {"type": "ping"})
 
     def feed(self, data):
         """Translate the provider's bytes ``data``; returns the Anthropic SSE bytes to write now."""
@@ -478,7 +474,7 @@ class StreamTranslator:
             self.usage["output_tokens"] = -(-self._characters // 4)
         delta = {"type": "message_delta", "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
                  "usage": dict(self.usage)}
-        return _frame("message_delta", delta) + _frame("message_stop", {"type": "message_stop"})
+        return frame("message_delta", delta) + frame("message_stop", {"type": "message_stop"})
 
     def _fail(self, message):
         self._ended = True
@@ -572,12 +568,12 @@ class StreamTranslator:
         self._open = (kind, index)
         if isinstance(kind, _ToolCall):
             kind.index = index
-        return _frame("content_block_start", {"type": "content_block_start", "index": index,
+        return frame("content_block_start", {"type": "content_block_start", "index": index,
                                               "content_block": block})
 
     def _delta(self, delta, characters):
         self._characters += characters
-        return _frame("content_block_delta", {"type": "content_block_delta", "index": self._open[1],
+        return frame("content_block_delta", {"type": "content_block_delta", "index": self._open[1],
                                               "delta": delta})
 
     def _close(self):
@@ -587,12 +583,12 @@ class StreamTranslator:
         kind, index = self._open
         out = b""
         if kind == "thinking":
-            out = _frame("content_block_delta", {"type": "content_block_delta", "index": index,
+            out = frame("content_block_delta", {"type": "content_block_delta", "index": index,
                                                  "delta": {"type": "signature_delta", "signature": PROXY_SIGNATURE}})
         elif isinstance(kind, _ToolCall) and kind.sent == 0:
             out = self._delta({"type": "input_json_delta", "partial_json": "{}"}, 2)
         self._open = None
-        return out + _frame("content_block_stop", {"type": "content_block_stop", "index": index})
+        return out + frame("content_block_stop", {"type": "content_block_stop", "index": index})
 
     def _close_all(self):
         """Close the open block, then give calls whose name never came a block of their own."""

@@ -105,6 +105,12 @@ def first_event_error(data):
         return "error"
 
 
+def frame(name, payload):
+    """An ``event: NAME`` frame with ``payload`` as compact JSON (non-ASCII as UTF-8)."""
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {name}\ndata: {data}\n\n".encode("utf-8")
+
+
 def error_frame(error_type, message):
     """An ``event: error`` frame in Anthropic's shape."""
     body = json.dumps({"type": "error", "error": {"type": error_type, "message": message}})

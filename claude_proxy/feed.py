@@ -18,8 +18,6 @@ import queue
 import threading
 import time
 
-from .upstream import model_first
-
 RECENT = 50          # ended requests kept for a view that starts watching
 WATCHER_QUEUE = 512  # events a watcher may fall behind by before they are dropped
 
@@ -110,7 +108,7 @@ def request_row(ex):
     provider, usage, writer = ex.trying, ex.live_usage, ex.writer
     elapsed = time.monotonic() - ex.started
     return {"id": ex.feed_id, "method": ex.method, "path": ex.api_path, "mode": ex.mode,
-            "model": ex.model or model_first(ex.body), "provider": provider.name if provider is not None else None,
+            "model": ex.model_seen(), "provider": provider.name if provider is not None else None,
             "tried": list(ex.tried), "started_at": time.time() - elapsed,
             "elapsed_seconds": round(elapsed, 3), "answering": ex.first_byte is not None,
             "bytes_out": writer.bytes_sent if writer is not None else 0,

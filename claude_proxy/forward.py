@@ -109,6 +109,7 @@ class Exchange:
     writer: object = None   # a relay.ClientWriter, once the answer is on its way
     live_usage: Usage = None
     _parsed: object = dataclasses.field(default=_UNPARSED, repr=False)
+    _model_seen: object = dataclasses.field(default=_UNPARSED, repr=False)
     # How it ended (see ended()), for the usage record and the request log.
     outcome: str = None
     provider: object = None
@@ -125,6 +126,14 @@ class Exchange:
             except (ValueError, UnicodeDecodeError):  # not JSON: the provider will say so
                 self._parsed = None
         return self._parsed
+
+    def model_seen(self):
+        """The model asked for, as far as it is known without parsing the body: the one
+        read for the plan, else one named first in the body (:func:`upstream.model_first`),
+        else None.  Found once, for the live views, the speeds and the usage record."""
+        if self._model_seen is _UNPARSED:
+            self._model_seen = self.model or model_first(self.body)
+        return self._model_seen
 
     def key(self, provider):
         """The provider key this attempt sends (its first, unless it has several)."""
@@ -150,7 +159,7 @@ class Exchange:
         """How it ended, as a tuple of :data:`feed.SUMMARY_FIELDS` (for the live views)."""
         now = time.monotonic()
         usage = self.usage
-        return (self.feed_id, self.method, self.api_path, self.mode, self.model or model_first(self.body),
+        return (self.feed_id, self.method, self.api_path, self.mode, self.model_seen(),
                 self.provider.name if self.provider is not None else None, tuple(self.tried),
                 self.outcome, self.status, self.failure, self.stream,
                 time.time() - (now - self.started), round(now - self.started, 3),
@@ -511,7 +520,7 @@ class Forwarder:
             if ex.key_index is not None:
                 self.policy.record_key_success(provider, ex.key_index)
             if ex.first_byte is not None and ex.attempt_started is not None:
-                self.policy.record_speed(provider, ex.model or model_first(ex.body),
+                self.policy.record_speed(provider, ex.model_seen(),
                                          ex.first_byte - ex.attempt_started,
                                          usage.output_tokens, time.monotonic() - ex.first_byte)
             if usage.signatures:

@@ -135,11 +135,8 @@ class Entry:
         now = time.monotonic() if now is None else now
         wall = time.time() if wall is None else wall
         usage = ex.usage
-        model, body = ex.model, b""
-        if model is None and ex.body:
-            model = upstream.model_first(ex.body)  # the common case, and Claude Code's
-            if model is None:  # the writer reads it
-                body = ex.body
+        model = ex.model_seen()  # the common case, and Claude Code's: the model named first
+        body = ex.body if model is None and ex.body else b""  # else the writer reads it
         outcome = ex.outcome
         if outcome is None:  # ended without saying how: an internal error, or a hang-up
             outcome = CANCELLED if ex.cancel is not None and ex.cancel.is_set() else ERROR

@@ -26,30 +26,24 @@ class Watcher:
     """One view's queue of events; :meth:`next` waits for the next one."""
 
     def __init__(self, size=WATCHER_QUEUE):
-        self._queue = queue.SimpleQueue()
-        self._size = size
-        self._pending = 0
+        self._queue = queue.Queue(size)
         self._lock = threading.Lock()
         self.dropped = 0
 
     def offer(self, event):
         """Queue ``event`` unless the queue is full (then count it dropped); never blocks."""
-        with self._lock:
-            if self._pending >= self._size:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:  # this view reads too slowly: it misses this one, and is told how many
+            with self._lock:
                 self.dropped += 1
-                return
-            self._pending += 1
-        self._queue.put(event)
 
     def next(self, timeout):
         """The next event, or None after ``timeout`` seconds without one."""
         try:
-            event = self._queue.get(timeout=timeout)
+            return self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
-        with self._lock:
-            self._pending -= 1
-        return event
 
 
 class Feed:

@@ -22,6 +22,7 @@ import time
 
 from .config import is_loopback
 from .errors import ConfigError
+from .wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,9 @@ def _provider_changes(old, new):
     gained = [key for key in new.api_keys if key not in old.api_keys]
     lost = [key for key in old.api_keys if key not in new.api_keys]
     if gained:
-        changes.append(f"{_count(gained, 'key')} added ({_variables(new, gained)})")
+        changes.append(f"{plural(len(gained), 'key')} added ({_variables(new, gained)})")
     if lost:
-        changes.append(f"{_count(lost, 'key')} removed ({_variables(old, lost)})")
+        changes.append(f"{plural(len(lost), 'key')} removed ({_variables(old, lost)})")
     if new.key_problem and new.key_problem != old.key_problem:
         changes.append(new.key_problem)
     return changes
@@ -168,10 +169,6 @@ def _provider_changes(old, new):
 def _variables(provider, keys):
     names = dict.fromkeys(provider.key_origins.get(key, provider.api_key_env) for key in keys)
     return ", ".join(names)
-
-
-def _count(items, noun):
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 def _setting_change(field, before, after):

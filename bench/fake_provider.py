@@ -60,6 +60,11 @@ STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf
                b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\nrequest-id: req_bench\r\n\r\n")
 
 
+
+def _wants_stream(body):
+    """Does a request body ask for a stream (as the load generator writes it, spaced or not)?"""
+    return b'"stream":true' in body or b'"stream": true' in body
+
 class Settings:
     def __init__(self, delay_ms=0.0, pace_ms=20.0, deltas=20):
         self.delay_ms = delay_ms
@@ -142,7 +147,7 @@ class ProviderConnection(asyncio.Protocol):
                 settings.count(name, "429")
                 self._answer(RATE_LIMITED, delay)
                 return
-            if b'"stream":true' in body or b'"stream": true' in body:
+            if _wants_stream(body):
                 settings.count(name, "stream")
                 self._start_stream(headers, delay, wire.iter_stream_events)
                 return
@@ -153,7 +158,7 @@ class ProviderConnection(asyncio.Protocol):
             name = path[:-len(CHAT_PATH)].strip("/")
             knobs = {**wire.knobs_in_body(body), **headers}
             delay = float(knobs.get(wire.H_DELAY, settings.delay_ms)) / 1000.0
-            if b'"stream":true' in body or b'"stream": true' in body:
+            if _wants_stream(body):
                 settings.count(name, "stream")
                 self._start_stream(knobs, delay, wire.iter_chat_events)
                 return

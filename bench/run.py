@@ -34,9 +34,13 @@ The five groups (issue 4):
 
 1. added latency of a non-streaming request at concurrency 1, p50 and p99;
    for reference, the same through a bare TCP byte relay pinned like the
-   proxy (``bench/relay.py``): the cost of the extra hop itself;
+   proxy (``bench/relay.py``): the cost of the extra hop itself; and through
+   the bare frame (``bench/bare_forwarder.py``: ``ThreadingHTTPServer`` and
+   ``http.client`` with none of the proxy's features), pinned the same way:
+   the floor of any proxy built on the standard-library frame it is built on;
 2. requests/s at concurrency 1, 16, 64 with an instant provider and with a
-   20 ms one (also 256 for the 20 ms one: the "up to 256 in flight" target);
+   20 ms one (also 256 for the 20 ms one: the "up to 256 in flight" target),
+   each beside the bare frame's own (its ceiling on this machine);
 3. streaming with 100 and 256 concurrent streams, 20 ms between events:
    added time to first event (p50), added inter-event gap (p99), and every
    event checked: arrived, in order, byte-identical to what the provider sent;
@@ -297,8 +301,8 @@ class Bench:
         self.workdir = Path(workdir)
         self.children = []
         self.proxy_cpus, self.harness_cpus = plan_cpus(args)
-        self.provider = self.proxy = self.loadgen = self.relay = None
-        self.provider_port = self.proxy_port = self.relay_port = None
+        self.provider = self.proxy = self.loadgen = self.relay = self.frame = None
+        self.provider_port = self.proxy_port = self.relay_port = self.frame_port = None
         self.routing_proxy = self.routing_port = None  # group 7's proxy (a and b only)
         self.measured = None  # the proxy whose CPU a run measures (default: the main one)
         self.memory = {}
@@ -325,14 +329,23 @@ class Bench:
             self.relay = self._start("tcp-relay", [str(BENCH / "relay.py"), "--upstream-port",
                                                   str(self.provider_port)], cpus=self.proxy_cpus)
             self.relay_port = self.relay.read_line(10)["port"]
+        if self.args.frame_floor:
+            self.frame, self.frame_port = self._launch_proxy("frame", ("a",), BENCH / "bare_forwarder.py")
+
+    @property
+    def references(self):
+        """The reference sides measured beside the proxy: ``relay`` (the extra hop
+        alone) and ``frame`` (the proxy's standard-library frame alone)."""
+        return tuple(side for side, child in (("relay", self.relay), ("frame", self.frame)) if child)
 
     def _start_proxy(self):
         self.proxy, self.proxy_port = self._launch_proxy("proxy", ("a", "b", "o"))
 
-    def _launch_proxy(self, name, providers):
+    def _launch_proxy(self, name, providers, script=None):
         """Start a proxy (``name``, its own state folder) in front of the fake's
-        ``providers`` (of ``a``, ``b`` and ``o``, in that order); returns ``(child, port)``."""
-        script = Path(self.args.proxy).resolve()
+        ``providers`` (of ``a``, ``b`` and ``o``, in that order); returns ``(child, port)``.
+        ``script``: another program taking the proxy's command line (the bare frame)."""
+        script = Path(script or self.args.proxy).resolve()
         if not script.is_file():
             raise BenchError(f"no proxy at {script}")
         state = self.workdir / f"{name}-state"
@@ -382,7 +395,8 @@ class Bench:
         return proxy, port
 
     def stop(self):
-        for proxy, port in ((self.proxy, self.proxy_port), (self.routing_proxy, self.routing_port)):
+        for proxy, port in ((self.proxy, self.proxy_port), (self.routing_proxy, self.routing_port),
+                            (self.frame, self.frame_port)):
             if proxy is not None and proxy.alive() and port:
                 with contextlib.suppress(OSError, http.client.HTTPException):
                     http_call(port, "POST", "/shutdown?grace=1", b"",
@@ -429,6 +443,8 @@ class Bench:
             return {"host": HOST, "port": self.provider_port, "path": f"/{provider}/v1/messages?beta=true"}
         if side == "relay":
             return {"host": HOST, "port": self.relay_port, "path": f"/{provider}/v1/messages?beta=true"}
+        if side == "frame":
+            return {"host": HOST, "port": self.frame_port, "path": "/v1/messages?beta=true"}
         if side in STRATEGY_SIDES:  # group 7's proxy: the root for fallback, else the strategy's path
             prefix = "" if side == "fallback" else f"/strategy/{side}"
             return {"host": HOST, "port": self.routing_port, "path": f"{prefix}/v1/messages?beta=true"}
@@ -439,8 +455,8 @@ class Bench:
         timeout = timeout or cmd.get("timeout", 60) + 10
         pids = {"proxy": (self.measured or self.proxy).pid, "provider": self.provider.pid,
                 "loadgen": self.loadgen.pid}
-        if self.relay:
-            pids["relay"] = self.relay.pid
+        for side in self.references:
+            pids[side] = getattr(self, side).pid
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         t0 = time.monotonic()
         self.loadgen.send(cmd)
@@ -498,6 +514,7 @@ class Bench:
     def warm_up(self):
         sides = ("direct", "proxy", "openai-direct", "openai-proxy") if "openai" in self.args.only \
             else ("direct", "proxy")
+        sides += (("frame",) if self.frame else ())
         for side in sides:
             self.run({"op": "latency", **self.target(side), "n": 200 if not self.args.quick else 20,
                       "warmup": 10})
@@ -507,24 +524,20 @@ class Bench:
 
     def group_latency(self):
         a = self.args
-        sides = ("direct", "proxy", "relay") if self.relay else ("direct", "proxy")
+        sides = ("direct", "proxy") + self.references
         runs = self.pairs(lambda side, r: {"op": "latency", **self.target(side), "n": a.latency_n,
                                            "warmup": 50}, a.rounds, sides)
         self.check_errors("latency", runs)
         out = {"requests_per_round": a.latency_n}
         for side in sides:
             out[side] = {q: median(res["latency"].get(q) for res in runs[side]) for q in ("p50", "p90", "p99", "mean")}
-        for q in ("p50", "p99"):
-            out[f"added_{q}_ms"] = median(p["latency"][q] - d["latency"][q]
-                                          for d, p in zip(runs["direct"], runs["proxy"]))
-            if self.relay:
-                out[f"relay_added_{q}_ms"] = median(p["latency"][q] - d["latency"][q]
-                                                    for d, p in zip(runs["direct"], runs["relay"]))
+        for side in sides[1:]:
+            prefix = "" if side == "proxy" else f"{side}_"
+            for q in ("p50", "p99"):
+                out[f"{prefix}added_{q}_ms"] = median(p["latency"][q] - d["latency"][q]
+                                                      for d, p in zip(runs["direct"], runs[side]))
+            out[f"{side}_cpu_us_per_request"] = median(per_unit(r, side, r["requests_total"]) for r in runs[side])
         out["proxy_cpu_pct"] = median(r["cpu_pct"].get("proxy") for r in runs["proxy"])
-        out["proxy_cpu_us_per_request"] = median(per_unit(r, "proxy", r["requests_total"]) for r in runs["proxy"])
-        if self.relay:
-            out["relay_cpu_us_per_request"] = median(per_unit(r, "relay", r["requests_total"])
-                                                     for r in runs["relay"])
         out["rounds"] = {side: [res["latency"] for res in runs[side]] for side in sides}
         return out
 
@@ -538,7 +551,8 @@ class Bench:
                 headers = {wire.H_DELAY: str(delay)} if delay else {}
                 runs = self.pairs(lambda side, r: {
                     "op": "throughput", **self.target(side), "concurrency": c, "headers": headers,
-                    "duration": a.duration, "stagger_ms": delay, "timeout": a.duration * 4 + 30}, a.rounds)
+                    "duration": a.duration, "stagger_ms": delay, "timeout": a.duration * 4 + 30}, a.rounds,
+                    ("direct", "proxy") + (("frame",) if self.frame else ()))
                 self.check_errors(f"throughput {delay}ms c={c}", runs)
                 row = {"provider_delay_ms": delay, "concurrency": c,
                        "direct_rps": median(r["rps"] for r in runs["direct"]),
@@ -552,6 +566,12 @@ class Bench:
                                                           for r in runs["proxy"]),
                        "harness_cpu_pct_direct": median(harness_pct(r) for r in runs["direct"]),
                        "rounds": {side: [r["rps"] for r in runs[side]] for side in runs}}
+                if self.frame:
+                    row["frame_rps"] = median(r["rps"] for r in runs["frame"])
+                    row["frame_ratio"] = median(f["rps"] / d["rps"] if d["rps"] else None
+                                                for d, f in zip(runs["direct"], runs["frame"]))
+                    row["frame_cpu_us_per_request"] = median(per_unit(r, "frame", r["requests_total"])
+                                                             for r in runs["frame"])
                 if delay:
                     row["ideal_rps"] = c / (delay / 1000.0)
                 rows.append(row)
@@ -568,7 +588,7 @@ class Bench:
             if sample:
                 self._settle()
                 mem["before_streams"] = proc_status(self.proxy.pid)
-            sides = ("direct", "proxy", "relay") if self.relay else ("direct", "proxy")
+            sides = ("direct", "proxy") + self.references
             runs = self.pairs(lambda side, r: {
                 "op": "streams", **self.target(side), "n": n, "deltas": a.deltas, "pace_ms": a.pace_ms,
                 "ramp_ms": a.stream_interval_ms * n, "seed_base": r * 100000 + sides.index(side) * 30000,
@@ -581,9 +601,9 @@ class Bench:
                     row[f"{key}_{q}_{side}_ms"] = median(r[key].get(q) for r in runs[side])
                 row[f"added_{key}_{q}_ms"] = median(p[key].get(q, 0) - d[key].get(q, 0)
                                                     for d, p in zip(runs["direct"], runs["proxy"]))
-                if self.relay:
-                    row[f"relay_added_{key}_{q}_ms"] = median(
-                        p[key].get(q, 0) - d[key].get(q, 0) for d, p in zip(runs["direct"], runs["relay"]))
+                for ref in self.references:
+                    row[f"{ref}_added_{key}_{q}_ms"] = median(
+                        p[key].get(q, 0) - d[key].get(q, 0) for d, p in zip(runs["direct"], runs[ref]))
             for side in sides:
                 row[side] = {k: sum(r[k] for r in runs[side]) for k in (
                     "events_expected", "events_received", "lost", "reordered", "unexpected",
@@ -592,10 +612,10 @@ class Bench:
             row["proxy_cpu_pct"] = median(r["cpu_pct"].get("proxy") for r in runs["proxy"])
             row["proxy_cpu_us_per_event"] = median(per_unit(r, "proxy", r["events_received"])
                                                    for r in runs["proxy"])
-            if self.relay:
-                row["relay_cpu_pct"] = median(r["cpu_pct"].get("relay") for r in runs["relay"])
-                row["relay_cpu_us_per_event"] = median(per_unit(r, "relay", r["events_received"])
-                                                       for r in runs["relay"])
+            for ref in self.references:
+                row[f"{ref}_cpu_pct"] = median(r["cpu_pct"].get(ref) for r in runs[ref])
+                row[f"{ref}_cpu_us_per_event"] = median(per_unit(r, ref, r["events_received"])
+                                                        for r in runs[ref])
             row["harness_cpu_pct"] = median(harness_pct(r) for r in runs["direct"])
             rows.append(row)
             if sample:
@@ -874,11 +894,13 @@ def render(results):
             lines.append(f"   {q:{w - 3}} {_ms(lat['direct'][q], 3):>11} {_ms(lat['proxy'][q], 3):>11} "
                          f"{_signed(lat[f'added_{q}_ms'], digits=3):>12}  {limit:>10}  "
                          f"{_verdict(targets, f'latency_added_{q}')}")
-        if "relay" in lat:
+        for ref, name in (("relay", "bare TCP relay"), ("frame", "bare frame")):
+            if ref not in lat:
+                continue
             for q in ("p50", "p99"):
-                lines.append(f"   {'floor: bare TCP relay, ' + q:{w - 3}} {'':>11} "
-                             f"{_ms(lat['relay'][q], 3):>11} {_signed(lat[f'relay_added_{q}_ms'], digits=3):>12}"
-                             + (f"  (same CPU as the proxy; {_f0(lat['relay_cpu_us_per_request'])} us CPU per request)"
+                lines.append(f"   {f'floor: {name}, ' + q:{w - 3}} {'':>11} "
+                             f"{_ms(lat[ref][q], 3):>11} {_signed(lat[f'{ref}_added_{q}_ms'], digits=3):>12}"
+                             + (f"  (same CPU as the proxy; {_f0(lat[f'{ref}_cpu_us_per_request'])} us CPU per request)"
                                 if q == "p50" else ""))
         lines.append(f"   proxy CPU {_f0(lat['proxy_cpu_pct'])}% of its core, "
                      f"{_f0(lat['proxy_cpu_us_per_request'])} us per request")
@@ -897,6 +919,8 @@ def render(results):
                      f"harness {_f0(row['harness_cpu_pct_direct'])}%")
             if d:
                 extra += f", direct at {row['direct_rps'] / row['ideal_rps'] * 100:.0f}% of ideal"
+            if "frame_ratio" in row:
+                extra += f"; bare frame {row['frame_ratio']:.2f}x, {_f0(row['frame_cpu_us_per_request'])} us/req"
             lines.append(f"{label:{w}} {row['direct_rps']:>11.0f} {row['proxy_rps']:>11.0f} "
                          f"{row['ratio']:>11.2f}x  {limit:>10}  {_verdict(targets, tid):4}{extra}")
         lines.append("")
@@ -921,14 +945,15 @@ def render(results):
                          f"{p['lost']} lost, {p['reordered']} reordered, "
                          f"{p['byte_identical_streams']}/{p['streams']} streams byte-identical  "
                          f"{_verdict(targets, f'stream{n}_integrity')}")
-            if "relay_added_gap_p99_ms" in row:
-                lines.append(f"   {n} streams, floor (bare TCP relay, same CPU): first event p50 "
-                             f"{_signed(row['relay_added_ttfe_p50_ms'])}, gap p99 "
-                             f"{_signed(row['relay_added_gap_p99_ms'])}, relay CPU {_f0(row['relay_cpu_pct'])}%")
+            for ref, name in (("relay", "bare TCP relay"), ("frame", "bare frame")):
+                if f"{ref}_added_gap_p99_ms" in row:
+                    lines.append(f"   {n} streams, floor ({name}, same CPU): first event p50 "
+                                 f"{_signed(row[f'{ref}_added_ttfe_p50_ms'])}, gap p99 "
+                                 f"{_signed(row[f'{ref}_added_gap_p99_ms'])}, CPU {_f0(row[f'{ref}_cpu_pct'])}%, "
+                                 f"{_f0(row[f'{ref}_cpu_us_per_event'])} us per event")
             lines.append(f"   {n} streams: proxy CPU {_f0(row['proxy_cpu_pct'])}% of its core "
-                         f"({_f0(row['proxy_cpu_us_per_event'])} us per event relayed"
-                         + (f"; the bare relay {_f0(row['relay_cpu_us_per_event'])} us" if "relay_cpu_us_per_event" in row
-                            else "") + f"); harness CPU {_f0(row['harness_cpu_pct'])}% of the other (direct run)")
+                         f"({_f0(row['proxy_cpu_us_per_event'])} us per event relayed); "
+                         f"harness CPU {_f0(row['harness_cpu_pct'])}% of the other (direct run)")
         lines.append("")
     def row(label, value, target="", verdict=""):
         lines.append(f"   {label:{w - 3}} {value:<50} {target:>10}  {verdict}".rstrip())
@@ -1088,7 +1113,10 @@ def parse_args(argv):
                    help="streams start this far apart (default 2: 500 new streams/s, so 256 streams "
                         "all run at once for a while)")
     p.add_argument("--no-relay-floor", dest="relay_floor", action="store_false",
-                   help="skip the bare-TCP-relay reference in the latency group")
+                   help="skip the bare-TCP-relay reference (latency and streaming groups)")
+    p.add_argument("--no-frame-floor", dest="frame_floor", action="store_false",
+                   help="skip the bare-frame reference, bench/bare_forwarder.py (latency, throughput and "
+                        "streaming groups)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--no-usage-db", dest="usage_db", action="store_false",
                    help="run the proxy with \"usage_record\": false (to see what usage.db costs)")

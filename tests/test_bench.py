@@ -105,14 +105,19 @@ def test_benchmark_runs_end_to_end_quick(tmp_path):
         assert isinstance(lat[key], float)
     assert lat["direct"]["p50"] > 0 and lat["proxy"]["p50"] > 0
 
+    # The references beside the proxy: the extra hop alone, and the standard-library frame alone.
+    assert lat["relay_cpu_us_per_request"] > 0 and isinstance(lat["relay_added_p50_ms"], float)
+    assert lat["frame_cpu_us_per_request"] > 0 and isinstance(lat["frame_added_p50_ms"], float)
+
     rows = results["throughput"]
     assert {row["provider_delay_ms"] for row in rows} == {0, 20.0}
     for row in rows:
         assert row["direct_rps"] > 0 and row["proxy_rps"] > 0 and row["ratio"] > 0
+        assert row["frame_rps"] > 0 and row["frame_ratio"] > 0 and row["frame_cpu_us_per_request"] > 0
 
     assert len(results["streaming"]) == 2
     for row in results["streaming"]:
-        for side in ("direct", "proxy"):
+        for side in ("direct", "proxy", "relay", "frame"):
             counts = row[side]
             assert counts["events_expected"] > 0
             assert counts["events_received"] == counts["events_expected"], row
@@ -152,7 +157,7 @@ def test_benchmark_runs_end_to_end_quick(tmp_path):
     assert not results["notes"] or all("errors" not in note for note in results["notes"]), results["notes"]
 
     processes = results["meta"]["processes"]
-    assert {"proxy", "proxy-routing", "fake-provider", "loadgen"} <= set(processes)
+    assert {"proxy", "proxy-routing", "fake-provider", "loadgen", "tcp-relay", "frame"} <= set(processes)
     assert _still_running(processes.values()) == []
 
 

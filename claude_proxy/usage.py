@@ -101,8 +101,9 @@ REQUEST_COLUMNS = (
     "outcome", "error", "stream", "failovers", "ttfb_ms", "total_ms", "input_tokens", "output_tokens",
     "cache_read_input_tokens", "cache_creation_input_tokens",
 )
-INSERT_REQUEST = (f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
-                  f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})")
+INSERT_REQUEST = (f"INSERT INTO requests (id, {', '.join(REQUEST_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' * (1 + len(REQUEST_COLUMNS)))})")
+NEXT_REQUEST_ID = "SELECT COALESCE(MAX(id), 0) + 1 FROM requests"
 INSERT_ATTEMPT = ("INSERT INTO attempts (request_id, seq, provider, model, outcome, passed_on) "
                   "VALUES (?, ?, ?, ?, ?, ?)")
 
@@ -324,9 +325,14 @@ class UsageRecord:
                     self.unwritten += len(rows)
                     return
                 conn.execute("BEGIN IMMEDIATE")
-                for request, attempts in rows:
-                    request_id = conn.execute(INSERT_REQUEST, request).lastrowid
-                    conn.executemany(INSERT_ATTEMPT, [(request_id, *a) for a in attempts])
+                # Ids given here (the transaction holds the write lock), so that each
+                # table takes the whole batch in one executemany, not a call per request.
+                first_id = conn.execute(NEXT_REQUEST_ID).fetchone()[0]
+                conn.executemany(INSERT_REQUEST, [(first_id + i, *request)
+                                                  for i, (request, _) in enumerate(rows)])
+                conn.executemany(INSERT_ATTEMPT, [(first_id + i, *attempt)
+                                                  for i, (_, attempts) in enumerate(rows)
+                                                  for attempt in attempts])
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn is not None:

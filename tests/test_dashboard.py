@@ -313,7 +313,7 @@ def write_usage(path, rows):
                       outcome="ok", stream=0, failovers=sum(a[2] for a in attempts), ttfb_ms=ttfb, total_ms=1.0,
                       input_tokens=tokens_in, output_tokens=tokens_out, cache_read_input_tokens=1,
                       cache_creation_input_tokens=2)
-        request_id = conn.execute(INSERT_REQUEST, [values[c] for c in REQUEST_COLUMNS]).lastrowid
+        request_id = conn.execute(INSERT_REQUEST, [None, *(values[c] for c in REQUEST_COLUMNS)]).lastrowid  # id: the next
         conn.executemany(INSERT_ATTEMPT, [(request_id, seq, name, None, outcome, passed_on)
                                           for seq, (name, outcome, passed_on) in enumerate(attempts)])
     conn.commit()

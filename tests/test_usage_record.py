@@ -331,6 +331,35 @@ def test_migrations_bring_an_older_database_up_to_date(tmp_path, config, monkeyp
         assert conn.execute("SELECT count(*), count(note) FROM requests").fetchone() == (2, 0)
 
 
+def test_each_request_of_a_batch_keeps_its_own_attempts(tmp_path, config):
+    """Rows written together (one transaction, ids given by the writer) are linked right,
+    and a later batch, after pruning, goes on from the last id."""
+    now = 1_800_000_000.0
+    p1, p2 = config.providers
+    path = tmp_path / "usage.db"
+    write_entries(path, config, [entry(now - 10 * 86400, p2, tried=["p1=529", "p2=200"]),
+                                 entry(now - 5, p1, tried=["p1=200"]),
+                                 entry(now - 4, p2, tried=["p1=timeout", "p2=200"])])
+    record = UsageRecord(path, config, retention_days=5, clock=lambda: now)
+    try:
+        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            assert record.prune(conn) == 1
+    finally:
+        record.close()
+    write_entries(path, config, [entry(now - 3, p1, tried=["p1=200"]),
+                                 entry(now - 2, p2, tried=["p1=429", "p2=200"])])
+    with closing(sqlite3.connect(path)) as conn:
+        linked = {time: [(seq, provider, outcome, passed_on) for _, seq, provider, _, outcome, passed_on in
+                         conn.execute("SELECT * FROM attempts WHERE request_id = ? ORDER BY seq", (rid,))]
+                  for rid, time in conn.execute("SELECT id, time FROM requests ORDER BY id")}
+    assert linked == {
+        now - 5: [(0, "p1", "200", 0)],
+        now - 4: [(0, "p1", "timeout", 1), (1, "p2", "200", 0)],
+        now - 3: [(0, "p1", "200", 0)],
+        now - 2: [(0, "p1", "429", 1), (1, "p2", "200", 0)],
+    }
+
+
 def test_retention_prunes_old_rows_and_their_attempts(tmp_path, config):
     now = 1_800_000_000.0
     p1, p2 = config.providers

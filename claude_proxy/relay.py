@@ -86,6 +86,8 @@ class Usage:
 
     def feed_events(self, data):
         self.signatures.extend(signatures_in_events(data))
+        if b"message_start" not in data and b"message_delta" not in data:
+            return  # most events of a stream: text and tool deltas, no usage
         for event in split_events(data):
             head = event[:40]
             if b"message_start" not in head and b"message_delta" not in head:

@@ -110,6 +110,7 @@ class Child:
 
     def __init__(self, name, argv, cpus=None, env=None, cwd=None, stderr_path=None):
         self.name = name
+        self.cpus = cpus
         cpu_arg = ",".join(str(c) for c in sorted(cpus)) if cpus else "-"
         self.stderr_path = stderr_path
         self._stderr = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
@@ -330,7 +331,7 @@ class Bench:
                                                   str(self.provider_port)], cpus=self.proxy_cpus)
             self.relay_port = self.relay.read_line(10)["port"]
         if self.args.frame_floor:
-            self.frame, self.frame_port = self._launch_proxy("frame", ("a",), BENCH / "bare_forwarder.py")
+            self.frame, self.frame_port = self._launch_proxy("frame", ("a",), self.args.beside or BENCH / "bare_forwarder.py")
 
     @property
     def references(self):
@@ -417,9 +418,9 @@ class Bench:
         tick = os.sysconf("SC_CLK_TCK")
         own = {c.name: cpu_seconds(c.pid) or 0.0 for c in self.children}
         me = os.times()
-        groups = {"proxy_cpu": (self.proxy_cpus, own.get("proxy", 0) + own.get("tcp-relay", 0)),
-                  "harness_cpus": (self.harness_cpus, own.get("fake-provider", 0) + own.get("loadgen", 0)
-                                   + me.user + me.system)}
+        pinned = sum(own[c.name] for c in self.children if c.cpus == self.proxy_cpus)  # proxies, references
+        groups = {"proxy_cpu": (self.proxy_cpus, pinned),
+                  "harness_cpus": (self.harness_cpus, sum(own.values()) - pinned + me.user + me.system)}
         out = {}
         for name, (cpus, ours) in groups.items():
             busy = sum(stat1[c][0] - stat0[c][0] for c in cpus if c in stat0 and c in stat1) / tick
@@ -846,6 +847,13 @@ def evaluate(results):
     return targets
 
 
+def frame_label(meta):
+    """What the "frame" side is: the bare frame, or the proxy given with --beside."""
+    if not meta.get("beside"):
+        return "bare frame"
+    return f"beside ({meta.get('beside_commit') or meta['beside']})"
+
+
 def _f0(v):
     """A whole number, or "?" where the figure is not available (no /proc)."""
     return "?" if v is None else f"{v:.0f}"
@@ -894,7 +902,7 @@ def render(results):
             lines.append(f"   {q:{w - 3}} {_ms(lat['direct'][q], 3):>11} {_ms(lat['proxy'][q], 3):>11} "
                          f"{_signed(lat[f'added_{q}_ms'], digits=3):>12}  {limit:>10}  "
                          f"{_verdict(targets, f'latency_added_{q}')}")
-        for ref, name in (("relay", "bare TCP relay"), ("frame", "bare frame")):
+        for ref, name in (("relay", "bare TCP relay"), ("frame", frame_label(meta))):
             if ref not in lat:
                 continue
             for q in ("p50", "p99"):
@@ -920,7 +928,7 @@ def render(results):
             if d:
                 extra += f", direct at {row['direct_rps'] / row['ideal_rps'] * 100:.0f}% of ideal"
             if "frame_ratio" in row:
-                extra += f"; bare frame {row['frame_ratio']:.2f}x, {_f0(row['frame_cpu_us_per_request'])} us/req"
+                extra += f"; {frame_label(meta)} {row['frame_ratio']:.2f}x, {_f0(row['frame_cpu_us_per_request'])} us/req"
             lines.append(f"{label:{w}} {row['direct_rps']:>11.0f} {row['proxy_rps']:>11.0f} "
                          f"{row['ratio']:>11.2f}x  {limit:>10}  {_verdict(targets, tid):4}{extra}")
         lines.append("")
@@ -945,7 +953,7 @@ def render(results):
                          f"{p['lost']} lost, {p['reordered']} reordered, "
                          f"{p['byte_identical_streams']}/{p['streams']} streams byte-identical  "
                          f"{_verdict(targets, f'stream{n}_integrity')}")
-            for ref, name in (("relay", "bare TCP relay"), ("frame", "bare frame")):
+            for ref, name in (("relay", "bare TCP relay"), ("frame", frame_label(meta))):
                 if f"{ref}_added_gap_p99_ms" in row:
                     lines.append(f"   {n} streams, floor ({name}, same CPU): first event p50 "
                                  f"{_signed(row[f'{ref}_added_ttfe_p50_ms'])}, gap p99 "
@@ -1117,6 +1125,9 @@ def parse_args(argv):
     p.add_argument("--no-frame-floor", dest="frame_floor", action="store_false",
                    help="skip the bare-frame reference, bench/bare_forwarder.py (latency, throughput and "
                         "streaming groups)")
+    p.add_argument("--beside", metavar="PATH",
+                   help="measure another proxy.py (another checkout, to compare a change) in the bare "
+                        "frame's place, in the same rounds: less noise than two separate runs")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--no-usage-db", dest="usage_db", action="store_false",
                    help="run the proxy with \"usage_record\": false (to see what usage.db costs)")
@@ -1214,6 +1225,8 @@ def main(argv=None):
             "machine": machine_info(), "pinning": pinning, "quick": args.quick,
             "proxy": str(Path(args.proxy).resolve()), "proxy_commit": git_commit(Path(args.proxy).resolve().parent),
             "rounds": args.rounds, "groups": args.only, "usage_db": args.usage_db,
+            "beside": args.beside and str(Path(args.beside).resolve()),
+            "beside_commit": args.beside and git_commit(Path(args.beside).resolve().parent),
             "settings": {k: getattr(args, k) for k in ("latency_n", "failover_n", "duration", "concurrency",
                                                        "slow_concurrency", "slow_ms", "streams", "openai_streams", "deltas",
                                                        "pace_ms", "stream_interval_ms")},

@@ -176,6 +176,18 @@ def test_benchmark_reports_how_it_pinned(tmp_path):
     assert "pinning:" in proc.stdout
 
 
+def test_another_proxy_can_be_measured_beside_in_the_same_rounds(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--only", "latency", "--rounds", "1",
+                           "--no-relay-floor", "--beside", str(BENCH.parent / "proxy.py"), "--json", str(out)],
+                          capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    assert results["meta"]["beside"] == str((BENCH.parent / "proxy.py").resolve())
+    assert results["latency"]["frame_cpu_us_per_request"] > 0
+    assert "floor: beside (" in proc.stdout and "bare frame" not in proc.stdout
+
+
 def test_the_usage_writer_benchmark_runs():
     result = subprocess.run([sys.executable, str(BENCH / "usage_writer.py"), "--n", "500", "--rounds", "1"],
                             capture_output=True, text=True, timeout=120)

@@ -196,6 +196,23 @@ def row_of(entry, config):
     return row, [(seq, *attempt) for seq, attempt in enumerate(attempts)]
 
 
+MAX_PARAMETERS = 999  # per statement: SQLite's limit before 3.32 (SQLITE_MAX_VARIABLE_NUMBER)
+
+
+def insert_rows(conn, insert, rows):
+    """Run ``insert`` (an ``INSERT ... VALUES (?, ...)``) for each of ``rows``, as a few
+    multi-row statements: SQLite runs each in one step, and the GIL is handed back
+    and forth once per statement, where ``executemany`` does it once per row (which,
+    with hundreds of request threads waiting for the GIL, costs far more than the insert)."""
+    if not rows:
+        return
+    head, _, one = insert.rpartition(" VALUES ")
+    per = MAX_PARAMETERS // len(rows[0])
+    for start in range(0, len(rows), per):
+        chunk = rows[start:start + per]
+        conn.execute(f"{head} VALUES {', '.join([one] * len(chunk))}", [v for row in chunk for v in row])
+
+
 def connect_for_reading(path):
     """A read-only connection to ``path`` (which must exist), for reports:
     it never writes, so it never blocks the daemon's writer or changes the file."""
@@ -328,11 +345,11 @@ class UsageRecord:
                 # Ids given here (the transaction holds the write lock), so that each
                 # table takes the whole batch in one executemany, not a call per request.
                 first_id = conn.execute(NEXT_REQUEST_ID).fetchone()[0]
-                conn.executemany(INSERT_REQUEST, [(first_id + i, *request)
-                                                  for i, (request, _) in enumerate(rows)])
-                conn.executemany(INSERT_ATTEMPT, [(first_id + i, *attempt)
-                                                  for i, (_, attempts) in enumerate(rows)
-                                                  for attempt in attempts])
+                insert_rows(conn, INSERT_REQUEST, [(first_id + i, *request)
+                                                   for i, (request, _) in enumerate(rows)])
+                insert_rows(conn, INSERT_ATTEMPT, [(first_id + i, *attempt)
+                                                   for i, (_, attempts) in enumerate(rows)
+                                                   for attempt in attempts])
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn is not None:

@@ -360,6 +360,19 @@ def test_each_request_of_a_batch_keeps_its_own_attempts(tmp_path, config):
     }
 
 
+def test_a_batch_larger_than_one_statement_is_written_whole(tmp_path, config):
+    p1, p2 = config.providers
+    path = tmp_path / "usage.db"
+    count = 3 * (usage.MAX_PARAMETERS // 6) + 1  # attempts: 6 values a row, over three statements
+    write_entries(path, config, [entry(1_800_000_000.0 + i, p2, tried=[f"p1={500 + i}", "p2=200"])
+                                 for i in range(count)])
+    with closing(sqlite3.connect(path)) as conn:
+        got = conn.execute("SELECT r.time - 1800000000, a.outcome FROM requests r JOIN attempts a "
+                           "ON a.request_id = r.id AND a.seq = 0 ORDER BY r.id").fetchall()
+        assert conn.execute("SELECT count(*) FROM attempts").fetchone()[0] == 2 * count
+    assert got == [(float(i), str(500 + i)) for i in range(count)]
+
+
 def test_retention_prunes_old_rows_and_their_attempts(tmp_path, config):
     now = 1_800_000_000.0
     p1, p2 = config.providers

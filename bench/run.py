@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How much the proxy costs, measured side by side with a direct connection.
 
-    python bench/run.py                  # full run, about a minute and a half
+    python bench/run.py                  # full run, about two and a half minutes
     python bench/run.py --json out.json  # also write the results as JSON
     python bench/run.py --quick          # tiny load, a few seconds (the smoke test)
     python bench/run.py --only latency,failover --rounds 7

@@ -104,6 +104,7 @@ REQUEST_COLUMNS = (
 INSERT_REQUEST = (f"INSERT INTO requests (id, {', '.join(REQUEST_COLUMNS)}) "
                   f"VALUES ({', '.join('?' * (1 + len(REQUEST_COLUMNS)))})")
 NEXT_REQUEST_ID = "SELECT COALESCE(MAX(id), 0) + 1 FROM requests"
+MAX_ROWID = 2 ** 63 - 1
 INSERT_ATTEMPT = ("INSERT INTO attempts (request_id, seq, provider, model, outcome, passed_on) "
                   "VALUES (?, ?, ?, ?, ?, ?)")
 
@@ -343,12 +344,14 @@ class UsageRecord:
                     return
                 conn.execute("BEGIN IMMEDIATE")
                 # Ids given here (the transaction holds the write lock), so that each
-                # table takes the whole batch in one executemany, not a call per request.
+                # table takes the whole batch in a few multi-row statements.
                 first_id = conn.execute(NEXT_REQUEST_ID).fetchone()[0]
-                insert_rows(conn, INSERT_REQUEST, [(first_id + i, *request)
-                                                   for i, (request, _) in enumerate(rows)])
-                insert_rows(conn, INSERT_ATTEMPT, [(first_id + i, *attempt)
-                                                   for i, (_, attempts) in enumerate(rows)
+                if isinstance(first_id, int) and first_id + len(rows) <= MAX_ROWID:
+                    ids = range(first_id, first_id + len(rows))
+                    insert_rows(conn, INSERT_REQUEST, [(i, *request) for i, (request, _) in zip(ids, rows)])
+                else:  # ids used up to the top (a row put there by hand): SQLite finds free ones
+                    ids = [conn.execute(INSERT_REQUEST, (None, *request)).lastrowid for request, _ in rows]
+                insert_rows(conn, INSERT_ATTEMPT, [(i, *attempt) for i, (_, attempts) in zip(ids, rows)
                                                    for attempt in attempts])
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:

@@ -373,6 +373,24 @@ def test_a_batch_larger_than_one_statement_is_written_whole(tmp_path, config):
     assert got == [(float(i), str(500 + i)) for i in range(count)]
 
 
+def test_a_row_at_the_highest_id_does_not_stop_the_record(tmp_path, config):
+    """A hand-made row at the top of SQLite's id range: new rows take free ids, as SQLite
+    itself would give them, instead of failing every batch from then on."""
+    p1, p2 = config.providers
+    path = tmp_path / "usage.db"
+    write_entries(path, config, [entry(1_800_000_000.0, p1, tried=["p1=200"])])
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE requests SET id = ?", (usage.MAX_ROWID,))
+        conn.execute("UPDATE attempts SET request_id = ?", (usage.MAX_ROWID,))
+        conn.commit()
+    write_entries(path, config, [entry(1_800_000_001.0 + i, p2, tried=[f"p1={500 + i}", "p2=200"])
+                                 for i in range(3)])
+    with closing(sqlite3.connect(path)) as conn:
+        got = conn.execute("SELECT r.time - 1800000000, a.outcome FROM requests r JOIN attempts a "
+                           "ON a.request_id = r.id AND a.seq = 0 ORDER BY r.time").fetchall()
+    assert got == [(0.0, "200"), (1.0, "500"), (2.0, "501"), (3.0, "502")]
+
+
 def test_retention_prunes_old_rows_and_their_attempts(tmp_path, config):
     now = 1_800_000_000.0
     p1, p2 = config.providers

@@ -77,6 +77,24 @@ def test_usage_is_read_from_the_stream(providers, proxy):
     assert eventually(lambda: "in=120 out=33" in running.log_text())
 
 
+def test_usage_is_read_wherever_its_events_fall_among_the_chunks():
+    """Only message_start and message_delta carry usage: a chunk with neither (text that
+    merely says "usage") counts nothing, and one with either counts it wherever it is."""
+    from claude_proxy.relay import Usage
+
+    events = message_events(input_tokens=120, output_tokens=33, text='the "usage": {"output_tokens": 999}')
+    usage = Usage()
+    for event in events:
+        usage.feed_events(event)
+    assert (usage.input_tokens, usage.output_tokens) == (120, 33)
+    deltas = b"".join(e for e in events if b"content_block_delta" in e)
+    usage.feed_events(deltas)  # a chunk of text deltas alone: nothing to count
+    assert (usage.input_tokens, usage.output_tokens) == (120, 33)
+    together = Usage()
+    together.feed_events(b"".join(events))  # message_start first, message_delta after the text
+    assert (together.input_tokens, together.output_tokens) == (120, 33)
+
+
 def test_usage_is_read_from_a_short_stream_sent_with_a_length(providers, proxy):
     frames = message_events(input_tokens=77, output_tokens=4)
     provider = providers(Reply(200, body=b"".join(frames), content_type="text/event-stream"))

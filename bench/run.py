@@ -44,6 +44,7 @@ The five groups (issue 4):
 3. streaming with 100 and 256 concurrent streams, 20 ms between events:
    added time to first event (p50), added inter-event gap (p99), and every
    event checked: arrived, in order, byte-identical to what the provider sent;
+   beside it, the same through the bare relay and the bare frame;
 4. the proxy's memory (RSS) idle, with 256 streams open, after they end, and
    its thread count back to baseline (``/proc/<pid>/status``);
 5. failover: provider ``a`` answers 429 (``retry-after: 0``, so it never stays
@@ -330,8 +331,9 @@ class Bench:
             self.relay = self._start("tcp-relay", [str(BENCH / "relay.py"), "--upstream-port",
                                                   str(self.provider_port)], cpus=self.proxy_cpus)
             self.relay_port = self.relay.read_line(10)["port"]
-        if self.args.frame_floor:
-            self.frame, self.frame_port = self._launch_proxy("frame", ("a",), self.args.beside or BENCH / "bare_forwarder.py")
+        if self.args.frame_floor and {"latency", "throughput", "streaming"} & set(self.args.only):
+            self.frame, self.frame_port = self._launch_proxy("frame", ("a",),
+                                                             self.args.beside or BENCH / "bare_forwarder.py")
 
     @property
     def references(self):
@@ -592,7 +594,7 @@ class Bench:
             sides = ("direct", "proxy") + self.references
             runs = self.pairs(lambda side, r: {
                 "op": "streams", **self.target(side), "n": n, "deltas": a.deltas, "pace_ms": a.pace_ms,
-                "ramp_ms": a.stream_interval_ms * n, "seed_base": r * 100000 + sides.index(side) * 30000,
+                "ramp_ms": a.stream_interval_ms * n, "seed_base": (r * len(sides) + sides.index(side)) * 30000,
                 "timeout": 60}, a.rounds, sides, sample=sample)
             self.check_errors(f"streaming n={n}", runs)
             row = {"streams": n, "pace_ms": a.pace_ms, "events_per_stream": a.deltas + 5}
@@ -1127,7 +1129,8 @@ def parse_args(argv):
                         "streaming groups)")
     p.add_argument("--beside", metavar="PATH",
                    help="measure another proxy.py (another checkout, to compare a change) in the bare "
-                        "frame's place, in the same rounds: less noise than two separate runs")
+                        "frame's place, in the same rounds: less noise than two separate runs "
+                        "(--no-usage-db applies to it too)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--no-usage-db", dest="usage_db", action="store_false",
                    help="run the proxy with \"usage_record\": false (to see what usage.db costs)")
@@ -1160,6 +1163,8 @@ def parse_args(argv):
         p.error(f"unknown group(s): {', '.join(sorted(unknown))}")
     if "memory" in args.only and "streaming" not in args.only:
         args.only.append("streaming")
+    if args.beside and not args.frame_floor:
+        p.error("--beside runs in the bare frame's place: leave out --no-frame-floor")
     return args
 
 

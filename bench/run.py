@@ -810,8 +810,9 @@ def evaluate(results):
                 row["ratio"] is not None and row["ratio"] >= 0.4)
         if row["provider_delay_ms"] > 0:
             c = row["concurrency"]
+            least = slow_target(c)
             add(f"throughput_slow_c{c}", f"req/s vs direct, {row['provider_delay_ms']:g} ms, c={c}",
-                row["ratio"], 0.95, "x", row["ratio"] is not None and row["ratio"] >= 0.95)
+                row["ratio"], least, "x", row["ratio"] is not None and row["ratio"] >= least)
     for row in results.get("streaming", []):
         n = row["streams"]
         add(f"stream{n}_added_ttfe_p50", f"{n} streams: added first event p50", row["added_ttfe_p50_ms"], 1.0,
@@ -847,6 +848,12 @@ def evaluate(results):
         add("failover_added_p50", "failover added p50 beyond both answers", fo["added_p50_ms"], 2.0, "ms",
             fo["added_p50_ms"] <= 2.0)
     return targets
+
+
+def slow_target(concurrency):
+    """The least ratio to direct a slow provider's row must reach: 0.95x, and 0.6x from
+    256 in flight (issue 16's targets; one thread per connection tops out below 0.95 there)."""
+    return 0.6 if concurrency >= 256 else 0.95
 
 
 def frame_label(meta):
@@ -924,7 +931,8 @@ def render(results):
             label = f"   {'instant' if not d else f'{d:g} ms'} provider, c={row['concurrency']}"
             tid = "throughput_instant_c16" if (not d and row["concurrency"] == 16) else \
                 (f"throughput_slow_c{row['concurrency']}" if d else "")
-            limit = ">= 0.40x" if tid == "throughput_instant_c16" else (">= 0.95x" if d else "")
+            limit = ">= 0.40x" if tid == "throughput_instant_c16" else \
+                (f">= {slow_target(row['concurrency']):.2f}x" if d else "")
             extra = (f"  proxy CPU {_f0(row['proxy_cpu_pct'])}%, {_f0(row['proxy_cpu_us_per_request'])} us/req; "
                      f"harness {_f0(row['harness_cpu_pct_direct'])}%")
             if d:

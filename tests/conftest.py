@@ -1,5 +1,6 @@
 """Shared fixtures: fake providers and an in-process proxy on 127.0.0.1."""
 
+import contextlib
 import json
 import sys
 import threading
@@ -14,7 +15,7 @@ from claude_proxy.config import load_config  # noqa: E402
 from claude_proxy.logfile import setup_logging  # noqa: E402
 from claude_proxy.http_server import ProxyServer  # noqa: E402
 from claude_proxy.state import StatePaths, load_or_create_token  # noqa: E402
-from fakes import FakeProvider, request  # noqa: E402
+from fakes import FakeProvider, eventually, request  # noqa: E402
 from sdk_clients import close_all as close_sdk_clients  # noqa: E402
 
 
@@ -59,6 +60,23 @@ class RunningProxy:
             body = {"model": "claude-sonnet-4-5", "max_tokens": 64,
                     "messages": [{"role": "user", "content": "hi"}]}
         return request(self.url + prefix, "POST", path, body, headers, timeout=timeout)
+
+    @contextlib.contextmanager
+    def stream_held(self, provider, frames, model="m"):
+        """A streaming request in a thread, held by ``provider`` (a ``Stream`` with
+        ``hold_after=frames``) once it has sent ``frames`` frames, while the block runs.
+        Yields a dict that holds the answer as ``"r"`` after the block, once the
+        provider is released and the answer has ended."""
+        answer = {}
+        worker = threading.Thread(target=lambda: answer.update(r=self.post(
+            {"model": model, "stream": True, "messages": []})))
+        worker.start()
+        try:
+            assert eventually(lambda: provider.frames_sent == frames)
+            yield answer
+        finally:
+            provider.release()
+            worker.join(10)
 
     def log_text(self):
         for handler in __import__("logging").getLogger("claude_proxy").handlers:

@@ -89,20 +89,12 @@ def test_events_start_with_a_status_and_follow_requests(proxy, providers):
 def test_a_stream_in_flight_shows_in_status(proxy, providers):
     fake = providers(Stream(hold_after=3))
     running = proxy(fake)
-    answer = {}
-    worker = threading.Thread(target=lambda: answer.update(r=running.post(
-        {"model": "claude-x", "stream": True, "messages": []})))
-    worker.start()
-    try:
-        assert eventually(lambda: fake.frames_sent == 3)
+    with running.stream_held(fake, 3, model="claude-x") as answer:
         rows = eventually(lambda: running.server.feed.in_flight_rows())
         assert rows
         row = running.server.feed.in_flight_rows()[0]
         assert row["provider"] == "p1" and row["answering"] and row["bytes_out"] > 0
         assert row["input_tokens"] == 25
-    finally:
-        fake.release()
-        worker.join(10)
     assert answer["r"][0] == 200
     assert eventually(lambda: running.server.feed.in_flight_rows() == [])
 

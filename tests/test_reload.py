@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import threading
 import time
 
 import pytest
@@ -90,19 +89,11 @@ def test_a_stream_in_flight_finishes_byte_for_byte_across_a_reload(proxy, provid
     frames = message_events(text="the whole answer")
     p1, p2 = providers(Stream(frames, hold_after=2)), providers(named("p2"))
     running = proxy(p1, p2)
-    result = {}
-    worker = threading.Thread(target=lambda: result.update(r=running.post(
-        {"model": "m", "stream": True, "messages": []})))
-    worker.start()
-    try:
-        assert eventually(lambda: p1.frames_sent == 2)
+    with running.stream_held(p1, 2) as result:
         running.write_config([entry("p2", p2)])  # p1 removed, its pool retired
         answer = reload_now(running)
         assert answer["changes"] == ["providers removed: p1"]
         assert answered_by(running) == "p2"
-    finally:
-        p1.release()
-        worker.join(10)
     status, _, body = result["r"]
     assert status == 200 and body == b"".join(frames)
     assert running.server.upstreams._pools.keys() == {"p2"}
@@ -115,18 +106,10 @@ def test_a_removed_providers_connections_are_closed_once_idle(proxy, providers):
     pool = running.server.upstreams._pools["p1"]
     assert len(pool._idle) == 1
     p1.queue(Stream(hold_after=2))
-    result = {}
-    worker = threading.Thread(target=lambda: result.update(r=running.post(
-        {"model": "m", "stream": True, "messages": []})))
-    worker.start()
-    try:
-        assert eventually(lambda: p1.frames_sent == 2)  # a second connection, in use
+    with running.stream_held(p1, 2) as result:  # a second connection, in use
         running.write_config([entry("p2", p2)])
         reload_now(running)
         assert len(pool._idle) == 0  # the idle one closed at once
-    finally:
-        p1.release()
-        worker.join(10)
     assert result["r"][0] == 200
     assert len(pool._idle) == 0  # the one in use closed when it was given back
 

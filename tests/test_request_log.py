@@ -4,7 +4,6 @@ credentials redacted everywhere, rotation by size, and `serve --request-log`."""
 import json
 import subprocess
 import sys
-import threading
 
 from daemon_support import PROXY, clean_environ, free_port, health, wait_until
 from fakes import MESSAGE, Reply, Stream, eventually, message_events, request
@@ -165,19 +164,11 @@ def test_a_key_of_two_reloads_ago_is_still_masked_in_a_line_written_after_them(p
     frames = message_events(text=f"your key is {first}", pieces=1)
     provider = providers(Stream(frames, hold_after=2))
     running = proxy(provider, environ={}, request_log={"bodies": True})
-    answer = {}
-    worker = threading.Thread(target=lambda: answer.update(r=running.post(
-        {"model": "m", "stream": True, "messages": []})))
-    worker.start()
-    try:
-        assert eventually(lambda: provider.frames_sent == 2)
+    with running.stream_held(provider, 2) as answer:
         for key in ("sk-second-key-bbbb2222", "sk-third-key-cccc3333"):
             env.write_text(f"KEY_P1={key}\n", encoding="utf-8")
             status, _, _ = request(running.url, "POST", "/reload", headers=running.auth())
             assert status == 200
-    finally:
-        provider.release()
-        worker.join(10)
     assert answer["r"][0] == 200
     (line,) = logged(running, 1)
     assert first not in (running.paths.dir / "requests.jsonl").read_text()

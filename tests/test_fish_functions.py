@@ -17,7 +17,7 @@ import pytest
 from daemon_support import ROOT, url_of, workspace  # noqa: F401  (workspace: fixture)
 from fakes import request
 from test_shell_functions import (ShellInBackground, fake_pythons, sections, setup,  # noqa: F401  (setup: fixture)
-                                  without_python_setting)
+                                  assert_watch_sections, without_python_setting)
 
 from claude_proxy import errors, session
 
@@ -359,13 +359,7 @@ def test_claude_status_watch_runs_top(setup):
               'echo "== complete"; complete --do-complete "claude-status --w"; '
               'claude-reset >/dev/null')
     parts = sections(run_fish(script, workspace.environ).stdout)
-    assert parts["down"].startswith("claude-proxy is not running (config: ")
-    assert parts["down"].endswith(f"rc={errors.EXIT_NOT_RUNNING}")
-    for name in ("up", "once"):
-        assert "  this session: pinned to p2" in parts[name], parts[name]
-        assert re.search(r"^  p1 +ready +0 +0 ", parts[name], re.M), parts[name]
-        assert "IN FLIGHT (0)" in parts[name] and "\x1b" not in parts[name]
-        assert parts[name].endswith("rc=0")
+    assert_watch_sections(parts)
     assert parts["complete"].split()[0] == "--watch"
 
 

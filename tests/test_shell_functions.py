@@ -496,7 +496,12 @@ def test_claude_status_watch_runs_top(setup, shell):
               'echo "== up"; claude-status --watch | cat; echo "rc=${PIPESTATUS[0]:-$pipestatus[1]}"\n'
               'echo "== once"; claude-status --watch --once; echo "rc=$?"\n'
               'claude-reset >/dev/null')
-    parts = sections(run_in(shell, script, workspace.environ).stdout)
+    assert_watch_sections(sections(run_in(shell, script, workspace.environ).stdout))
+
+
+def assert_watch_sections(parts):
+    """``claude-status --watch`` run by a shell's script: once with the proxy down ("down"),
+    then up, its output piped ("up") and with ``--once`` ("once"), pinned to p2."""
     assert parts["down"].startswith("claude-proxy is not running (config: ")
     assert parts["down"].endswith(f"rc={errors.EXIT_NOT_RUNNING}")
     # Output that is not a terminal: proxy.py top's plain snapshot, with this session's mode.
